@@ -1,0 +1,132 @@
+"""TunerLayer: the base class of every module a tuner injects.
+
+A tuner layer usually wraps one frozen module of the base model (`self.base_layer`) and keeps each
+adapter's parameters in containers keyed by adapter name, PEFT style::
+
+    q_proj                      <- a LoRA TunerLayer put where the nn.Linear was
+      base_layer                <- the original, frozen nn.Linear
+      lora_A  {default: Linear, second: Linear}
+      lora_B  {default: Linear, second: Linear}
+
+so a parameter is named `...q_proj.lora_A.default.weight`. The class attribute `adapter_attrs`
+lists those containers (`("lora_A", "lora_B")`); everything generic — which parameters belong to
+which adapter, saving, deleting, offloading — reads them from there, so a tuner file only writes its
+math.
+
+Activation follows ms-swift: by default one activation state for the whole process; with the
+environment variable `USE_UNIQUE_THREAD=0`, each thread keeps its own (a thread that never chose
+sees the process-wide state), so two threads can run one model with different adapters.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+_GLOBAL = 0  # key of the process-wide activation state
+
+
+def _thread_key() -> int:
+    return _GLOBAL if os.environ.get("USE_UNIQUE_THREAD", "1") != "0" else threading.get_ident()
+
+
+class TunerLayer(nn.Module):
+    """Base class for injected tuner modules (see module docstring)."""
+
+    adapter_attrs: tuple[str, ...] = ()
+
+    def __init__(self, base_layer: nn.Module | None = None) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.merged_adapters: list[str] = []
+        self._activation: dict[int, dict[str, bool]] = {}
+
+    # ---- adapters held here -------------------------------------------------------------------
+    @property
+    def adapter_names(self) -> list[str]:
+        names: dict[str, None] = {}
+        for attr in self.adapter_attrs:
+            names.update(dict.fromkeys(getattr(self, attr).keys()))
+        return list(names)
+
+    def adapter_modules(self, adapter_name: str) -> Iterator[tuple[str, nn.Module | nn.Parameter]]:
+        """(attribute, module or parameter) pairs that belong to `adapter_name`."""
+        for attr in self.adapter_attrs:
+            container = getattr(self, attr)
+            if adapter_name in container:
+                yield attr, container[adapter_name]
+
+    def adapter_parameters(self, adapter_name: str) -> Iterator[tuple[str, nn.Parameter]]:
+        """(name relative to this layer, parameter) of one adapter, e.g. ('lora_A.default.weight', p)."""
+        for attr, item in self.adapter_modules(adapter_name):
+            if isinstance(item, nn.Parameter):
+                yield f"{attr}.{adapter_name}", item
+            else:
+                for sub, p in item.named_parameters():
+                    yield f"{attr}.{adapter_name}.{sub}", p
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        if adapter_name in self.merged_adapters:
+            raise ValueError(f"adapter {adapter_name!r} is merged into the weights: unmerge() it before deleting")
+        for attr in self.adapter_attrs:
+            container = getattr(self, attr)
+            if adapter_name in container:
+                del container[adapter_name]
+        for state in self._activation.values():
+            state.pop(adapter_name, None)
+
+    def unwrap(self) -> nn.Module | None:
+        """What replaces this layer once it holds no adapter (the original module by default)."""
+        return self.base_layer
+
+    # ---- activation (thread aware) -----------------------------------------------------------
+    def set_adapter_active(self, adapter_name: str, active: bool) -> None:
+        key = _thread_key()
+        if key != _GLOBAL and key not in self._activation:
+            self._activation[key] = dict(self._activation.get(_GLOBAL, {}))
+        self._activation.setdefault(key, {})[adapter_name] = active
+
+    def is_active(self, adapter_name: str) -> bool:
+        state = self._activation.get(_thread_key())
+        if state is None:
+            state = self._activation.get(_GLOBAL, {})
+        return state.get(adapter_name, False)
+
+    @property
+    def active_adapters(self) -> list[str]:
+        """Adapters that take part in this thread's forward (merged ones already sit in the weights)."""
+        return [n for n in self.adapter_names if self.is_active(n) and n not in self.merged_adapters]
+
+    # ---- merging (tuners that can merge override these) -------------------------------------
+    mergeable: bool = False
+
+    def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot be merged into the base weights")
+
+    def unmerge(self, adapter_name: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot be merged into the base weights")
+
+    # ---- helpers for subclasses ----------------------------------------------------------------
+    def _base_device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        for p in (self.base_layer or self).parameters():
+            return p.device, p.dtype
+        return torch.device("cpu"), torch.float32
+
+    def extra_repr(self) -> str:
+        return f"adapters={self.adapter_names}, merged={self.merged_adapters}"
+
+
+def tuner_layers(model: nn.Module) -> Iterator[tuple[str, TunerLayer]]:
+    """(name, layer) of every tuner layer in `model`."""
+    for name, module in model.named_modules():
+        if isinstance(module, TunerLayer):
+            yield name, module
+
+
+def check_finite(tensor: torch.Tensor, what: str) -> None:
+    """Safe-merge guard: refuse to write NaN/inf into base weights."""
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"safe_merge: merging {what} would put NaN/inf into the base weights; nothing was changed")

@@ -1,0 +1,121 @@
+"""Which modules does a config attach to?
+
+ms-swift / PEFT semantics:
+- a **string** target is a regular expression that must match the *whole* module name
+  (`re.fullmatch`), e.g. `r".*\\.(q_proj|v_proj)"`;
+- a **list** matches a module whose name equals an entry or ends with `"." + entry`
+  (a dotted suffix), e.g. `["q_proj", "v_proj"]` or `["layers.0.mlp"]`.
+
+When nothing matches, the error lists the closest existing module names with their types, so a
+typo is a one-line fix.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Iterable, Sequence
+
+import torch.nn as nn
+
+Target = str | Sequence[str] | None
+
+
+def name_matches(name: str, target: Target) -> bool:
+    """True if module `name` is selected by `target` (see module docstring)."""
+    if target is None:
+        return False
+    if isinstance(target, str):
+        return re.fullmatch(target, name) is not None
+    return any(name == t or name.endswith("." + t) for t in target)
+
+
+def _check_target(target: Target, field_name: str, config_name: str) -> None:
+    if isinstance(target, str):
+        try:
+            re.compile(target)
+        except re.error as err:
+            raise ValueError(f"{config_name}.{field_name}: {target!r} is not a valid regex ({err})") from None
+    elif target is not None and not all(isinstance(t, str) for t in target):
+        raise ValueError(f"{config_name}.{field_name}: expected a regex string or a list of module names")
+
+
+def match_modules(
+    model: nn.Module,
+    target: Target,
+    *,
+    types: tuple[type, ...] | None = None,
+    field_name: str = "target_modules",
+    config_name: str = "config",
+    skip: Iterable[type] = (),
+) -> list[str]:
+    """Names of the modules in `model` selected by `target` (and, if given, of one of `types`).
+
+    Modules inside an already injected tuner layer (its `base_layer` and adapter containers) are
+    never matched again; a tuner layer itself is matched under the original module's name.
+
+    Raises ValueError when nothing is selected, listing near misses.
+    """
+    _check_target(target, field_name, config_name)
+    from .layer import TunerLayer
+
+    tuner_paths: list[str] = []
+    names, wrong_type = [], []
+    for name, module in model.named_modules():
+        if any(name.startswith(p + ".") for p in tuner_paths):
+            continue  # internals of a tuner layer
+        if isinstance(module, TunerLayer):
+            tuner_paths.append(name)
+            module = module.base_layer if module.base_layer is not None else module
+        if isinstance(module, tuple(skip)) or not name_matches(name, target):
+            continue
+        if types is not None and not isinstance(module, types):
+            wrong_type.append(f"{name} ({type(module).__name__})")
+            continue
+        names.append(name)
+    if names:
+        return names
+
+    supported = ", ".join(t.__name__ for t in types) if types else "any"
+    if wrong_type:
+        raise ValueError(
+            f"{config_name}.{field_name}={target!r} matched only modules of unsupported types: "
+            f"{', '.join(wrong_type[:8])}. Supported types: {supported}. Point the target at those layers."
+        )
+    raise ValueError(f"{config_name}.{field_name}={target!r} matched no module. " + nearest_names_hint(model, target))
+
+
+def nearest_names_hint(model: nn.Module, target: Target, n: int = 6) -> str:
+    """'Closest module names: a.b (Linear), ...' for an error message."""
+    modules = {name: type(m).__name__ for name, m in model.named_modules() if name}
+    probes = [target] if isinstance(target, str) else list(target or [])
+    # Compare both full names and their last segments with each probe (regex chars stripped).
+    candidates: list[str] = []
+    for probe in probes:
+        plain = re.sub(r"[\\^$.*+?()\[\]{}|]", " ", probe).split()
+        for word in plain or [probe]:
+            last = {name.rsplit(".", 1)[-1]: name for name in modules}
+            for hit in difflib.get_close_matches(word, list(last), n=n, cutoff=0.4):
+                candidates.append(last[hit])
+            candidates += difflib.get_close_matches(word, list(modules), n=n, cutoff=0.4)
+    seen = list(dict.fromkeys(candidates))[:n]
+    if not seen:  # fall back to the leaf layer names, which are the usual targets
+        seen = [name for name, m in model.named_modules() if name and not list(m.children())][:n]
+    listing = ", ".join(f"{name} ({modules[name]})" for name in seen)
+    return (
+        f"Closest module names: {listing}. A string target must match the WHOLE name as a regex "
+        f"(e.g. r'.*q_proj'); a list entry must equal the name or a dotted suffix of it."
+    )
+
+
+def get_parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """(parent module, attribute name) of the submodule called `name`."""
+    parent_name, _, child = name.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), child
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put `new` where `name` was; return the old module."""
+    parent, child = get_parent(model, name)
+    old = getattr(parent, child)
+    setattr(parent, child, new)
+    return old
