@@ -287,3 +287,18 @@ def test_mixed_precision_bf16_on_cpu_then_fp32_again():
     assert model.weight.dtype == torch.float32  # weights stay fp32; only compute is bf16
     h = train(model, batches, loss, steps=3, mixed_precision="no", progress=False)  # process state reset
     assert len(h.loss) == 3
+
+
+def test_swift_model_checkpoint_holds_only_adapter_weights(tmp_path):
+    """With a real SwiftModel (LoRA on an MLP) the checkpoint is the adapter, not the backbone."""
+    from safetensors.torch import load_file
+
+    from swiftlite import LoRAConfig, Swift
+
+    model = Swift.prepare_model(mlp(), LoRAConfig(r=2, target_modules=["0", "2"]))
+    history = train(model, blobs(), ce_loss, steps=30, batch_size=32, lr=1e-2, save_dir=tmp_path, progress=False)
+    assert sum(history.loss[-5:]) < sum(history.loss[:5])
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert "adapter_model.safetensors" in files and "trainable.safetensors" not in files
+    keys = set(load_file(next(tmp_path.rglob("adapter_model.safetensors"))))
+    assert keys and all("lora_" in k for k in keys), keys
