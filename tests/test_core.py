@@ -1,0 +1,323 @@
+"""Engine behaviour shared by every tuner: targeting, activation, save/load, merging, errors."""
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+import torch.nn as nn
+
+from swiftlite import LoRAConfig, Swift, SwiftConfig, SwiftModel
+from swiftlite.core import Tuner, TunerLayer, register_tuner, tuner_layers
+from swiftlite.testing import models, output_tensor
+
+
+def lora_mlp(**kw):
+    model, inputs = models.mlp()
+    kw.setdefault("target_modules", ["fc1", "fc2"])
+    return Swift.prepare_model(model, LoRAConfig(init_lora_weights=False, **kw)), inputs
+
+
+def out(model, inputs):
+    with torch.no_grad():
+        return output_tensor(model(**inputs))
+
+
+# ---- import and API surface -------------------------------------------------------------------
+def test_import_is_light():
+    code = "import swiftlite, sys; print(sorted(m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_names_importable_both_ways():
+    import swiftlite
+    import swiftlite.tuners as tuners
+
+    for name in ["Swift", "SwiftModel", "SwiftConfig", "LoRAConfig", "register_tuner"]:
+        assert getattr(swiftlite, name) is getattr(tuners, name)
+
+
+# ---- targeting --------------------------------------------------------------------------------
+def test_string_target_must_match_whole_name():
+    model, _ = models.mlp()
+    assert LoRAConfig(target_modules=r"fc\d").matched_modules(model) == ["fc1", "fc2"]
+    with pytest.raises(ValueError, match="matched no module"):
+        LoRAConfig(target_modules="fc").matched_modules(model)  # 'fc' is not a full match of 'fc1'
+
+
+def test_list_target_matches_exact_or_dotted_suffix():
+    model, _ = models.llama()
+    names = LoRAConfig(target_modules=["q_proj", "layers.1.self_attn.v_proj"]).matched_modules(model)
+    assert names == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+
+
+def test_nothing_matched_lists_nearest_names_and_types():
+    model, _ = models.llama()
+    with pytest.raises(ValueError) as err:
+        Swift.prepare_model(model, LoRAConfig(target_modules=["q_prj"]))
+    message = str(err.value)
+    assert "LoRAConfig.target_modules" in message and "q_proj (Linear)" in message
+    assert not list(tuner_layers(model))
+
+
+def test_wrong_type_is_explained():
+    model, _ = models.mlp()
+    with pytest.raises(ValueError, match="unsupported types: norm \\(LayerNorm\\)"):
+        LoRAConfig(target_modules=["norm"]).matched_modules(model)
+
+
+# ---- activation -------------------------------------------------------------------------------
+def _two_adapter_model():
+    model, inputs = lora_mlp()
+    Swift.prepare_model(model, {"b": LoRAConfig(target_modules=["fc1", "fc2"], init_lora_weights=False)})
+    y = {}
+    for name in ("default", "b"):
+        model.set_active_adapters(name)
+        y[name] = out(model, inputs)
+    return model, inputs, y
+
+
+def test_activation_is_process_wide_by_default():
+    model, inputs, y = _two_adapter_model()
+    model.set_active_adapters("default")
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(out(model, inputs)))
+    t.start(); t.join()
+    torch.testing.assert_close(seen[0], y["default"])
+
+
+def test_activation_per_thread(monkeypatch):
+    monkeypatch.setenv("USE_UNIQUE_THREAD", "0")
+    model, inputs, y = _two_adapter_model()
+    barrier = threading.Barrier(2)
+    results, errors = {}, []
+
+    def worker(name):
+        try:
+            model.set_active_adapters(name)
+            barrier.wait()  # both threads have chosen before either runs
+            for _ in range(5):
+                results.setdefault(name, []).append(out(model, inputs))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("default", "b")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    for name in ("default", "b"):
+        for result in results[name]:
+            torch.testing.assert_close(result, y[name])
+
+
+def test_disable_adapter_restores_previous_state():
+    model, inputs, y = _two_adapter_model()
+    model.set_active_adapters("b")
+    base, _ = models.mlp()
+    with model.disable_adapter():
+        torch.testing.assert_close(out(model, inputs), out(base, inputs))
+    torch.testing.assert_close(out(model, inputs), y["b"])
+    assert model.active_adapters == ["b"]
+
+
+@pytest.mark.parametrize("offload", ["cpu", "meta"])
+def test_deactivate_with_offload_and_reactivate(offload):
+    model, inputs, y = _two_adapter_model()
+    model.set_active_adapters("default", offload=offload)
+    if offload == "meta":
+        assert all(p.is_meta for _, p in model._adapter_named_parameters("b"))
+    torch.testing.assert_close(out(model, inputs), y["default"])
+    model.set_active_adapters("b")
+    torch.testing.assert_close(out(model, inputs), y["b"])
+
+
+# ---- save / load ------------------------------------------------------------------------------
+def test_layout_and_reload_by_name(tmp_path):
+    model, inputs, y = _two_adapter_model()
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["adapter_config.json", "adapter_model.safetensors", "b"]
+    fresh, _ = models.mlp()
+    loaded = Swift.from_pretrained(fresh, str(tmp_path), adapter_name={"renamed": "b"})
+    assert list(loaded.adapters) == ["renamed"]
+    torch.testing.assert_close(out(loaded, inputs), y["b"])
+
+
+def test_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    model, inputs = lora_mlp()
+    model.save_pretrained(tmp_path)
+    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
+    with torch.no_grad():
+        for _, p in model._adapter_named_parameters("default"):
+            p.add_(1.0)
+    import safetensors.torch
+
+    def broken_save(tensors, path, metadata=None):
+        with open(path, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(tmp_path)
+    after = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
+    assert after == before  # same files, same bytes, no temporaries left
+
+
+def test_shape_mismatch_names_the_key_and_changes_nothing(tmp_path):
+    model, _ = lora_mlp(r=4)
+    model.save_pretrained(tmp_path)
+    import json
+
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    cfg["r"] = 2
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    fresh, _ = models.mlp()
+    with pytest.raises(ValueError, match=r"checkpoint key 'fc1\.lora_A\.default\.weight': shape \(4, 12\)"):
+        Swift.from_pretrained(fresh, str(tmp_path))
+    assert not list(tuner_layers(fresh))
+
+
+def test_unknown_key_is_named(tmp_path):
+    model, _ = lora_mlp()
+    state = model.state_dict(adapter_name="default")
+    state["fc9.lora_A.default.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="fc9.lora_A.default.weight"):
+        model.load_state_dict(state, adapter_name="default")
+
+
+def test_pickle_only_checkpoint_is_refused(tmp_path):
+    model, _ = lora_mlp()
+    model.save_pretrained(tmp_path)
+    state = model.state_dict(adapter_name="default")
+    os.remove(tmp_path / "adapter_model.safetensors")
+    torch.save(state, tmp_path / "adapter_model.bin")
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        Swift.from_pretrained(models.mlp()[0], str(tmp_path))
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path), allow_pickle=True)
+    assert set(loaded.state_dict()) == set(state)
+
+
+def test_extra_state_keys_are_trained_and_saved(tmp_path):
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"]), extra_state_keys=[r"head\..*"])
+    assert model.head.weight.requires_grad and not model.fc2.weight.requires_grad
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+    sm.save_pretrained(tmp_path)
+    assert (tmp_path / "extra_states" / "adapter_model.safetensors").exists()
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path))
+    torch.testing.assert_close(out(loaded, inputs), out(sm, inputs))
+
+
+def test_modules_to_save_trains_a_copy(tmp_path):
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"], modules_to_save=["head"]))
+    with torch.no_grad():
+        sm.base_model.head.modules_to_save["default"].bias.add_(1.0)
+    base, _ = models.mlp()
+    assert not torch.allclose(out(sm, inputs), out(base, inputs))
+    with sm.disable_adapter():
+        torch.testing.assert_close(out(sm, inputs), out(base, inputs))
+    sm.save_pretrained(tmp_path)
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path))
+    torch.testing.assert_close(out(loaded, inputs), out(sm, inputs))
+
+
+# ---- errors and rollback ----------------------------------------------------------------------
+@dataclass
+class _FlakyConfig(SwiftConfig):
+    swift_type: str = field(default="_TEST_FLAKY")
+    target_modules: object = None
+
+
+class _FlakyLayer(TunerLayer):
+    adapter_attrs = ("scale",)
+
+    def __init__(self, base_layer):
+        super().__init__(base_layer)
+        self.scale = nn.ParameterDict()
+
+    def add_adapter(self, adapter_name, config):
+        self.scale[adapter_name] = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        y = self.base_layer(x)
+        for name in self.active_adapters:
+            y = y * self.scale[name]
+        return y
+
+
+@register_tuner
+class _FlakyTuner(Tuner):
+    """Injects into the first matched module, then fails: used to test rollback."""
+
+    config_class = _FlakyConfig
+    layer_class = _FlakyLayer
+    not_mergeable_reason = "test tuner."
+
+    @classmethod
+    def inject(cls, model, config, adapter_name):
+        names = cls.match(model, config)
+        super().inject(model, config, adapter_name)
+        if len(names) > 1:
+            raise RuntimeError("injection failed half way")
+
+
+def test_failed_injection_leaves_nothing_behind():
+    model, inputs = models.mlp()
+    before = out(model, inputs)
+    keys = set(model.state_dict())
+    with pytest.raises(RuntimeError, match="half way"):
+        Swift.prepare_model(model, _FlakyConfig(target_modules=["fc1", "fc2"]))
+    assert not list(tuner_layers(model)) and set(model.state_dict()) == keys
+    torch.testing.assert_close(out(model, inputs), before)
+
+
+def test_merge_and_unload_refuses_non_mergeable_and_changes_nothing():
+    model, inputs = lora_mlp()
+    Swift.prepare_model(model, {"flaky": _FlakyConfig(target_modules=["head"])})
+    before = out(model, inputs)
+    with pytest.raises(ValueError, match="cannot unload non-mergeable adapters: flaky"):
+        model.merge_and_unload()
+    assert list(model.adapters) == ["default", "flaky"]
+    torch.testing.assert_close(out(model, inputs), before)
+
+
+def test_safe_merge_refuses_nan_and_rolls_back():
+    model, inputs = lora_mlp()
+    weights = {n: p.clone() for n, p in model.base_model.named_parameters() if "base_layer" in n}
+    with torch.no_grad():
+        model.base_model.fc2.lora_B["default"].weight[0, 0] = float("nan")  # fc1 merges fine, fc2 fails
+    with pytest.raises(ValueError, match="NaN/inf"):
+        model.merge()
+    for n, p in model.base_model.named_parameters():
+        if n in weights:
+            torch.testing.assert_close(p, weights[n], msg=n)
+    assert all(not layer.merged_adapters for _, layer in tuner_layers(model.base_model))
+
+
+def test_duplicate_and_bad_adapter_names():
+    model, _ = lora_mlp()
+    with pytest.raises(ValueError, match="already exists"):
+        Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"]))
+    with pytest.raises(ValueError, match="adapter_name='a.b'"):
+        Swift.prepare_model(model, {"a.b": LoRAConfig(target_modules=["fc1"])})
+
+
+def test_peft_config_goes_through_peft():
+    import peft
+
+    model, _ = models.llama()
+    peft_model = Swift.prepare_model(model, peft.LoraConfig(target_modules=["q_proj"], r=2))
+    assert isinstance(peft_model, peft.PeftModel)
+
+
+def test_attributes_fall_through_to_the_base():
+    model, _ = models.llama()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["q_proj"]))
+    assert sm.config is model.config
+    assert "trainable%" in sm.get_trainable_parameters()
+    assert isinstance(sm, SwiftModel)
