@@ -1,4 +1,4 @@
-"""Tiny model factories shared by the tests and the conformance kit (random init, no downloads).
+"""Tiny model factories for the conformance kit and the tests (random init, no downloads).
 
 Every factory is deterministic (it seeds its own init) — it stands in for "the pretrained base" —
 and returns (model, inputs) where `inputs` is a dict of keyword arguments for `model(**inputs)`.
