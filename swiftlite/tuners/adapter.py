@@ -1,0 +1,194 @@
+"""Adapter: Parameter-Efficient Transfer Learning for NLP (Houlsby et al., 2019, arXiv:1902.00751).
+
+A small bottleneck MLP is added *after* a frozen module, with a residual connection::
+
+    h = x + W_2 · act(W_1 · x + b_1) + b_2       W_1 ∈ R^{m×d}, W_2 ∈ R^{d×m}, m = adapter_length
+
+where x is the module's output (or, for a tuple/dict output, the element `hidden_pos` of it). In ms-swift
+terms the adapter hooks the method `method_name` (default `forward`) of every matched module: the method
+runs unchanged, then its output goes through the adapter. Hooking another method is how one reaches a
+point inside a module, e.g. `BertLayer.feed_forward_chunk` (the FFN sub-layer, where Houlsby put it).
+
+Differences from the paper / from ms-swift:
+- W_2 and b_2 start at zero, so the model is exactly unchanged at injection (the paper uses a near-zero
+  init for the same purpose; ms-swift uses Xavier for both layers, so its adapters start non-identity).
+- The paper inserts the adapter before the layer norm of each sub-layer; here it sits wherever
+  `target_modules` / `method_name` point (e.g. `BertOutput` output is after its LayerNorm).
+- `hidden_pos=None` (ms-swift has no default) means "the output if it is a tensor, else its first element".
+
+Not mergeable: the adapter is a non-linear MLP, it cannot be folded into the frozen weights.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+
+# ms-swift takes `act_layer` from transformers' ACT2CLS; these are the same functions in plain torch.
+ACTIVATIONS = {
+    "gelu": nn.GELU,
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+@dataclass
+class AdapterConfig(SwiftConfig):
+    """Field names and defaults follow ms-swift's `AdapterConfig`."""
+
+    swift_type: str = field(default="ADAPTER")
+    dim: int = None  # hidden size d of the hooked output (required: it sizes W_1 and W_2)
+    target_modules: Any = None  # regex (full match) or list of names / dotted suffixes
+    hidden_pos: int | str | None = None  # which element of a tuple (int) / dict (str key) output to adapt
+    method_name: str = "forward"  # the method of the target module whose output is adapted
+    adapter_length: int = 128  # bottleneck width m (ms-swift default)
+    act_layer: str = "gelu"  # non-linearity between W_1 and W_2 (Houlsby et al. use a GELU-like one)
+
+    _invalid_examples: ClassVar[dict] = {"dim": 0, "adapter_length": -1, "act_layer": "nope", "target_modules": None}
+
+    def validate(self) -> None:
+        self._require(isinstance(self.dim, int) and self.dim > 0, "dim",
+                      f"must be the positive hidden size of the adapted output (e.g. 768), got {self.dim!r}")
+        self._require(self.target_modules is not None, "target_modules",
+                      "is required: a regex such as r'.*layer\\.\\d+\\.output' or a list of module names")
+        self._require(isinstance(self.adapter_length, int) and self.adapter_length > 0, "adapter_length",
+                      f"must be a positive int, got {self.adapter_length!r}")
+        self._require(self.act_layer in ACTIVATIONS, "act_layer",
+                      f"{self.act_layer!r} is unknown; choose one of {sorted(ACTIVATIONS)}")
+        self._require(isinstance(self.method_name, str) and self.method_name.isidentifier(), "method_name",
+                      f"must be a method name such as 'forward' or 'feed_forward_chunk', got {self.method_name!r}")
+        self._require(self.hidden_pos is None or isinstance(self.hidden_pos, (int, str)), "hidden_pos",
+                      f"must be None, an int index or a str key, got {self.hidden_pos!r}")
+
+
+class AdapterModule(nn.Module):
+    """The bottleneck `x + linear2(act(linear1(x)))` (names as in ms-swift's `AdapterModule`)."""
+
+    def __init__(self, dim: int, adapter_length: int, act_layer: str, device=None, dtype=None) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, adapter_length, device=device, dtype=dtype)  # W_1: d -> m
+        self.act = ACTIVATIONS[act_layer]()
+        self.linear2 = nn.Linear(adapter_length, dim, device=device, dtype=dtype)  # W_2: m -> d
+        nn.init.xavier_uniform_(self.linear1.weight)
+        nn.init.normal_(self.linear1.bias, std=1e-6)
+        nn.init.zeros_(self.linear2.weight)  # W_2 = 0 and b_2 = 0: identity at init
+        nn.init.zeros_(self.linear2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.to(self.linear1.weight.dtype)
+        # h = x + W_2 · act(W_1 · x + b_1) + b_2
+        h = h + self.linear2(self.act(self.linear1(h)))
+        return h.to(x.dtype)
+
+
+class AdapterLayer(TunerLayer):
+    """Wraps a module; adapts the output of its `method_name` with every active adapter, in order."""
+
+    adapter_attrs = ("adapter",)
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.adapter = nn.ModuleDict()
+        self.hidden_pos: dict[str, int | str | None] = {}
+        self.method_name: str | None = None
+        self._original_method = None
+
+    def add_adapter(self, adapter_name: str, config: AdapterConfig) -> None:
+        if self.method_name is None:
+            self.method_name = config.method_name
+            if config.method_name != "forward":
+                if not callable(getattr(self.base_layer, config.method_name, None)):
+                    raise ValueError(f"AdapterConfig.method_name: {type(self.base_layer).__name__} has no method "
+                                     f"{config.method_name!r}; use 'forward' or one of its methods")
+                # The base calls `self.<method>()` from inside its own forward, which a wrapper cannot see:
+                # route that attribute through this layer (undone in `unwrap`).
+                self._original_method = getattr(self.base_layer, config.method_name)
+                setattr(self.base_layer, config.method_name, _MethodHook(self))
+        elif config.method_name != self.method_name:
+            raise ValueError(f"AdapterConfig.method_name: this module already hooks {self.method_name!r}; "
+                             f"a second adapter on it must hook the same method, got {config.method_name!r}")
+        device, dtype = self._base_device_dtype()
+        self.adapter[adapter_name] = AdapterModule(config.dim, config.adapter_length, config.act_layer, device, dtype)
+        self.hidden_pos[adapter_name] = config.hidden_pos
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        self.hidden_pos.pop(adapter_name, None)
+
+    def unwrap(self) -> nn.Module:
+        if self._original_method is not None:
+            delattr(self.base_layer, self.method_name)  # drop the instance attribute: the class method is back
+        return self.base_layer
+
+    def __getattr__(self, name: str) -> Any:
+        # Code around a wrapped block may read its attributes (e.g. `layer.attention_type`): fall through.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            return getattr(self.base_layer, name)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.method_name == "forward":
+            return self._hooked(*args, **kwargs)
+        return self.base_layer(*args, **kwargs)  # the hooked method is reached from inside
+
+    def _hooked(self, *args: Any, **kwargs: Any) -> Any:
+        method = self.base_layer if self.method_name == "forward" else self._original_method
+        out = method(*args, **kwargs)
+        for name in self.active_adapters:
+            out = apply_to_hidden(out, self.hidden_pos[name], self.adapter[name])
+        return out
+
+
+class _MethodHook:
+    """Stands in for the hooked method on the base instance. It keeps the original's signature, because
+    some callers inspect it (transformers' `apply_chunking_to_forward` counts the arguments)."""
+
+    def __init__(self, layer: AdapterLayer) -> None:
+        self.layer = layer
+        self.__signature__ = inspect.signature(layer._original_method)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.layer._hooked(*args, **kwargs)
+
+
+def apply_to_hidden(out: Any, pos: int | str | None, fn) -> Any:
+    """Replace the hidden states inside a module output (tensor, tuple/list or dict/ModelOutput) by fn(them)."""
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, (tuple, list)):
+        pos = 0 if pos is None else pos
+        if not isinstance(pos, int):
+            raise ValueError(f"hidden_pos={pos!r}: the output is a {type(out).__name__}; give an int index")
+        items = list(out)
+        items[pos] = fn(items[pos])
+        return type(out)(items)
+    if isinstance(out, dict):  # includes transformers' ModelOutput
+        keys = list(out.keys())
+        key = keys[pos or 0] if not isinstance(pos, str) else pos
+        if key not in out:
+            raise ValueError(f"hidden_pos={pos!r}: the output has keys {keys}")
+        out[key] = fn(out[key])
+        return out
+    raise TypeError(f"cannot find hidden states in an output of type {type(out).__name__}")
+
+
+@register_tuner
+class AdapterTuner(Tuner):
+    config_class = AdapterConfig
+    layer_class = AdapterLayer
+    identity_at_init = True
+    mergeable = False
+    not_mergeable_reason = "an adapter is a non-linear bottleneck MLP added after the module; it has no weight to fold into"
