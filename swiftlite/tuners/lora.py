@@ -2,23 +2,43 @@
 
 A frozen weight W0 gets a trainable low-rank update::
 
-    h = W0 x + (alpha / r) · B A x          A ∈ R^{r×d_in}, B ∈ R^{d_out×r}, B = 0 at init
+    h = W0 x + s · B A x        A ∈ R^{r×d_in}, B ∈ R^{d_out×r}, B = 0 at init, s = alpha / r
 
-so the model is unchanged at initialisation, and `W0 + (alpha/r)·B A` can be merged into W0 for
-inference at no extra cost.
+so the model is unchanged at initialisation, and `W0 + s·B A` can be merged into W0 for inference
+at no extra cost. The same update is put on nn.Linear, transformers' Conv1D (GPT-2, weight stored
+transposed), nn.Conv2d (A: a conv with W0's kernel/stride/padding to r channels, B: a 1×1 conv)
+and nn.Embedding (A: r×num_embeddings looked up with F.embedding, B: embedding_dim×r).
+
+Options, each one line of math:
+- rsLoRA (Kalajdzievski, 2023, arXiv:2312.03732): s = alpha / sqrt(r).
+- DoRA (Liu et al., 2024, arXiv:2402.09353): W' = m · (W0 + s·BA) / ||W0 + s·BA||_c, with m a
+  trainable magnitude per output feature initialised to ||W0||_c and the norm detached (§4.3).
+- LoRA+ (Hayou et al., 2024, arXiv:2402.12354): B learns with lr · `lorap_lr_ratio`.
+
+Parameter names follow PEFT (`lora_A.<adapter>.weight`, `lora_embedding_A.<adapter>`,
+`lora_magnitude_vector.<adapter>.weight`), so PEFT checkpoints convert by renaming keys only.
+
+Differences from PEFT: Embedding LoRA initialises B = 0 and A ~ N(0, 1) (PEFT: A = 0, B ~ N(0, 1));
+the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
-from ..core.layer import check_finite
+from ..core import SwiftConfig, Tuner, TunerLayer, io, register_tuner
+from ..core.layer import check_finite, tuner_layers
+from ..core.targeting import name_matches, replace_module
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -30,18 +50,21 @@ class LoRAConfig(SwiftConfig):
     target_modules: Any = None  # regex (full match) or list of names / dotted suffixes
     lora_alpha: int = 8  # scaling = lora_alpha / r
     lora_dropout: float = 0.0  # dropout on the input of A
-    fan_in_fan_out: bool = False
-    bias: str = "none"
+    fan_in_fan_out: bool = False  # kept for PEFT configs; Conv1D (weight stored (in, out)) is detected by type
+    bias: str = "none"  # LoRA trains no bias
     use_rslora: bool = False  # rsLoRA: scaling = lora_alpha / sqrt(r)
     modules_to_save: Any = None  # extra modules trained in full (e.g. a new head)
     init_lora_weights: Any = True  # True: B = 0 (identity at init); False: random B (for tests)
     use_dora: bool = False  # DoRA: learn a magnitude vector as well
-    use_qa_lora: bool = False
-    use_merged_linear: bool = False
-    enable_lora: Any = None
-    lora_dtype: str | None = None  # None: same dtype as the base layer
-    lorap_lr_ratio: float | None = None  # LoRA+: lr(B) = ratio · lr(A)
+    use_qa_lora: bool = False  # QA-LoRA needs quantized layers: not supported here
+    use_merged_linear: bool = False  # ms-swift's merged qkv layer: not supported here
+    enable_lora: Any = None  # chunks of a merged linear that get LoRA (needs use_merged_linear)
+    lora_dtype: str | None = None  # None: same dtype as the base layer; else 'float32', 'bfloat16', ...
+    lorap_lr_ratio: float | None = None  # LoRA+: lr(B) = ratio · lr(A); None: plain LoRA
     lorap_emb_lr: float = 1e-6  # LoRA+: lr of embedding A/B
+
+    _invalid_examples: ClassVar[dict] = {"r": 0, "lora_dropout": 1.5, "target_modules": None, "bias": "all",
+                                         "lora_dtype": "int8", "use_merged_linear": True, "lorap_lr_ratio": -1.0}
 
     def validate(self) -> None:
         self._require(isinstance(self.r, int) and self.r > 0, "r", f"must be a positive int, got {self.r!r}")
@@ -49,63 +72,397 @@ class LoRAConfig(SwiftConfig):
                       "is required: a regex such as r'.*(q_proj|v_proj)' or a list such as ['q_proj', 'v_proj']")
         self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
         self._require(self.bias == "none", "bias", f"only 'none' is supported, got {self.bias!r}")
+        self._require(self.init_lora_weights in (True, False), "init_lora_weights",
+                      f"True (B = 0) or False (random B) are supported, got {self.init_lora_weights!r}")
+        self._require(self.lora_dtype is None or self.lora_dtype in _DTYPES, "lora_dtype",
+                      f"None or one of {sorted(_DTYPES)}, got {self.lora_dtype!r}")
+        self._require(not self.use_merged_linear and self.enable_lora is None, "use_merged_linear",
+                      "merged qkv linears (use_merged_linear / enable_lora) are not supported by swiftlite; "
+                      "target the separate q/k/v projections, or the whole fused layer with use_merged_linear=False")
+        self._require(not self.use_qa_lora, "use_qa_lora", "QA-LoRA needs quantized layers; not supported by swiftlite")
         self._require(self.lorap_lr_ratio is None or self.lorap_lr_ratio > 0, "lorap_lr_ratio",
                       f"must be positive or None, got {self.lorap_lr_ratio!r}")
 
 
-class LoRALinear(TunerLayer):
-    adapter_attrs = ("lora_A", "lora_B", "lora_dropout")
+class _Magnitude(nn.Module):
+    """DoRA's magnitude vector m; a module so the parameter is named `...<adapter>.weight` as in PEFT."""
 
-    def __init__(self, base_layer: nn.Linear) -> None:
+    def __init__(self, m: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(m)
+
+
+class LoRALayer(TunerLayer):
+    """Shared mechanics. A subclass says how A and B act (`make_factors`, `lora_forward`) and where the
+    output features sit in W0 (`out_axis`); merging and DoRA are written once here on ΔW = s·B A."""
+
+    adapter_attrs = ("lora_A", "lora_B", "lora_dropout", "lora_magnitude_vector")
+    out_axis: ClassVar[int] = 0  # axis of W0 indexing output features (Linear (out, in): 0)
+    mergeable = True
+
+    def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
-        self.lora_A = nn.ModuleDict()
-        self.lora_B = nn.ModuleDict()
-        self.lora_dropout = nn.ModuleDict()
+        for attr in self.adapter_attrs:  # lora_A/lora_B: ModuleDict; lora_embedding_A/B: ParameterDict
+            setattr(self, attr, nn.ParameterDict() if attr.startswith("lora_embedding") else nn.ModuleDict())
         self.scaling: dict[str, float] = {}
+        self._merged_norm: dict[str, torch.Tensor] = {}  # DoRA: ||W0 + ΔW||_c at merge time, for unmerge
 
     def add_adapter(self, adapter_name: str, config: LoRAConfig) -> None:
         device, dtype = self._base_device_dtype()
-        r = config.r
-        self.lora_A[adapter_name] = nn.Linear(self.base_layer.in_features, r, bias=False, device=device, dtype=dtype)
-        self.lora_B[adapter_name] = nn.Linear(r, self.base_layer.out_features, bias=False, device=device, dtype=dtype)
-        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout else nn.Identity()
-        self.scaling[adapter_name] = config.lora_alpha / (math.sqrt(r) if config.use_rslora else r)
-        nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
-        if config.init_lora_weights is False:
-            nn.init.normal_(self.lora_B[adapter_name].weight, std=0.02)
+        dtype = _DTYPES[config.lora_dtype] if config.lora_dtype else dtype
+        A, B = self.make_factors(config.r, device, dtype)  # built fully before anything is stored
+        a, b = self.factors_of(A, B)
+        if self.embedding:
+            nn.init.normal_(a)
         else:
-            nn.init.zeros_(self.lora_B[adapter_name].weight)  # B = 0: identity at init
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as nn.Linear's default init
+        if config.init_lora_weights is False:
+            nn.init.normal_(b, std=0.02)  # only for tests: the adapter then changes the output
+        else:
+            nn.init.zeros_(b)  # B = 0: h = W0 x at init
+        scaling = config.lora_alpha / (math.sqrt(config.r) if config.use_rslora else config.r)
+        self.attr_A[adapter_name], self.attr_B[adapter_name] = A, B
+        use_dropout = config.lora_dropout and not self.embedding  # token ids get no dropout (as in PEFT)
+        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if use_dropout else nn.Identity()
+        self.scaling[adapter_name] = scaling
+        if config.use_dora:  # m = ||W0 + s·BA||_c  (== ||W0||_c when B = 0)
+            W = self.base_layer.weight.detach()
+            m = self._column_norm(W + self.delta_weight(adapter_name).detach().to(W.dtype))
+            self.lora_magnitude_vector[adapter_name] = _Magnitude(m.to(dtype))
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
         self.scaling.pop(adapter_name, None)
 
-    def delta_weight(self, adapter_name: str) -> torch.Tensor:
-        # ΔW = (alpha / r) · B A        (d_out, d_in)
-        return self.scaling[adapter_name] * self.lora_B[adapter_name].weight @ self.lora_A[adapter_name].weight
+    # ---- per layer type ------------------------------------------------------------------------
+    embedding: ClassVar[bool] = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.base_layer(x)
+    @property
+    def attr_A(self) -> nn.ModuleDict | nn.ParameterDict:
+        return getattr(self, self.adapter_attrs[0])
+
+    @property
+    def attr_B(self) -> nn.ModuleDict | nn.ParameterDict:
+        return getattr(self, self.adapter_attrs[1])
+
+    def factors_of(self, A: Any, B: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A, B as matrices (r, d_in·k) and (d_out, r) (views of the parameters)."""
+        return A.weight.flatten(1), B.weight.flatten(1)
+
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.factors_of(self.attr_A[name], self.attr_B[name])
+
+    def to_weight_layout(self, delta: torch.Tensor) -> torch.Tensor:
+        """(d_out, d_in·k) -> the layout of W0."""
+        return delta.view(self.base_layer.weight.shape)
+
+    def delta_weight(self, adapter_name: str) -> torch.Tensor:
+        A, B = self.factors(adapter_name)
+        # ΔW = s · B A        (d_out, d_in·k), then in W0's layout
+        return self.to_weight_layout(self.scaling[adapter_name] * B @ A)
+
+    def _column_norm(self, weight: torch.Tensor) -> torch.Tensor:
+        """||W||_c: the L2 norm of each output feature's weights, shaped like DoRA's m (as PEFT does)."""
+        return weight.norm(p=2, dim=[d for d in range(weight.dim()) if d != self.out_axis])  # (d_out,)
+
+    def _along_out_axis(self, v: torch.Tensor, ndim: int) -> torch.Tensor:
+        return v.reshape([-1 if d == self.out_axis else 1 for d in range(ndim)])
+
+    # ---- forward ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        h = self.base_layer(x, *args, **kwargs)
         for name in self.active_adapters:
-            # h = W0 x + (alpha / r) · B A x
-            h = h + self.lora_B[name](self.lora_A[name](self.lora_dropout[name](x))) * self.scaling[name]
+            x_d = self.lora_dropout[name](x)
+            lora = self.lora_forward(name, x_d).to(h.dtype)  # s · B A x̃
+            if name not in self.lora_magnitude_vector:
+                # h = W0 x + s · B A x
+                h = h + lora
+            else:
+                W = self.base_layer.weight
+                norm = self._column_norm(W + self.delta_weight(name).detach().to(W.dtype)).detach()
+                f = self.lora_magnitude_vector[name].weight / norm  # m / ||W0 + s·BA||_c
+                # DoRA: h = W0 x + b + (f - 1) · W0 x̃ + f · s·B A x̃   (= b + f·(W0 + s·BA) x without dropout)
+                h = h + (f - 1) * self.base_forward_no_bias(x_d) + f * lora
         return h
 
-    mergeable = True
-
+    # ---- merging ---------------------------------------------------------------------------------
     def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
-        merged = self.base_layer.weight.data + self.delta_weight(adapter_name).detach()
+        W = self.base_layer.weight
+        merged = W.data + self.delta_weight(adapter_name).detach().to(W.dtype)  # W0 + s·BA
+        if adapter_name in self.lora_magnitude_vector:
+            norm = self._column_norm(merged).reshape(-1)
+            m = self.lora_magnitude_vector[adapter_name].weight.detach().reshape(-1).to(W.dtype)
+            merged = self._along_out_axis(m / norm, W.dim()) * merged  # m · (W0 + s·BA) / ||W0 + s·BA||_c
         if safe_merge:
             check_finite(merged, f"LoRA adapter {adapter_name!r}")
-        self.base_layer.weight.data = merged
+        if adapter_name in self.lora_magnitude_vector:
+            self._merged_norm[adapter_name] = norm
+        W.data = merged
 
     def unmerge(self, adapter_name: str) -> None:
-        self.base_layer.weight.data -= self.delta_weight(adapter_name).detach()
+        W = self.base_layer.weight
+        merged = W.data
+        if adapter_name in self.lora_magnitude_vector:
+            m = self.lora_magnitude_vector[adapter_name].weight.detach().reshape(-1).to(W.dtype)
+            merged = merged / self._along_out_axis(m / self._merged_norm.pop(adapter_name), W.dim())  # undo m/||.||_c
+        W.data = merged - self.delta_weight(adapter_name).detach().to(W.dtype)
+
+
+class LoRALinear(LoRALayer):
+    def make_factors(self, r: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+        d_in, d_out = self.base_layer.in_features, self.base_layer.out_features
+        return (nn.Linear(d_in, r, bias=False, device=device, dtype=dtype),
+                nn.Linear(r, d_out, bias=False, device=device, dtype=dtype))
+
+    def lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        A = self.lora_A[name]
+        return self.lora_B[name](A(x.to(A.weight.dtype))) * self.scaling[name]  # s · B A x
+
+    def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.base_layer.weight)
+
+
+class LoRAConv1D(LoRALinear):
+    """transformers' Conv1D (GPT-2): y = x W + b with W stored (d_in, d_out), i.e. fan_in_fan_out."""
+
+    out_axis = 1
+
+    def make_factors(self, r: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+        d_in, d_out = self.base_layer.weight.shape
+        return (nn.Linear(d_in, r, bias=False, device=device, dtype=dtype),
+                nn.Linear(r, d_out, bias=False, device=device, dtype=dtype))
+
+    def to_weight_layout(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.T  # (d_out, d_in) -> (d_in, d_out)
+
+    def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.base_layer.weight
+
+
+class LoRAConv2d(LoRALinear):
+    def make_factors(self, r: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+        conv = self.base_layer
+        if conv.groups != 1:
+            raise ValueError(f"LoRAConfig.target_modules: Conv2d with groups={conv.groups} is not supported "
+                             f"(ΔW = B A needs groups=1); leave this layer out of target_modules")
+        A = nn.Conv2d(conv.in_channels, r, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                      bias=False, padding_mode=conv.padding_mode, device=device, dtype=dtype)
+        return A, nn.Conv2d(r, conv.out_channels, 1, bias=False, device=device, dtype=dtype)
+
+    def _column_norm(self, weight: torch.Tensor) -> torch.Tensor:
+        return super()._column_norm(weight).view(1, -1, 1, 1)  # PEFT's shape for a conv's m
+
+    def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer._conv_forward(x, self.base_layer.weight, None)
+
+
+class LoRAEmbedding(LoRALayer):
+    """A (r, num_embeddings) is looked up like an embedding table, then mapped by B (embedding_dim, r)."""
+
+    adapter_attrs = ("lora_embedding_A", "lora_embedding_B", "lora_dropout", "lora_magnitude_vector")
+    out_axis = 1  # W0 is (num_embeddings, embedding_dim)
+    embedding = True
+
+    def make_factors(self, r: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Parameter, nn.Parameter]:
+        n, d = self.base_layer.weight.shape
+        return (nn.Parameter(torch.empty(r, n, device=device, dtype=dtype)),
+                nn.Parameter(torch.empty(d, r, device=device, dtype=dtype)))
+
+    def factors_of(self, A: Any, B: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return A, B
+
+    def to_weight_layout(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.T  # (embedding_dim, num_embeddings) -> (num_embeddings, embedding_dim)
+
+    def lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        e = self.base_layer
+        after_A = F.embedding(x, self.lora_embedding_A[name].T, e.padding_idx, e.max_norm, e.norm_type,
+                              e.scale_grad_by_freq, e.sparse)  # (..., r)
+        return after_A @ self.lora_embedding_B[name].T * self.scaling[name]  # s · B A[:, x]
+
+    def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x)
+
+
+def _conv1d_type() -> type | None:
+    """transformers' Conv1D, only if transformers is already imported (never import it here)."""
+    module = sys.modules.get("transformers.pytorch_utils")
+    return getattr(module, "Conv1D", None) if module else None
+
+
+_PEFT_ATTRS = {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}
 
 
 @register_tuner
 class LoRATuner(Tuner):
     config_class = LoRAConfig
-    layer_class = LoRALinear
-    target_types = (nn.Linear,)
+    layer_class = LoRALayer
     mergeable = True
+
+    @classmethod
+    def supported_types(cls) -> tuple[type, ...]:
+        conv1d = _conv1d_type()
+        return (nn.Linear, nn.Conv2d, nn.Embedding) + ((conv1d,) if conv1d else ())
+
+    @staticmethod
+    def layer_for(module: nn.Module) -> type[LoRALayer]:
+        conv1d = _conv1d_type()
+        if conv1d is not None and isinstance(module, conv1d):
+            return LoRAConv1D
+        return {nn.Conv2d: LoRAConv2d, nn.Embedding: LoRAEmbedding}.get(type(module), LoRALinear)
+
+    @classmethod
+    def inject(cls, model: nn.Module, config: LoRAConfig, adapter_name: str) -> None:
+        for name in cls.match(model, config):
+            module = model.get_submodule(name)
+            if isinstance(module, LoRALayer):
+                module.add_adapter(adapter_name, config)
+                continue
+            if isinstance(module, TunerLayer):
+                raise ValueError(f"LoRAConfig.target_modules: {name!r} is already wrapped by {type(module).__name__}; "
+                                 f"add the LoRA adapter before that tuner")
+            layer = cls.layer_for(module)(module)
+            layer.add_adapter(adapter_name, config)
+            replace_module(model, name, layer)
+
+    @classmethod
+    def optimizer_param_groups(cls, model: nn.Module, config: LoRAConfig, params: dict[str, nn.Parameter],
+                               **defaults: Any) -> list[dict[str, Any]] | None:
+        """LoRA+ groups (as PEFT's `create_loraplus_optimizer` and ms-swift): groupA (lr), embedding
+        (lorap_emb_lr), groupB (B and 1-D parameters: lr·ratio) and groupB_no_decay (biases, norms)."""
+        if config.lorap_lr_ratio is None:
+            return None
+        lr, decay = defaults.get("lr", 1e-3), defaults.get("weight_decay", 0.0)
+        embedding_layers = {path for path, layer in tuner_layers(model) if isinstance(layer, LoRAEmbedding)}
+        no_decay_modules = {path for path, m in model.named_modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))}
+        groups: dict[str, list[nn.Parameter]] = {"groupA": [], "embedding": [], "groupB": [], "groupB_no_decay": []}
+        for name, p in params.items():
+            owner = name.rsplit(".", 1)[0]
+            if name.rsplit(".", 2)[0] in embedding_layers:
+                groups["embedding"].append(p)
+            elif ".lora_B." in name or p.dim() == 1:
+                no_decay = name.endswith("bias") or owner in no_decay_modules
+                groups["groupB_no_decay" if no_decay else "groupB"].append(p)
+            else:
+                groups["groupA"].append(p)
+        settings = {"groupA": (lr, decay), "embedding": (config.lorap_emb_lr, decay),
+                    "groupB": (lr * config.lorap_lr_ratio, decay), "groupB_no_decay": (lr * config.lorap_lr_ratio, 0.0)}
+        return [{**defaults, "params": ps, "lr": settings[g][0], "weight_decay": settings[g][1], "name": g}
+                for g, ps in groups.items() if ps]
+
+    # ---- combining adapters (PEFT's definitions) ---------------------------------------------------
+    @classmethod
+    def add_weighted_adapter(cls, swift_model: Any, adapters: list[str], weights: list[float], adapter_name: str,
+                             combination_type: str = "svd", svd_rank: int | None = None) -> None:
+        """New adapter from a weighted mix of LoRA adapters, as PEFT's `add_weighted_adapter`:
+
+        - "linear" (equal ranks): A' = Σ sign(w_i)·sqrt(|w_i s_i|)·A_i, B' = Σ sqrt(|w_i s_i|)·B_i, s' = 1
+          (cheap and only approximate: cross terms B_i A_j appear);
+        - "svd": ΔW = Σ w_i · s_i B_i A_i, truncated SVD to rank `svd_rank` (default: the largest rank),
+          B' = U_r diag(S_r), A' = V_r^T, s' = 1.
+        """
+        configs = [swift_model.adapters[name] for name in adapters]
+        if combination_type not in ("svd", "linear"):
+            raise ValueError(f"combination_type={combination_type!r}: expected 'svd' or 'linear'")
+        if any(c.use_dora for c in configs):
+            raise ValueError("add_weighted_adapter: DoRA adapters cannot be combined (their magnitudes do not add)")
+        ranks = [c.r for c in configs]
+        if len(adapters) == 1:
+            combination_type = "linear"  # as PEFT: one adapter is just rescaled
+        if combination_type == "linear" and len(set(ranks)) != 1:
+            raise ValueError(f"combination_type='linear' needs equal ranks, got r={ranks}; use 'svd'")
+        new_rank = ranks[0] if combination_type == "linear" else (svd_rank or max(ranks))
+        targets = [c.target_modules for c in configs]
+        if all(isinstance(t, str) for t in targets):
+            new_targets: Any = "|".join(f"({t})" for t in targets)
+        elif not any(isinstance(t, str) for t in targets):
+            new_targets = sorted({t for ts in targets for t in ts})
+        else:
+            raise ValueError("add_weighted_adapter: target_modules mix regex strings and lists; use one kind")
+        config = dataclasses.replace(configs[0], r=new_rank, lora_alpha=new_rank, target_modules=new_targets,
+                                     use_rslora=False, modules_to_save=None, init_lora_weights=True)
+        swift_model.add_adapter(adapter_name, config)
+        with torch.no_grad():
+            for _, layer in tuner_layers(swift_model.base_model):
+                if not isinstance(layer, LoRALayer) or adapter_name not in layer.scaling:
+                    continue
+                parts = [(n, w) for n, w in zip(adapters, weights) if n in layer.scaling]
+                A_new, B_new = layer.factors(adapter_name)
+                if combination_type == "linear":
+                    A_new.zero_(), B_new.zero_()
+                    for n, w in parts:
+                        A, B = layer.factors(n)
+                        ws = w * layer.scaling[n]
+                        A_new += math.copysign(math.sqrt(abs(ws)), ws) * A
+                        B_new += math.sqrt(abs(ws)) * B
+                else:
+                    delta = sum(w * layer.scaling[n] * (layer.factors(n)[1] @ layer.factors(n)[0]) for n, w in parts)
+                    U, S, Vh = torch.linalg.svd(delta.float(), full_matrices=False)  # delta: (d_out, d_in·k)
+                    k = min(new_rank, S.numel())
+                    B_new.zero_(), A_new.zero_()
+                    B_new[:, :k] = U[:, :k] * S[:k]
+                    A_new[:k] = Vh[:k]
+
+    # ---- PEFT format (renaming only) ---------------------------------------------------------------
+    @classmethod
+    def to_peft(cls, config: LoRAConfig, weights: dict[str, torch.Tensor], adapter_name: str
+                ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(adapter_config.json dict, weights) as PEFT's `LoraModel.save_pretrained` writes them."""
+        target = config.target_modules
+        peft_config = {
+            "peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "revision": None,
+            "inference_mode": True, "r": config.r, "lora_alpha": config.lora_alpha,
+            "target_modules": target if isinstance(target, str) else list(target),
+            "lora_dropout": config.lora_dropout, "fan_in_fan_out": config.fan_in_fan_out, "bias": config.bias,
+            "use_rslora": config.use_rslora, "use_dora": config.use_dora,
+            "modules_to_save": list(config.modules_to_save) if config.modules_to_save else None,
+            "init_lora_weights": config.init_lora_weights, "lora_bias": False, "layers_to_transform": None,
+            "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "exclude_modules": None,
+        }
+        out = {}
+        for key, value in weights.items():
+            if f".modules_to_save.{adapter_name}." in key:  # PEFT saves a module's copy under its own name
+                key = key.replace(f".modules_to_save.{adapter_name}.", ".")
+                out[io.PEFT_PREFIX + key] = value
+                continue
+            peft_key, = io.to_peft_keys({key: value}, adapter_name, _PEFT_ATTRS)
+            if peft_key.endswith(".lora_magnitude_vector.weight"):  # PEFT drops DoRA's ".weight"
+                peft_key = peft_key[: -len(".weight")]
+            out[peft_key] = value
+        return peft_config, out
+
+    @classmethod
+    def from_peft(cls, peft_config: dict[str, Any], weights: dict[str, torch.Tensor], adapter_name: str
+                  ) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
+        """Inverse of `to_peft`: a PEFT LoRA checkpoint as (LoRAConfig, swiftlite weights)."""
+        unsupported = {"lora_bias": False, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
+                       "exclude_modules": None, "use_qalora": False, "target_parameters": None,
+                       "trainable_token_indices": None, "layer_replication": None}
+        for key, default in unsupported.items():
+            if peft_config.get(key, default) not in (default, None, {}, []):
+                raise ValueError(f"PEFT LoraConfig.{key}={peft_config[key]!r} is not supported by swiftlite; "
+                                 f"load this checkpoint with peft.PeftModel.from_pretrained instead")
+        init = peft_config.get("init_lora_weights", True)
+        target = peft_config["target_modules"]
+        config = LoRAConfig(
+            r=peft_config["r"], lora_alpha=peft_config["lora_alpha"],
+            target_modules=target if isinstance(target, str) else sorted(target),
+            lora_dropout=peft_config.get("lora_dropout", 0.0), fan_in_fan_out=peft_config.get("fan_in_fan_out", False),
+            bias=peft_config.get("bias", "none"), use_rslora=peft_config.get("use_rslora", False),
+            use_dora=bool(peft_config.get("use_dora", False)), modules_to_save=peft_config.get("modules_to_save"),
+            init_lora_weights=init if isinstance(init, bool) else True,
+        )
+        out = {}
+        for key, value in weights.items():
+            key = key[len(io.PEFT_PREFIX):] if key.startswith(io.PEFT_PREFIX) else key
+            parts = key.split(".")
+            if not _PEFT_ATTRS & set(parts):  # a modules_to_save copy: `<module>.<param>`
+                cut = next((i for i in range(len(parts) - 1, 0, -1)
+                            if name_matches(".".join(parts[:i]), config.modules_to_save)), None)
+                if cut is None:
+                    raise ValueError(f"PEFT checkpoint key {key!r} is neither a LoRA weight nor in modules_to_save")
+                out[".".join(parts[:cut] + ["modules_to_save", adapter_name] + parts[cut:])] = value
+                continue
+            key, = io.from_peft_keys({key: value}, adapter_name, _PEFT_ATTRS)
+            out[key + ".weight" if key.endswith(f".lora_magnitude_vector.{adapter_name}") else key] = value
+        return config, out
