@@ -105,7 +105,7 @@ class LoRALayer(TunerLayer):
         for attr in self.adapter_attrs:  # lora_A/lora_B: ModuleDict; lora_embedding_A/B: ParameterDict
             setattr(self, attr, nn.ParameterDict() if attr.startswith("lora_embedding") else nn.ModuleDict())
         self.scaling: dict[str, float] = {}
-        self._merged_norm: dict[str, torch.Tensor] = {}  # DoRA: ||W0 + ΔW||_c at merge time, for unmerge
+        self._before_merge: dict[str, tuple] = {}  # adapter -> (base weight before its merge, DoRA factor)
 
     def add_adapter(self, adapter_name: str, config: LoRAConfig) -> None:
         device, dtype = self._base_device_dtype()
@@ -189,22 +189,25 @@ class LoRALayer(TunerLayer):
     def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
         W = self.base_layer.weight
         merged = W.data + self.delta_weight(adapter_name).detach().to(W.dtype)  # W0 + s·BA
+        factor = None
         if adapter_name in self.lora_magnitude_vector:
-            norm = self._column_norm(merged).reshape(-1)
             m = self.lora_magnitude_vector[adapter_name].weight.detach().reshape(-1).to(W.dtype)
-            merged = self._along_out_axis(m / norm, W.dim()) * merged  # m · (W0 + s·BA) / ||W0 + s·BA||_c
+            factor = self._along_out_axis(m / self._column_norm(merged).reshape(-1), W.dim())
+            merged = factor * merged  # m · (W0 + s·BA) / ||W0 + s·BA||_c
         if safe_merge:
             check_finite(merged, f"LoRA adapter {adapter_name!r}")
-        if adapter_name in self.lora_magnitude_vector:
-            self._merged_norm[adapter_name] = norm
+        # Keep the weight from before the merge (a reference, no copy) so that unmerge restores it
+        # exactly (W0 + ΔW - ΔW is not W0 in floating point); it costs one weight's memory while merged.
+        self._before_merge[adapter_name] = (W.data, factor)
         W.data = merged
 
     def unmerge(self, adapter_name: str) -> None:
         W = self.base_layer.weight
-        merged = W.data
-        if adapter_name in self.lora_magnitude_vector:
-            m = self.lora_magnitude_vector[adapter_name].weight.detach().reshape(-1).to(W.dtype)
-            merged = merged / self._along_out_axis(m / self._merged_norm.pop(adapter_name), W.dim())  # undo m/||.||_c
+        before, factor = self._before_merge.pop(adapter_name)
+        if self.merged_adapters[-1] == adapter_name:  # merged last: restore exactly
+            W.data = before
+            return
+        merged = W.data if factor is None else W.data / factor  # merged under others: undo with arithmetic
         W.data = merged - self.delta_weight(adapter_name).detach().to(W.dtype)
 
 

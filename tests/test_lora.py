@@ -1,0 +1,312 @@
+"""LoRA against its equations computed densely: h = W0 x + s·B A x, DoRA, merging, LoRA+, combining."""
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from swiftlite.core import Swift, TunerLayer, tuner_layers
+from swiftlite.testing import models
+from swiftlite.tuners.lora import LoRAConfig, LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRALayer, LoRALinear
+
+# (model factory, targets, {module name: expected layer class})
+CASES = {
+    "linear": (models.mlp, ["fc1"], "fc1", LoRALinear),
+    "embedding": (models.mlp, ["embed"], "embed", LoRAEmbedding),
+    "conv2d": (models.cnn, ["conv1"], "conv1", LoRAConv2d),
+    "conv1d": (models.gpt2, ["h.0.attn.c_attn"], "transformer.h.0.attn.c_attn", LoRAConv1D),
+}
+
+
+def _out(model, inputs):
+    y = model(**inputs)
+    return getattr(y, "logits", y)
+
+
+def _prepare(case, **kw):
+    factory, targets, path, cls = CASES[case]
+    model, inputs = factory()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=targets, **kw))
+    layer = sm.base_model.get_submodule(path)
+    assert type(layer) is cls
+    return sm, inputs, layer
+
+
+def _perturb_magnitude(layer, name="default"):
+    with torch.no_grad():
+        m = layer.lora_magnitude_vector[name].weight
+        m.mul_(1 + 0.3 * torch.rand_like(m))
+
+
+def _dense_weight(layer, name="default"):
+    """W' from the equations, written out per layer type, in the base weight's layout."""
+    W0 = layer.base_layer.weight.detach()
+    s = layer.scaling[name]
+    if isinstance(layer, LoRAEmbedding):
+        A, B = layer.lora_embedding_A[name], layer.lora_embedding_B[name]
+        dW = (s * B @ A).T  # (num_embeddings, dim)
+    else:
+        A, B = layer.lora_A[name].weight, layer.lora_B[name].weight
+        dW = s * B.flatten(1) @ A.flatten(1)
+        dW = dW.T if isinstance(layer, LoRAConv1D) else dW.view(W0.shape)
+    W = W0 + dW.detach()
+    if name in layer.lora_magnitude_vector:
+        m = layer.lora_magnitude_vector[name].weight.detach().reshape(-1)
+        out_axis = 1 if isinstance(layer, (LoRAEmbedding, LoRAConv1D)) else 0
+        other = [d for d in range(W.dim()) if d != out_axis]
+        norm = torch.linalg.vector_norm(W, dim=other, keepdim=True)  # ||W0 + s·BA||_c
+        shape = [-1 if d == out_axis else 1 for d in range(W.dim())]
+        W = m.view(shape) * W / norm
+    return W
+
+
+def _dense_forward(layer, x, W):
+    base = layer.base_layer
+    if isinstance(layer, LoRAEmbedding):
+        return F.embedding(x, W)
+    if isinstance(layer, LoRAConv1D):
+        return x @ W + base.bias
+    if isinstance(layer, LoRAConv2d):
+        return F.conv2d(x, W, base.bias, base.stride, base.padding, base.dilation)
+    return F.linear(x, W, base.bias)
+
+
+def _layer_input(case):
+    g = torch.Generator().manual_seed(3)
+    return {"linear": torch.randn(4, 12, generator=g), "embedding": torch.randint(0, 16, (3, 5), generator=g),
+            "conv2d": torch.randn(2, 3, 8, 8, generator=g), "conv1d": torch.randn(2, 5, 32, generator=g)}[case]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_init_B_is_zero_and_output_is_base(case):
+    factory = CASES[case][0]
+    model, inputs = factory()
+    y_base = _out(model, inputs)
+    sm, inputs, layer = _prepare(case)
+    B = layer.lora_embedding_B["default"] if isinstance(layer, LoRAEmbedding) else layer.lora_B["default"].weight
+    assert torch.count_nonzero(B) == 0
+    torch.testing.assert_close(_out(sm, inputs), y_base, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("variant", [{}, {"use_rslora": True}, {"use_dora": True}])
+def test_forward_equals_dense_equation(case, variant):
+    torch.manual_seed(0)
+    sm, _, layer = _prepare(case, r=4, lora_alpha=16, init_lora_weights=False, **variant)
+    expected_s = 16 / 2 if variant.get("use_rslora") else 16 / 4
+    assert layer.scaling["default"] == expected_s
+    if variant.get("use_dora"):
+        _perturb_magnitude(layer)
+    x = _layer_input(case)
+    torch.testing.assert_close(layer(x), _dense_forward(layer, x, _dense_weight(layer)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dora", [False, True])
+def test_merge_equals_unmerged_and_unmerge_restores(case, dora):
+    torch.manual_seed(0)
+    sm, inputs, layer = _prepare(case, r=4, init_lora_weights=False, use_dora=dora)
+    if dora:
+        _perturb_magnitude(layer)
+    W0 = layer.base_layer.weight.detach().clone()
+    W_expected = _dense_weight(layer)
+    y = _out(sm, inputs)
+    sm.merge()
+    torch.testing.assert_close(layer.base_layer.weight.detach(), W_expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_out(sm, inputs), y, rtol=1e-5, atol=1e-5)
+    with pytest.warns(UserWarning, match="already merged"):
+        sm.merge()  # idempotent
+    torch.testing.assert_close(_out(sm, inputs), y, rtol=1e-5, atol=1e-5)
+    sm.unmerge()
+    torch.testing.assert_close(layer.base_layer.weight.detach(), W0, rtol=0, atol=0)  # exact
+    torch.testing.assert_close(_out(sm, inputs), y, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_and_unload_gives_plain_model_with_same_output():
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["embed", "fc1", "fc2", "head"], init_lora_weights=False))
+    y = _out(sm, inputs)
+    plain = sm.merge_and_unload()
+    assert not any(isinstance(m, TunerLayer) for m in plain.modules())
+    assert type(plain.fc1) is nn.Linear and type(plain.embed) is nn.Embedding
+    torch.testing.assert_close(_out(plain, inputs), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_safe_merge_refuses_nan_and_changes_nothing(dora):
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1", "fc2"], init_lora_weights=False, use_dora=dora))
+    with torch.no_grad():
+        sm.base_model.fc2.lora_B["default"].weight[0, 0] = float("nan")  # the second layer is broken
+    before = {k: v.clone() for k, v in sm.base_model.state_dict().items() if "base_layer" in k}
+    with pytest.raises(ValueError, match="NaN"):
+        sm.merge(safe_merge=True)
+    after = sm.base_model.state_dict()
+    for k, v in before.items():
+        torch.testing.assert_close(after[k], v, rtol=0, atol=0)  # fc1, merged first, was rolled back
+    assert all(not layer.merged_adapters for _, layer in tuner_layers(sm.base_model))
+
+
+def test_lora_plus_param_groups():
+    model, _ = models.mlp()
+    config = LoRAConfig(target_modules=["embed", "fc1"], lorap_lr_ratio=16.0, lorap_emb_lr=5e-6, use_dora=True,
+                        modules_to_save=["head"])
+    sm = Swift.prepare_model(model, config)
+    groups = {g["name"]: g for g in sm.create_optimizer_param_groups(lr=1e-3, weight_decay=0.1)}
+    names = {id(p): n for n, p in sm.base_model.named_parameters()}
+
+    def members(group):
+        return sorted(names[id(p)] for p in groups[group]["params"])
+
+    assert groups["groupA"]["lr"] == 1e-3
+    assert members("groupA") == ["fc1.lora_A.default.weight", "head.modules_to_save.default.weight"]
+    assert groups["groupB"]["lr"] == pytest.approx(16e-3) and groups["groupB"]["weight_decay"] == 0.1
+    assert members("groupB") == ["embed.lora_magnitude_vector.default.weight", "fc1.lora_B.default.weight",
+                                 "fc1.lora_magnitude_vector.default.weight"]
+    assert groups["groupB_no_decay"]["weight_decay"] == 0.0 and groups["groupB_no_decay"]["lr"] == pytest.approx(16e-3)
+    assert members("groupB_no_decay") == ["head.modules_to_save.default.bias"]
+    assert groups["embedding"]["lr"] == 5e-6
+    assert members("embedding") == ["embed.lora_embedding_A.default", "embed.lora_embedding_B.default"]
+    # every trainable parameter is in exactly one group, and torch accepts the groups
+    all_ids = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(all_ids) == sorted(id(p) for p in sm.parameters() if p.requires_grad)
+    torch.optim.AdamW(list(groups.values()))
+    # without LoRA+ there is one plain group
+    sm2 = Swift.prepare_model(models.mlp()[0], LoRAConfig(target_modules=["fc1"]))
+    assert len(sm2.create_optimizer_param_groups(lr=1e-3)) == 1
+
+
+@pytest.mark.parametrize("combination_type", ["linear", "svd"])
+def test_add_weighted_adapter_matches_dense_expectation(combination_type):
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, {
+        "a": LoRAConfig(target_modules=["fc1", "embed"], r=4, lora_alpha=8, init_lora_weights=False),
+        "b": LoRAConfig(target_modules=["fc1"], r=4, lora_alpha=4, init_lora_weights=False),
+    })
+    w = [0.7, -0.4]
+    sm.add_weighted_adapter(["a", "b"], w, "mix", combination_type=combination_type)
+    assert sm.adapters["mix"].r == 4 and sm.adapters["mix"].target_modules == ["embed", "fc1"]
+    fc1, embed = sm.base_model.fc1, sm.base_model.embed
+    A = {n: fc1.lora_A[n].weight.detach() for n in "ab"}
+    B = {n: fc1.lora_B[n].weight.detach() for n in "ab"}
+    s = {n: fc1.scaling[n] for n in "ab"}
+    if combination_type == "linear":  # PEFT's 'linear': A and B mixed separately, sqrt of |w·s|
+        ws = [w[0] * s["a"], w[1] * s["b"]]
+        A_mix = sum(torch.sign(torch.tensor(v)) * abs(v) ** 0.5 * A[n] for v, n in zip(ws, "ab"))
+        B_mix = sum(abs(v) ** 0.5 * B[n] for v, n in zip(ws, "ab"))
+        expected = B_mix @ A_mix
+    else:  # 'svd': best rank-4 approximation of Σ w·ΔW (which has rank ≤ 8)
+        dense = w[0] * s["a"] * B["a"] @ A["a"] + w[1] * s["b"] * B["b"] @ A["b"]
+        U, S, Vh = torch.linalg.svd(dense)
+        expected = U[:, :4] @ torch.diag(S[:4]) @ Vh[:4]
+    torch.testing.assert_close(fc1.delta_weight("mix"), expected, rtol=1e-4, atol=1e-5)
+    # a module only adapter "a" targets mixes only "a"
+    torch.testing.assert_close(embed.delta_weight("mix"), w[0] * embed.delta_weight("a"), rtol=1e-4, atol=1e-5)
+    # the new adapter is a normal adapter: it activates and computes W0 + ΔW_mix
+    sm.set_active_adapters("mix")
+    x = _layer_input("linear")
+    torch.testing.assert_close(fc1(x), F.linear(x, fc1.base_layer.weight + expected, fc1.base_layer.bias),
+                               rtol=1e-4, atol=1e-5)
+    if combination_type == "linear":
+        sm2 = Swift.prepare_model(models.mlp()[0], {"a": LoRAConfig(target_modules=["fc1"], r=4),
+                                                   "b": LoRAConfig(target_modules=["fc1"], r=2)})
+        with pytest.raises(ValueError, match="equal ranks"):
+            sm2.add_weighted_adapter(["a", "b"], [1.0, 1.0], "mix", combination_type="linear")
+
+
+def test_svd_exact_when_rank_suffices():
+    torch.manual_seed(0)
+    model, inputs = models.cnn()
+    sm = Swift.prepare_model(model, {n: LoRAConfig(target_modules=["conv1"], r=2, init_lora_weights=False) for n in "ab"})
+    sm.add_weighted_adapter(["a", "b"], [1.0, 0.5], "mix", combination_type="svd", svd_rank=4)
+    conv = sm.base_model.conv1
+    torch.testing.assert_close(conv.delta_weight("mix"), conv.delta_weight("a") + 0.5 * conv.delta_weight("b"),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_lora_dtype_bfloat16():
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1", "embed"], lora_dtype="bfloat16",
+                                               init_lora_weights=False, use_dora=True))
+    fc1 = sm.base_model.fc1
+    assert fc1.lora_A["default"].weight.dtype == torch.bfloat16
+    assert sm.base_model.embed.lora_embedding_A["default"].dtype == torch.bfloat16
+    assert fc1.base_layer.weight.dtype == torch.float32
+    x = _layer_input("linear")
+    y = fc1(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, _dense_forward(fc1, x, _dense_weight(fc1)), rtol=2e-2, atol=2e-2)
+    _out(sm, inputs).sum().backward()  # gradients flow to bf16 factors
+    assert fc1.lora_A["default"].weight.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("field_name, value", list(LoRAConfig._invalid_examples.items()))
+def test_invalid_config_names_the_field(field_name, value):
+    kwargs = {"target_modules": ["fc1"], field_name: value}
+    with pytest.raises(ValueError, match=rf"LoRAConfig\.{field_name}"):
+        LoRAConfig(**kwargs)
+
+
+def test_target_matching_nothing_lists_near_names():
+    model, _ = models.mlp()
+    with pytest.raises(ValueError, match=r"matched no module.*fc1 \(Linear\)"):
+        Swift.prepare_model(model, LoRAConfig(target_modules=["fc_1"]))
+    with pytest.raises(ValueError, match=r"unsupported types.*norm \(LayerNorm\)"):
+        Swift.prepare_model(model, LoRAConfig(target_modules=["norm"]))
+
+
+def test_failing_injection_leaves_no_partial_layers():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(4, 4, 3)
+            self.b = nn.Conv2d(4, 4, 3, groups=2)  # not supported: injection fails on this second target
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    net = Net()
+    keys = set(net.state_dict())
+    with pytest.raises(ValueError, match="groups=2"):
+        Swift.prepare_model(net, LoRAConfig(target_modules=["a", "b"]))
+    assert type(net.a) is nn.Conv2d and type(net.b) is nn.Conv2d
+    assert set(net.state_dict()) == keys
+
+
+def test_two_adapters_on_one_layer_and_delete():
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    y_base = _out(model, inputs)
+    sm = Swift.prepare_model(model, {"a": LoRAConfig(target_modules=["fc1"], init_lora_weights=False),
+                                     "b": LoRAConfig(target_modules=["fc1"], r=2, init_lora_weights=False)})
+    fc1 = sm.base_model.fc1
+    x = _layer_input("linear")
+    W = fc1.base_layer.weight + fc1.delta_weight("a") + fc1.delta_weight("b")
+    torch.testing.assert_close(fc1(x), F.linear(x, W, fc1.base_layer.bias), rtol=1e-5, atol=1e-5)
+    sm.delete_adapter("a")
+    assert "a" not in fc1.scaling and set(fc1.adapter_names) == {"b"}
+    sm.delete_adapter("b")
+    assert type(sm.base_model.fc1) is nn.Linear
+    torch.testing.assert_close(_out(sm, inputs), y_base, rtol=0, atol=0)
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"], lora_dropout=0.5, init_lora_weights=False))
+    x = _layer_input("linear")
+    fc1 = sm.base_model.fc1
+    fc1.eval()
+    torch.testing.assert_close(fc1(x), F.linear(x, _dense_weight(fc1), fc1.base_layer.bias), rtol=1e-5, atol=1e-5)
+    fc1.train()
+    assert not torch.allclose(fc1(x), fc1(x))  # random masks on the LoRA branch
+
+
+def test_importing_lora_does_not_import_transformers():
+    code = "import sys, swiftlite.tuners.lora; assert 'transformers' not in sys.modules, 'transformers imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
