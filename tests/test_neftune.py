@@ -1,0 +1,76 @@
+"""NEFTune: noise statistics against the paper's formula, eval == base, targeting, conformance kit."""
+import math
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from swiftlite import Swift
+from swiftlite.testing import check_tuner, models
+from swiftlite.tuners.neftune import NEFTuneConfig, NEFTuneLayer
+
+KIT_CASES = {
+    "mlp": lambda: NEFTuneConfig(),  # no get_input_embeddings(): every nn.Embedding ('embed')
+    "bert": lambda: NEFTuneConfig(),  # embeddings.word_embeddings
+    "llama": lambda: NEFTuneConfig(),  # model.embed_tokens
+    "gpt2": lambda: NEFTuneConfig(),  # transformer.wte
+    "vit": lambda: NEFTuneConfig(),  # the patch embedding (beyond the paper, which noises token embeddings)
+}
+
+
+@pytest.mark.parametrize("model_name", list(KIT_CASES))
+def test_conformance(model_name, tmp_path):
+    report = check_tuner(KIT_CASES[model_name], models.MODELS[model_name], tmp_path=str(tmp_path))
+    assert "identity" in report.passed and "save_load" in report.passed
+
+
+@pytest.mark.parametrize("model_name, expected", [
+    ("mlp", "embed"), ("bert", "embeddings.word_embeddings"), ("llama", "model.embed_tokens"), ("gpt2", "transformer.wte"),
+])
+def test_targets_input_embedding(model_name, expected):
+    assert NEFTuneConfig().matched_modules(models.MODELS[model_name]()[0]) == [expected]
+
+
+def test_noise_statistics_follow_the_formula():
+    torch.manual_seed(0)
+    B, L, d, alpha = 8, 64, 128, 5.0
+    emb = nn.Embedding(100, d)
+    model = Swift.prepare_model(nn.ModuleDict({"embed": emb}), NEFTuneConfig(noise_alpha=alpha, target_modules=["embed"]))
+    layer = model.base_model["embed"]
+    ids = torch.randint(0, 100, (B, L))
+    clean = emb(ids).detach()
+    layer.train()
+    noise = (layer(ids) - clean).detach()
+    magnitude = alpha / math.sqrt(L * d)
+    # ε ~ U(−1, 1) scaled by α/√(L·d): bounded by the magnitude, mean 0, std magnitude/√3
+    assert noise.abs().max() <= magnitude * (1 + 1e-5)
+    assert noise.abs().max() > 0.99 * magnitude
+    assert abs(noise.mean().item()) < 0.02 * magnitude
+    assert noise.std().item() == pytest.approx(magnitude / math.sqrt(3), rel=0.02)
+    # fresh noise every call
+    assert not torch.equal(layer(ids), layer(ids))
+
+
+def test_eval_mode_and_deactivated_are_base():
+    base, inputs = models.llama()
+    reference = base(**inputs).logits.detach()
+    model = Swift.prepare_model(base, NEFTuneConfig(noise_alpha=15.0))
+    model.eval()
+    torch.testing.assert_close(model(**inputs).logits, reference, rtol=0, atol=0)
+    model.train()
+    assert (model(**inputs).logits - reference).abs().max() > 1e-4  # training: noisy
+    model.deactivate_adapter("default")
+    torch.testing.assert_close(model(**inputs).logits, reference, rtol=0, atol=0)
+    assert isinstance(model.base_model.model.embed_tokens, NEFTuneLayer)
+    assert not any(p.requires_grad for p in model.parameters())  # NEFTune trains nothing by itself
+
+
+def test_generate_still_works_and_no_embedding_is_an_error():
+    model = Swift.prepare_model(models.llama()[0], NEFTuneConfig())
+    out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 6)
+    with pytest.raises(ValueError, match="target_modules"):
+        Swift.prepare_model(models.cnn()[0], NEFTuneConfig())
