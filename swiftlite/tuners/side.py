@@ -1,0 +1,193 @@
+"""Side-Tuning: A Baseline for Network Adaptation via Additive Side Networks
+(Zhang et al., 2020, arXiv:1912.13503).
+
+A frozen module B ("base") gets a small trainable side network S that sees the same input; their
+outputs are blended with one learned scalar α::
+
+    R(x) = σ(α) · B(x) + (1 − σ(α)) · S(x)          α = 0 at init, so σ(α) = ½
+
+Only S and α train; gradients never have to flow through B's weights.
+
+Not identity at init: with σ(0) = ½ the tuned module outputs ½·B(x) + ½·S(x) right after injection
+(the paper's and ms-swift's choice), and even a zero side network would halve B(x). Not mergeable:
+S is a separate non-linear network (an MLP or a conv net) applied to the input, and there is no
+weight of B into which its output could be folded; the side branch stays at inference.
+
+Side networks (`side_module_name`):
+  "mlp"   Linear(d_in → dim) → GELU → Linear(dim → dim), on the last axis (tokens or vectors);
+  "fcn4"  ms-swift's 4-layer conv net: image (B, C, H, W) with H, W >= 15 → pooled vector (B, dim);
+  "conv"  Conv3×3(d_in → dim) → GroupNorm → ReLU → Conv3×3(dim → dim), keeps (H, W) (CNN / U-Net features).
+ms-swift's "alexnet" needs torchvision's downloaded ImageNet weights, which swiftlite does not fetch.
+
+Differences from the paper: the paper initialises S from the base or by distillation and can
+anneal α on a schedule; here S starts random and α is learned (as in ms-swift). `side_in_dim` is a
+swiftlite addition for modules whose input and output sizes differ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+
+SIDE_NETWORKS = ("mlp", "fcn4", "conv")
+
+
+@dataclass
+class SideConfig(SwiftConfig):
+    """Field names and defaults follow ms-swift's `SideConfig`; `side_in_dim` is swiftlite's."""
+
+    swift_type: str = field(default="SIDE")
+    dim: int = None  # size of the target's output (its last axis, or channels for "conv")
+    target_modules: Any = None  # the frozen modules B to put a side network beside (regex or list)
+    side_module_name: str = "fcn4"  # "mlp", "fcn4" or "conv" (see module docstring); ms-swift's default
+    source_hidden_pos: Any = 0  # where the input x sits in the call: int = positional, str = keyword
+    target_hidden_pos: Any = 0  # which output to blend when B returns a tuple / dict: int index or str key
+    side_in_dim: int | None = None  # input size of S; None: dim ("mlp", "conv") or 3 image channels ("fcn4")
+
+    _invalid_examples: ClassVar[dict] = {"dim": 0, "side_module_name": "resnet", "source_hidden_pos": 1.5}
+
+    def validate(self) -> None:
+        self._require(isinstance(self.dim, int) and self.dim > 0, "dim",
+                      f"must be the positive output size of the target module, got {self.dim!r}")
+        self._require(self.target_modules is not None, "target_modules",
+                      "is required, e.g. r'model\\.layers\\.\\d+' or ['mlp']")
+        if self.side_module_name == "alexnet":
+            self._require(False, "side_module_name", "'alexnet' needs downloaded torchvision ImageNet weights, "
+                                                     f"which swiftlite does not fetch; use one of {SIDE_NETWORKS}")
+        self._require(self.side_module_name in SIDE_NETWORKS, "side_module_name",
+                      f"must be one of {SIDE_NETWORKS}, got {self.side_module_name!r}")
+        for name in ("source_hidden_pos", "target_hidden_pos"):
+            pos = getattr(self, name)
+            self._require(isinstance(pos, (int, str)) and not isinstance(pos, bool), name,
+                          f"must be an int (positional index) or a str (keyword / key name), got {pos!r}")
+        self._require(self.side_in_dim is None or (isinstance(self.side_in_dim, int) and self.side_in_dim > 0),
+                      "side_in_dim", f"must be None or a positive int, got {self.side_in_dim!r}")
+
+
+class FCN4(nn.Module):
+    """Four conv blocks (3×3, GroupNorm, ReLU), global average pool, linear: (B, C, H, W) -> (B, dim)."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int, stride: int, padding: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=padding, bias=False),
+                                 nn.GroupNorm(2, c_out), nn.ReLU())
+
+        self.convs = nn.Sequential(block(in_channels, 16, 1, 1), block(16, 16, 2, 0), block(16, 32, 2, 0), block(32, 64, 1, 0))
+        self.fc = nn.Linear(64, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(x).mean(dim=(2, 3))  # (B, 64)
+        return self.fc(h)  # (B, dim)
+
+
+def build_side_network(config: SideConfig) -> nn.Module:
+    dim, name = config.dim, config.side_module_name
+    if name == "mlp":
+        d_in = config.side_in_dim or dim
+        return nn.Sequential(nn.Linear(d_in, dim), nn.GELU(), nn.Linear(dim, dim))
+    if name == "fcn4":
+        return FCN4(config.side_in_dim or 3, dim)
+    d_in = config.side_in_dim or dim  # "conv"
+    return nn.Sequential(nn.Conv2d(d_in, dim, 3, padding=1), nn.GroupNorm(1, dim), nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1))
+
+
+class SideLayer(TunerLayer):
+    """Blends the frozen module's output with a side network's: σ(α)·B(x) + (1 − σ(α))·S(x)."""
+
+    adapter_attrs = ("side_net", "side_alpha")
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.side_net = nn.ModuleDict()
+        self.side_alpha = nn.ParameterDict()
+        self.positions: dict[str, tuple[Any, Any]] = {}  # adapter -> (source_hidden_pos, target_hidden_pos)
+
+    def __getattr__(self, name: str) -> Any:
+        """Fall through to the wrapped module, so code reading its attributes keeps working."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self._modules.get("base_layer")
+            if name == "base_layer" or base is None:
+                raise
+            return getattr(base, name)
+
+    def add_adapter(self, adapter_name: str, config: SideConfig) -> None:
+        device, dtype = self._base_device_dtype()
+        self.side_net[adapter_name] = build_side_network(config).to(device=device, dtype=dtype)
+        self.side_alpha[adapter_name] = nn.Parameter(torch.zeros((), device=device, dtype=dtype))  # α = 0
+        self.positions[adapter_name] = (config.source_hidden_pos, config.target_hidden_pos)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        self.positions.pop(adapter_name, None)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.base_layer(*args, **kwargs)
+        for name in self.active_adapters:
+            source, target = self.positions[name]
+            x = _get_input(args, kwargs, source)
+            key = _output_key(out, target)
+            b_x = out if key is None else out[key]
+            s_x = self.side_net[name](x)
+            if s_x.shape != b_x.shape:
+                raise ValueError(f"SideConfig.dim / side_module_name: the side network maps {tuple(x.shape)} to "
+                                 f"{tuple(s_x.shape)} but the target output has shape {tuple(b_x.shape)}; pick the "
+                                 f"side network and dim (and side_in_dim) that produce that shape")
+            a = torch.sigmoid(self.side_alpha[name])
+            # R(x) = σ(α) · B(x) + (1 − σ(α)) · S(x)
+            blended = a * b_x + (1 - a) * s_x
+            out = blended if key is None else _replace(out, key, blended)
+        return out
+
+
+def _get_input(args: tuple, kwargs: dict, source: int | str) -> torch.Tensor:
+    if isinstance(source, int) and source < len(args):
+        return args[source]
+    if isinstance(source, str) and source in kwargs:
+        return kwargs[source]
+    raise ValueError(f"SideConfig.source_hidden_pos={source!r}: the module was called with {len(args)} positional "
+                     f"args and keywords {sorted(kwargs)}; point it at the input tensor")
+
+
+def _output_key(out: Any, target: int | str) -> Any:
+    """None when the output is the tensor itself, else the index / key holding it."""
+    if isinstance(out, torch.Tensor):
+        return None
+    if isinstance(out, dict):  # dicts and transformers' ModelOutput
+        return target if isinstance(target, str) else list(out.keys())[target]
+    return target
+
+
+def _replace(out: Any, key: Any, value: torch.Tensor) -> Any:
+    if isinstance(out, dict):
+        out[key] = value
+        return out
+    items = list(out)
+    items[key] = value
+    return type(out)(items) if isinstance(out, list) else tuple(items)
+
+
+@register_tuner
+class SideTuner(Tuner):
+    config_class = SideConfig
+    layer_class = SideLayer
+    identity_at_init = False  # σ(0) = ½ blends B(x) with a random S(x) from the start
+    mergeable = False
+    not_mergeable_reason = ("Side-Tuning adds a separate non-linear network on the module's input; its output "
+                            "cannot be folded into the frozen module's weights.")
+
+    @classmethod
+    def match(cls, model: nn.Module, config: SideConfig) -> list[str]:
+        found = super().match(model, config)
+        containers = [n for n in found if isinstance(model.get_submodule(n), (nn.ModuleList, nn.ModuleDict))]
+        if containers:
+            raise ValueError(f"SideConfig.target_modules matched {containers[:3]}, containers without a forward; "
+                             f"target the blocks inside them, e.g. r'{containers[0]}\\.\\d+'")
+        return found
