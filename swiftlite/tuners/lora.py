@@ -134,6 +134,10 @@ class LoRALayer(TunerLayer):
         super().delete_adapter(adapter_name)
         self.scaling.pop(adapter_name, None)
 
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.scaling)  # one entry per adapter; faster than scanning the containers each forward
+
     # ---- per layer type ------------------------------------------------------------------------
     embedding: ClassVar[bool] = False
 
@@ -172,7 +176,8 @@ class LoRALayer(TunerLayer):
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         h = self.base_layer(x, *args, **kwargs)
         for name in self.active_adapters:
-            x_d = self.lora_dropout[name](x)
+            dropout = self.lora_dropout[name]
+            x_d = x if isinstance(dropout, nn.Identity) else dropout(x)  # x̃ = dropout(x)
             lora = self.lora_forward(name, x_d).to(h.dtype)  # s · B A x̃
             if name not in self.lora_magnitude_vector:
                 # h = W0 x + s · B A x
