@@ -199,7 +199,7 @@ class PrefixLayer(TunerLayer):
 def _register_attention_function() -> None:
     from transformers import AttentionInterface
 
-    if ATTN_NAME not in AttentionInterface._global_mapping:
+    if ATTN_NAME not in AttentionInterface():
         AttentionInterface.register(ATTN_NAME, _prefix_attention)
 
 
