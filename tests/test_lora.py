@@ -310,3 +310,19 @@ def test_dropout_only_in_training():
 def test_importing_lora_does_not_import_transformers():
     code = "import sys, swiftlite.tuners.lora; assert 'transformers' not in sys.modules, 'transformers imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unmerging_an_adapter_merged_under_another():
+    """merge a, merge b, unmerge a only: the weight then holds W0 + ΔW_b (up to rounding)."""
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, {"a": LoRAConfig(target_modules=["fc1"], init_lora_weights=False),
+                                     "b": LoRAConfig(target_modules=["fc1"], init_lora_weights=False)})
+    fc1 = sm.base_model.fc1
+    W0 = fc1.base_layer.weight.detach().clone()
+    sm.merge(["a", "b"])
+    sm.unmerge("a")
+    assert fc1.merged_adapters == ["b"]
+    torch.testing.assert_close(fc1.base_layer.weight.detach(), W0 + fc1.delta_weight("b"), rtol=1e-5, atol=1e-6)
+    sm.unmerge()
+    torch.testing.assert_close(fc1.base_layer.weight.detach(), W0, rtol=1e-5, atol=1e-6)

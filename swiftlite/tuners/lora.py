@@ -207,12 +207,16 @@ class LoRALayer(TunerLayer):
         W.data = merged
 
     def unmerge(self, adapter_name: str) -> None:
+        # (SwiftModel calls this while `adapter_name` is still in `self.merged_adapters`.)
         W = self.base_layer.weight
         before, factor = self._before_merge.pop(adapter_name)
-        if self.merged_adapters[-1] == adapter_name:  # merged last: restore exactly
+        if before is not None and self.merged_adapters[-1] == adapter_name:  # merged last: restore exactly
             W.data = before
             return
-        merged = W.data if factor is None else W.data / factor  # merged under others: undo with arithmetic
+        later = self.merged_adapters[self.merged_adapters.index(adapter_name) + 1:]
+        for name in later:  # their saved weights still hold this adapter: they undo by arithmetic too
+            self._before_merge[name] = (None, self._before_merge[name][1])
+        merged = W.data if factor is None else W.data / factor
         W.data = merged - self.delta_weight(adapter_name).detach().to(W.dtype)
 
 
