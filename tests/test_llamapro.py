@@ -20,9 +20,40 @@ def _perturb_new_blocks(model, seed=0):
                 p.add_(0.2 * torch.randn(p.shape, generator=g))
 
 
-def test_conformance(tmp_path):
-    report = check_tuner(lambda: LLaMAProConfig(model_type="llama", num_new_blocks=2), models.llama, tmp_path=str(tmp_path))
+KIT_CASES = {
+    "llama": lambda: LLaMAProConfig(model_type="llama", num_new_blocks=2),
+    # pre-LN stacks work too once the output projections are named; post-LN BERT cannot be an identity block
+    "gpt2": lambda: LLaMAProConfig(num_new_blocks=2, zero_modules=["attn.c_proj", "mlp.c_proj"]),
+    "vit": lambda: LLaMAProConfig(num_new_blocks=2, zero_modules=["attention.o_proj", "mlp.fc2"]),
+}
+
+
+@pytest.mark.parametrize("model_name", list(KIT_CASES))
+def test_conformance(model_name, tmp_path):
+    report = check_tuner(KIT_CASES[model_name], models.MODELS[model_name], tmp_path=str(tmp_path))
     assert {"identity", "perturbed", "save_load", "train", "two_adapters", "delete"} <= set(report.passed)
+
+
+def test_sliding_window_layer_types_and_cache():
+    """Qwen2 with per-layer attention types: new blocks take their source's type and cache slot."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    base = Qwen2ForCausalLM(cfg).eval()
+    assert cfg.layer_types == ["full_attention", "sliding_attention"]
+    ids = torch.randint(0, 64, (1, 6))
+    with torch.no_grad():
+        expected = base.generate(ids, max_new_tokens=8, do_sample=False)
+        model = Swift.prepare_model(base, LLaMAProConfig(model_type="qwen2", num_new_blocks=2))
+        assert cfg.layer_types == ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+        assert torch.equal(model.generate(ids, max_new_tokens=8, do_sample=False), expected)  # identity blocks
+        _perturb_new_blocks(model)
+        cached = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
+        assert torch.equal(cached, model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False))
+    model.delete_adapter("default")
+    assert cfg.layer_types == ["full_attention", "sliding_attention"] and cfg.num_hidden_layers == 2
 
 
 def test_new_blocks_are_identity_copies():

@@ -9,6 +9,8 @@ output projection and its MLP down projection set to zero, so with the residual 
 
 a new block is the identity at the start ("identity block"), and only the new blocks train:
 the model grows in depth and learns new knowledge while the original blocks stay untouched.
+This needs pre-norm residual blocks (LLaMA, Qwen2, GPT-2, ViT with the right `zero_modules`);
+a post-norm block (BERT: `LayerNorm(h + W_o·…)`) is not the identity with W_o = 0.
 
 How it is attached here: the last block of each group is wrapped in a `LLaMAProLayer` that runs the
 original block and then the active adapters' new blocks. Switching the adapter off skips them
@@ -76,6 +78,16 @@ class LLaMAProLayer(TunerLayer):
         super().__init__(base_layer)
         self.llamapro_block = nn.ModuleDict()  # adapter -> ModuleList of new blocks
         self.__dict__["_expansion"] = None  # shared, unregistered: the stack and its original cache layout
+
+    def __getattr__(self, name: str) -> Any:
+        """Fall through to the wrapped block (models read e.g. `decoder_layer.attention_type`)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self._modules.get("base_layer")
+            if name == "base_layer" or base is None:
+                raise
+            return getattr(base, name)
 
     def add_adapter(self, adapter_name: str, config: LLaMAProConfig, copies: int = 1) -> None:
         blocks = nn.ModuleList(copy.deepcopy(self.base_layer) for _ in range(copies))
