@@ -108,3 +108,18 @@ def test_llama_rmsnorm_tuning_matches_manual():
 def test_invalid_mode_names_field():
     with pytest.raises(ValueError, match="mode"):
         BitFitConfig(mode="weights")
+
+
+def test_stacks_on_lora_and_merges_exactly():
+    from swiftlite.tuners import LoRAConfig
+
+    base, inputs = models.mlp()
+    model = Swift.prepare_model(base, LoRAConfig(target_modules=["fc1"], init_lora_weights=False))
+    Swift.prepare_model(model, {"bias": BitFitConfig(target_modules=["fc1"])})
+    with torch.no_grad():
+        model.base_model.fc1.bitfit_bias["bias"].normal_()
+        y = model(**inputs)
+        model.merge()
+        torch.testing.assert_close(model(**inputs), y)
+        model.unmerge()
+        torch.testing.assert_close(model(**inputs), y)

@@ -103,3 +103,12 @@ def test_feedforward_must_be_subset_and_zero_vector_refuses_merge():
     with pytest.raises(ValueError, match="zero entries"):
         model.merge()
     assert torch.equal(model.base_model.fc1.base_layer.weight, before)
+
+
+def test_refuses_to_stack_on_another_tuner():
+    from swiftlite.tuners import LoRAConfig
+
+    model = Swift.prepare_model(models.mlp()[0], LoRAConfig(target_modules=["fc1"]))
+    with pytest.raises(ValueError, match="target_modules.*wrapped"):
+        Swift.prepare_model(model, {"ia3": IA3Config(target_modules=["fc1"])})
+    assert list(model.adapters) == ["default"]

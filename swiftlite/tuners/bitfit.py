@@ -80,11 +80,16 @@ class BitFitLayer(TunerLayer):
         super().__init__(base_layer)
         self.bitfit_bias = nn.ParameterDict()
         self.bitfit_weight = nn.ParameterDict()
-        self.channel_axis = 1 if isinstance(base_layer, _CHANNEL_FIRST) else -1
+        self.channel_axis = 1 if isinstance(_core(base_layer), _CHANNEL_FIRST) else -1
         self._created_bias: list[str] = []  # adapters whose merge had to create the base bias
 
+    @property
+    def core(self) -> nn.Module:
+        """The original layer (under another tuner's wrapper, e.g. LoRA, when BitFit is stacked on it)."""
+        return _core(self.base_layer)
+
     def _num_channels(self) -> tuple[int, ...]:
-        base = self.base_layer
+        base = self.core
         if isinstance(getattr(base, "bias", None), nn.Parameter):
             return tuple(base.bias.shape)
         if isinstance(base, nn.Linear):
@@ -102,25 +107,28 @@ class BitFitLayer(TunerLayer):
     # Models read these through the wrapper (e.g. ViT: `projection.weight.dtype`).
     @property
     def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
+        return self.core.weight
 
     @property
     def bias(self) -> torch.Tensor | None:
-        return getattr(self.base_layer, "bias", None)
+        return getattr(self.core, "bias", None)
 
     def add_adapter(self, adapter_name: str, config: BitFitConfig) -> None:
         device, dtype = self._base_device_dtype()
         shape = self._num_channels()
-        if not _is_rms_norm(self.base_layer):  # an RMSNorm has no β to shift
+        if not _is_rms_norm(self.core):  # an RMSNorm has no β to shift
             self.bitfit_bias[adapter_name] = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))  # Δb = 0
         if config.mode == "norm":
-            if not isinstance(getattr(self.base_layer, "weight", None), nn.Parameter):
-                raise ValueError(f"BitFitConfig.mode='norm': {type(self.base_layer).__name__} has no affine weight "
+            if self.core is not self.base_layer:
+                raise ValueError("BitFitConfig.mode='norm': this norm layer is wrapped by another tuner; "
+                                 "add the BitFit adapter before the other one")
+            if not isinstance(getattr(self.core, "weight", None), nn.Parameter):
+                raise ValueError(f"BitFitConfig.mode='norm': {type(self.core).__name__} has no affine weight "
                                  f"(elementwise_affine=False?); target norm layers with a weight")
-            self.bitfit_weight[adapter_name] = nn.Parameter(torch.zeros_like(self.base_layer.weight))  # Δγ = 0
+            self.bitfit_weight[adapter_name] = nn.Parameter(torch.zeros_like(self.core.weight))  # Δγ = 0
 
     def _has_base_bias(self) -> bool:
-        return isinstance(getattr(self.base_layer, "bias", None), nn.Parameter)
+        return isinstance(getattr(self.core, "bias", None), nn.Parameter)
 
     def _on_channels(self, delta: torch.Tensor, ndim: int) -> torch.Tensor:
         """Broadcast a (C,) or normalized_shape delta onto the output's channel axis."""
@@ -151,21 +159,21 @@ class BitFitLayer(TunerLayer):
                     check_finite(delta, f"BitFit adapter {adapter_name!r}")
         if d_bias is not None and not self._has_base_bias():
             # b did not exist: create it (frozen) so the merged layer computes W x + Δb
-            self.base_layer.bias = nn.Parameter(torch.zeros_like(d_bias), requires_grad=False)
+            self.core.bias = nn.Parameter(torch.zeros_like(d_bias), requires_grad=False)
             self._created_bias.append(adapter_name)
         if d_bias is not None:
-            self.base_layer.bias.data = self.base_layer.bias.data + d_bias
+            self.core.bias.data = self.core.bias.data + d_bias
         if d_weight is not None:
-            self.base_layer.weight.data = self.base_layer.weight.data + d_weight
+            self.core.weight.data = self.core.weight.data + d_weight
 
     def unmerge(self, adapter_name: str) -> None:
         if adapter_name in self.bitfit_bias:
-            self.base_layer.bias.data = self.base_layer.bias.data - self.bitfit_bias[adapter_name].detach()
+            self.core.bias.data = self.core.bias.data - self.bitfit_bias[adapter_name].detach()
         if adapter_name in self.bitfit_weight:
-            self.base_layer.weight.data = self.base_layer.weight.data - self.bitfit_weight[adapter_name].detach()
+            self.core.weight.data = self.core.weight.data - self.bitfit_weight[adapter_name].detach()
         if adapter_name in self._created_bias:
             self._created_bias.remove(adapter_name)
-            self.base_layer.bias = None  # back to the bias-free original
+            self.core.bias = None  # back to the bias-free original
 
 
 @register_tuner

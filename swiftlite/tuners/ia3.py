@@ -76,6 +76,9 @@ class IA3Layer(TunerLayer):
         super().__init__(base_layer)
         self.ia3_l = nn.ParameterDict()
         self.is_feedforward: dict[str, bool] = {}
+        if isinstance(base_layer, TunerLayer):
+            raise ValueError(f"IA3Config.target_modules: this layer is already wrapped by {type(base_layer).__name__}; "
+                             f"(IA)^3 cannot stack on another tuner's layer (merging would scale only part of it)")
         # Where the channels live: weight axes (out, in) and the activation's channel axis.
         if isinstance(base_layer, nn.Linear):
             self.out_axis, self.in_axis, self.act_axis = 0, 1, -1
