@@ -74,3 +74,16 @@ def test_generate_still_works_and_no_embedding_is_an_error():
     assert out.shape == (1, 6)
     with pytest.raises(ValueError, match="target_modules"):
         Swift.prepare_model(models.cnn()[0], NEFTuneConfig())
+
+
+def test_combines_with_lora():
+    from swiftlite.tuners import LoRAConfig
+
+    base, inputs = models.llama()
+    model = Swift.prepare_model(base, {"lora": LoRAConfig(target_modules=["q_proj"]), "neftune": NEFTuneConfig()})
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    model.train()
+    loss = model(**inputs, labels=inputs["input_ids"]).loss
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

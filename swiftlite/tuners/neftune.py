@@ -8,6 +8,9 @@ where L is the sequence length and d the embedding size. In evaluation mode the 
 untouched, so the model *is* the base model at inference: NEFTune has no parameters, nothing to
 save (the checkpoint holds only the config) and nothing to merge.
 
+NEFTune regularises the training of *other* weights: combine it with a tuner that trains something,
+e.g. `Swift.prepare_model(model, {"lora": LoRAConfig(...), "neftune": NEFTuneConfig()})`.
+
 Which module: `target_modules=None` uses the model's `get_input_embeddings()` when it has one
 (transformers models), otherwise every `nn.Embedding` (ms-swift's rule).
 

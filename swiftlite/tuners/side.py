@@ -41,7 +41,7 @@ class SideConfig(SwiftConfig):
     """Field names and defaults follow ms-swift's `SideConfig`; `side_in_dim` is swiftlite's."""
 
     swift_type: str = field(default="SIDE")
-    dim: int = None  # size of the target's output (its last axis, or channels for "conv")
+    dim: int | None = None  # required: size of the target's output (its last axis, or channels for "conv")
     target_modules: Any = None  # the frozen modules B to put a side network beside (regex or list)
     side_module_name: str = "fcn4"  # "mlp", "fcn4" or "conv" (see module docstring); ms-swift's default
     source_hidden_pos: Any = 0  # where the input x sits in the call: int = positional, str = keyword
