@@ -123,3 +123,21 @@ def test_stacks_on_lora_and_merges_exactly():
         torch.testing.assert_close(model(**inputs), y)
         model.unmerge()
         torch.testing.assert_close(model(**inputs), y)
+
+
+def test_created_bias_survives_out_of_order_unmerge():
+    torch.manual_seed(0)
+    base = nn.Linear(4, 3, bias=False)
+    model = Swift.prepare_model(nn.Sequential(base), {"a": BitFitConfig(target_modules=["0"]), "b": BitFitConfig(target_modules=["0"])})
+    layer = model.base_model[0]
+    with torch.no_grad():
+        layer.bitfit_bias["a"].normal_()
+        layer.bitfit_bias["b"].normal_()
+    x = torch.randn(2, 4)
+    y = model(x)
+    model.merge()
+    model.unmerge("a")  # "a" created the bias, "b" is still merged into it
+    torch.testing.assert_close(model(x), y)
+    model.unmerge("b")
+    assert base.bias is None
+    torch.testing.assert_close(model(x), y)

@@ -65,3 +65,20 @@ def test_nested_targets_copy_the_outer_module_once():
 def test_state_dict_keys_name_the_copy():
     model = Swift.prepare_model(models.mlp()[0], PartConfig(target_modules=["head"]))
     assert sorted(model.state_dict(adapter_name="default")) == ["head.part.default.bias", "head.part.default.weight"]
+
+
+def test_out_of_order_unmerge_restores_exactly():
+    torch.manual_seed(0)
+    base = nn.Linear(3, 3)
+    W0 = base.weight.detach().clone()
+    model = Swift.prepare_model(nn.Sequential(base), {"a": PartConfig(target_modules=["0"]), "b": PartConfig(target_modules=["0"])})
+    layer = model.base_model[0]
+    with torch.no_grad():
+        layer.part["a"].weight.add_(1.0)
+        layer.part["b"].weight.add_(2.0)
+    model.merge()  # "b" is merged last, so the base now holds b's copy (the one the forward used)
+    torch.testing.assert_close(base.weight, W0 + 2.0)
+    model.unmerge("b")
+    torch.testing.assert_close(base.weight, W0 + 1.0)  # "a" is still merged
+    model.unmerge("a")
+    assert torch.equal(base.weight, W0)

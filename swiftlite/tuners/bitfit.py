@@ -81,7 +81,7 @@ class BitFitLayer(TunerLayer):
         self.bitfit_bias = nn.ParameterDict()
         self.bitfit_weight = nn.ParameterDict()
         self.channel_axis = 1 if isinstance(_core(base_layer), _CHANNEL_FIRST) else -1
-        self._created_bias: list[str] = []  # adapters whose merge had to create the base bias
+        self._created_bias = False  # True while a merge had to create the base layer's missing bias
 
     @property
     def core(self) -> nn.Module:
@@ -160,7 +160,7 @@ class BitFitLayer(TunerLayer):
         if d_bias is not None and not self._has_base_bias():
             # b did not exist: create it (frozen) so the merged layer computes W x + Δb
             self.core.bias = nn.Parameter(torch.zeros_like(d_bias), requires_grad=False)
-            self._created_bias.append(adapter_name)
+            self._created_bias = True
         if d_bias is not None:
             self.core.bias.data = self.core.bias.data + d_bias
         if d_weight is not None:
@@ -171,8 +171,9 @@ class BitFitLayer(TunerLayer):
             self.core.bias.data = self.core.bias.data - self.bitfit_bias[adapter_name].detach()
         if adapter_name in self.bitfit_weight:
             self.core.weight.data = self.core.weight.data - self.bitfit_weight[adapter_name].detach()
-        if adapter_name in self._created_bias:
-            self._created_bias.remove(adapter_name)
+        still_merged = [n for n in self.merged_adapters if n != adapter_name and n in self.bitfit_bias]
+        if self._created_bias and not still_merged:
+            self._created_bias = False
             self.core.bias = None  # back to the bias-free original
 
 

@@ -54,7 +54,7 @@ class PartLayer(TunerLayer):
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
         self.part = nn.ModuleDict()
-        self._original: dict[str, dict[str, torch.Tensor]] = {}  # adapter -> θ saved aside while merged
+        self._original: dict[str, torch.Tensor] | None = None  # θ, kept aside while any copy is merged
 
     def __getattr__(self, name: str) -> Any:
         """Fall through to the wrapped module, so code reading its attributes keeps working."""
@@ -81,11 +81,18 @@ class PartLayer(TunerLayer):
             for key, value in trained.items():
                 if value.is_floating_point():
                     check_finite(value, f"Part adapter {adapter_name!r} ({key})")
-        self._original[adapter_name] = {k: v.detach().clone() for k, v in self.base_layer.state_dict().items()}
+        if self._original is None:  # the first merge keeps θ aside
+            self._original = {k: v.detach().clone() for k, v in self.base_layer.state_dict().items()}
         self.base_layer.load_state_dict(trained)  # θ ← θ'
 
     def unmerge(self, adapter_name: str) -> None:
-        self.base_layer.load_state_dict(self._original.pop(adapter_name))  # θ ← θ (kept aside)
+        # A copy *replaces* θ, so merges do not stack: restore the latest other merged copy, else θ.
+        others = [n for n in self.merged_adapters if n != adapter_name]
+        if others:
+            self.base_layer.load_state_dict(self.part[others[-1]].state_dict())
+        else:
+            self.base_layer.load_state_dict(self._original)
+            self._original = None
 
 
 @register_tuner
