@@ -15,15 +15,60 @@ FAMILIES = ["mlp", "cnn", "bert", "llama", "gpt2", "vit", "unet"]
 
 CASES = {
     "LORA": {
-        "mlp": lambda: T.LoRAConfig(target_modules=["fc1", "fc2", "head"]),
+        "mlp": lambda: T.LoRAConfig(target_modules=["embed", "fc1", "fc2", "head"]),
+        "cnn": lambda: T.LoRAConfig(target_modules=["conv1", "conv2"], r=2),
+        "gpt2": lambda: T.LoRAConfig(target_modules=["c_attn", "c_fc"]),
         "bert": lambda: T.LoRAConfig(target_modules=["query", "value"]),
         "llama": lambda: T.LoRAConfig(target_modules=["q_proj", "v_proj", "down_proj"]),
-        "vit": lambda: T.LoRAConfig(target_modules=["query", "value"]),
-        "unet": lambda: T.LoRAConfig(target_modules=["to_q", "to_v"]),
+        "vit": lambda: T.LoRAConfig(target_modules=["q_proj", "v_proj", "fc1"]),
+        "unet": lambda: T.LoRAConfig(target_modules=r".*(to_q|to_v|conv1)", r=2),
+    },
+    "LORA-DORA-RSLORA": {  # the same tuner with its options on
+        "mlp": lambda: T.LoRAConfig(target_modules=["fc1", "fc2"], use_dora=True, use_rslora=True),
+        "llama": lambda: T.LoRAConfig(target_modules=["q_proj", "up_proj"], use_dora=True),
+        "gpt2": lambda: T.LoRAConfig(target_modules=["c_attn"], use_dora=True),
+        "cnn": lambda: T.LoRAConfig(target_modules=["conv2"], use_dora=True, r=2),
+    },
+    "ADAPTER": {
+        "mlp": lambda: T.AdapterConfig(dim=24, target_modules=["fc1", "fc2"], adapter_length=8),
+        "bert": lambda: T.AdapterConfig(dim=32, target_modules=r".*layer\.\d+\.(attention\.output|output)", adapter_length=8),
+        "llama": lambda: T.AdapterConfig(dim=32, target_modules=r".*layers\.\d+\.mlp", adapter_length=8),
+        "gpt2": lambda: T.AdapterConfig(dim=32, target_modules=r".*h\.\d+\.mlp", adapter_length=8),
+        "vit": lambda: T.AdapterConfig(dim=32, target_modules=r".*layers\.\d+\.(attention|mlp)", adapter_length=8),
+        "unet": lambda: T.AdapterConfig(
+            dim=16, target_modules=r"(down|up)_blocks\.\d+\.attentions\.\d+\.transformer_blocks\.\d+\.(attn1|ff)",
+            adapter_length=8),
+    },
+    "PROMPT": {
+        "bert": lambda: T.PromptConfig(dim=32, target_modules=r".*layer\.\d+", prompt_length=3, extract_embedding=True),
+        "llama": lambda: T.PromptConfig(dim=32, target_modules=r".*layers\.\d+", prompt_length=3, extract_embedding=True),
+        "gpt2": lambda: T.PromptConfig(dim=32, target_modules=r".*h\.\d+", prompt_length=3, extract_embedding=True),
+        "vit": lambda: T.PromptConfig(dim=32, target_modules=r".*layers\.\d+", prompt_length=3, extract_embedding=True),
+    },
+    "PREFIX": {
+        "bert": lambda: T.PrefixConfig(target_modules=r".*attention\.self", num_virtual_tokens=3),
+        "llama": lambda: T.PrefixConfig(target_modules=r".*self_attn", num_virtual_tokens=3),
+        "gpt2": lambda: T.PrefixConfig(target_modules=r".*h\.\d+\.attn", num_virtual_tokens=3),
+        "vit": lambda: T.PrefixConfig(target_modules=r".*layers\.\d+\.attention", num_virtual_tokens=3),
     },
 }
 
-NOT_APPLICABLE: dict[str, dict[str, str]] = {}
+NO_TOKENS = "no token sequence: prompts/prefixes need a transformer layer stack"
+NOT_APPLICABLE: dict[str, dict[str, str]] = {
+    "ADAPTER": {"cnn": "conv features are (B, C, H, W): a last-dim bottleneck would mix the width axis"},
+    "PROMPT": {
+        "mlp": "no layer mixes tokens, so extracted prompts cannot change the output",
+        "cnn": NO_TOKENS,
+        "unet": "transformer blocks are separated by convolutions on the spatial grid; inserted tokens cannot pass them",
+    },
+    "PREFIX": {
+        "mlp": "no attention", "cnn": "no attention",
+        "unet": "diffusers' Attention computes attention in processors; a processor-based prefix is not implemented yet",
+    },
+}
+
+
+VARIANTS = {"LORA-DORA-RSLORA"}  # extra case sets, not registered tuners
 
 
 def _public_tuners():

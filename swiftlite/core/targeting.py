@@ -98,12 +98,17 @@ def nearest_names_hint(model: nn.Module, target: Target, n: int = 6) -> str:
                 candidates.append(last[hit])
             candidates += difflib.get_close_matches(word, list(modules), n=n, cutoff=0.4)
     seen = list(dict.fromkeys(candidates))[:n]
-    if not seen:  # fall back to the leaf layer names, which are the usual targets
-        seen = [name for name, m in model.named_modules() if name and not list(m.children())][:n]
-    listing = ", ".join(f"{name} ({modules[name]})" for name in seen)
+    listing = ", ".join(f"{name} ({modules[name]})" for name in seen) or "none"
+    # The usual targets are leaf layers: list their distinct short names too (q_proj, fc1, ...).
+    leaves = {}
+    for name, m in model.named_modules():
+        if name and not list(m.children()):
+            leaves.setdefault(name.rsplit(".", 1)[-1], type(m).__name__)
+    leaf_listing = ", ".join(f"{k} ({v})" for k, v in list(leaves.items())[:16])
     return (
-        f"Closest module names: {listing}. A string target must match the WHOLE name as a regex "
-        f"(e.g. r'.*q_proj'); a list entry must equal the name or a dotted suffix of it."
+        f"Closest module names: {listing}. Leaf layer names in this model: {leaf_listing}. "
+        f"A string target must match the WHOLE name as a regex (e.g. r'.*q_proj'); a list entry must "
+        f"equal the name or a dotted suffix of it."
     )
 
 
