@@ -34,8 +34,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, rounds: int, warmup: int, device: str) -> dict[str, float]:
-    """Median seconds per call of each fn, alternating the order every round."""
+def interleaved(fns: dict, rounds: int, warmup: int, device: str) -> dict[str, list[float]]:
+    """Seconds per call of each fn for every round, alternating the order every round."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for i in range(warmup + rounds):
@@ -46,7 +46,27 @@ def interleaved(fns: dict, rounds: int, warmup: int, device: str) -> dict[str, f
             sync(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def python_calls(fn) -> int:
+    """Python function calls made by one call of fn (cProfile): per-layer overhead, free of timing noise."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fn()
+    profiler.disable()
+    return pstats.Stats(profiler).total_calls
+
+
+def row(label: str, times: dict[str, list[float]], ours: str, ref: str) -> str:
+    """Markdown row: medians, and the median and IQR of the per-round ratios (paired, so drift cancels)."""
+    ratios = sorted(a / b for a, b in zip(times[ours], times[ref]))
+    q1, q3 = statistics.quantiles(ratios, n=4)[0], statistics.quantiles(ratios, n=4)[2]
+    return (f"| {label} | {statistics.median(times[ours]):.4f} | {ref} {statistics.median(times[ref]):.4f} "
+            f"| **{statistics.median(ratios):.3f}** | {q1:.3f}–{q3:.3f} |")
 
 
 def main() -> None:
@@ -90,32 +110,39 @@ def main() -> None:
                for name, m in (("swiftlite", swift_model), ("peft", peft_model))}
     assert n_train["swiftlite"] == n_train["peft"], n_train
     step_times = interleaved({"swiftlite": train_step(swift_model, opts["swiftlite"]),
-                              "peft": train_step(peft_model, opts["peft"])}, args.rounds, args.warmup, args.device)
+                              "PEFT": train_step(peft_model, opts["peft"])}, args.rounds, args.warmup, args.device)
 
-    # inference: unmerged adapters, then swiftlite's merge_and_unload vs the untouched base
+    # inference: unmerged adapters (a large batch, then a latency-bound one where per-layer Python
+    # overhead shows), then swiftlite's merge_and_unload vs the untouched base
     for m in (base, swift_model, peft_model):
         m.eval()
+    small = ids[:1, :8]
     with torch.no_grad():
         unmerged = interleaved({"base": lambda: base(input_ids=ids), "swiftlite": lambda: swift_model(input_ids=ids),
-                                "peft": lambda: peft_model(input_ids=ids)}, args.rounds, args.warmup, args.device)
+                                "PEFT": lambda: peft_model(input_ids=ids)}, args.rounds, args.warmup, args.device)
+        tiny = interleaved({"swiftlite": lambda: swift_model(input_ids=small), "PEFT": lambda: peft_model(input_ids=small)},
+                           args.rounds * 10, args.warmup * 10, args.device)
+        calls = {name: python_calls(lambda: m(input_ids=small))
+                 for name, m in (("base", base), ("swiftlite", swift_model), ("PEFT", peft_model))}
         merged = swift_model.merge_and_unload()
-        merged_times = interleaved({"base": lambda: base(input_ids=ids), "merged": lambda: merged(input_ids=ids)},
-                                   args.rounds, args.warmup, args.device)
+        control = copy.deepcopy(base)  # same model again: its ratio to base shows the noise floor
+        merged_times = interleaved({"base": lambda: base(input_ids=ids), "merged": lambda: merged(input_ids=ids),
+                                    "control": lambda: control(input_ids=ids)}, args.rounds, args.warmup, args.device)
 
     print(f"LLaMA hidden={args.hidden} layers={args.layers} seq={args.seq} batch={args.batch}; LoRA r=8 on "
           f"{'/'.join(TARGETS)}; trainable params {n_train['swiftlite']:,} (both); device={args.device}, "
           f"threads={args.threads}, rounds={args.rounds} (+{args.warmup} warmup), torch {torch.__version__}, "
           f"peft {peft.__version__}")
-    print("| measurement | swiftlite | reference | ratio |")
-    print("|---|---|---|---|")
-    print(f"| train step (fwd+bwd+AdamW), median s | {step_times['swiftlite']:.4f} | PEFT {step_times['peft']:.4f} "
-          f"| {step_times['swiftlite'] / step_times['peft']:.3f} |")
-    print(f"| inference, adapters unmerged, median s | {unmerged['swiftlite']:.4f} | PEFT {unmerged['peft']:.4f} "
-          f"| {unmerged['swiftlite'] / unmerged['peft']:.3f} |")
-    print(f"| inference, unmerged vs base, median s | {unmerged['swiftlite']:.4f} | base {unmerged['base']:.4f} "
-          f"| {unmerged['swiftlite'] / unmerged['base']:.3f} |")
-    print(f"| inference, merge_and_unload vs base, median s | {merged_times['merged']:.4f} | base "
-          f"{merged_times['base']:.4f} | {merged_times['merged'] / merged_times['base']:.3f} |")
+    print("| measurement (median seconds) | swiftlite | reference | ratio (median of per-round ratios) | ratio IQR |")
+    print("|---|---|---|---|---|")
+    print(row("train step (fwd+bwd+AdamW)", step_times, "swiftlite", "PEFT"))
+    print(row("inference, adapters unmerged", unmerged, "swiftlite", "PEFT"))
+    print(row(f"inference, adapters unmerged, batch 1 x seq 8 ({args.rounds * 10} rounds)", tiny, "swiftlite", "PEFT"))
+    print(f"| Python calls per forward (cProfile; base model: {calls['base']}) | {calls['swiftlite']} | "
+          f"PEFT {calls['PEFT']} | **{calls['swiftlite'] / calls['PEFT']:.3f}** | exact |")
+    print(row("inference, adapters unmerged vs base model", unmerged, "swiftlite", "base"))
+    print(row("inference, merge_and_unload() vs base model", merged_times, "merged", "base"))
+    print(row("control: an identical copy of the base vs base (noise floor)", merged_times, "control", "base"))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ Parameter names follow PEFT (`lora_A.<adapter>.weight`, `lora_embedding_A.<adapt
 `lora_magnitude_vector.<adapter>.weight`), so PEFT checkpoints convert by renaming keys only.
 
 Differences from PEFT: Embedding LoRA initialises B = 0 and A ~ N(0, 1) (PEFT: A = 0, B ~ N(0, 1));
-the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not).
+the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not). Unmerging
+restores the saved pre-merge weight exactly (PEFT subtracts ΔW again); a DoRA adapter unmerged while
+another merged after it stays merged is undone approximately (as in PEFT). Not supported: ms-swift's
+`use_merged_linear` / `enable_lora` (merged qkv layers), QA-LoRA, grouped convolutions.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ class LoRAConfig(SwiftConfig):
     use_merged_linear: bool = False  # ms-swift's merged qkv layer: not supported here
     enable_lora: Any = None  # chunks of a merged linear that get LoRA (needs use_merged_linear)
     lora_dtype: str | None = None  # None: same dtype as the base layer; else 'float32', 'bfloat16', ...
-    lorap_lr_ratio: float | None = None  # LoRA+: lr(B) = ratio · lr(A); None: plain LoRA
+    lorap_lr_ratio: float | None = None  # LoRA+: lr(B) = ratio · lr(A); None: plain LoRA (opt-in; ms-swift: 16.0)
     lorap_emb_lr: float = 1e-6  # LoRA+: lr of embedding A/B
 
     _invalid_examples: ClassVar[dict] = {"r": 0, "lora_dropout": 1.5, "target_modules": None, "bias": "all",
@@ -319,9 +322,10 @@ class LoRATuner(Tuner):
     @staticmethod
     def layer_for(module: nn.Module) -> type[LoRALayer]:
         conv1d = _conv1d_type()
-        if conv1d is not None and isinstance(module, conv1d):
-            return LoRAConv1D
-        return {nn.Conv2d: LoRAConv2d, nn.Embedding: LoRAEmbedding}.get(type(module), LoRALinear)
+        for kind, layer in ((nn.Conv2d, LoRAConv2d), (nn.Embedding, LoRAEmbedding), (conv1d, LoRAConv1D)):
+            if kind is not None and isinstance(module, kind):  # isinstance: subclasses (e.g. diffusers') too
+                return layer
+        return LoRALinear
 
     @classmethod
     def inject(cls, model: nn.Module, config: LoRAConfig, adapter_name: str) -> None:
