@@ -326,3 +326,16 @@ def test_unmerging_an_adapter_merged_under_another():
     torch.testing.assert_close(fc1.base_layer.weight.detach(), W0 + fc1.delta_weight("b"), rtol=1e-5, atol=1e-6)
     sm.unmerge()
     torch.testing.assert_close(fc1.base_layer.weight.detach(), W0, rtol=1e-5, atol=1e-6)
+
+
+def test_unmerge_after_moving_the_model_uses_arithmetic():
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"], init_lora_weights=False))
+    W0 = sm.base_model.fc1.base_layer.weight.detach().clone().double()
+    sm.merge()
+    sm.base_model.double()  # the saved pre-merge weight is float32: it must not come back
+    sm.unmerge()
+    W = sm.base_model.fc1.base_layer.weight
+    assert W.dtype == torch.float64
+    torch.testing.assert_close(W.detach(), W0, rtol=1e-5, atol=1e-6)

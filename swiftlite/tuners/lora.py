@@ -213,7 +213,8 @@ class LoRALayer(TunerLayer):
         # (SwiftModel calls this while `adapter_name` is still in `self.merged_adapters`.)
         W = self.base_layer.weight
         before, factor = self._before_merge.pop(adapter_name)
-        if before is not None and self.merged_adapters[-1] == adapter_name:  # merged last: restore exactly
+        same_place = before is not None and (before.device, before.dtype) == (W.device, W.dtype)  # not moved since
+        if same_place and self.merged_adapters[-1] == adapter_name:  # merged last: restore exactly
             W.data = before
             return
         later = self.merged_adapters[self.merged_adapters.index(adapter_name) + 1:]
