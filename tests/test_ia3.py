@@ -61,7 +61,7 @@ def _copy_vectors_to_peft(swift_model, peft_model):
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "ia3_l" in name:
-                key = name.removeprefix("base_model.model.").replace(".ia3_l.default", ".ia3_l.default")
+                key = name.removeprefix("base_model.model.")  # same module path and attribute names as PEFT
                 p.copy_(ours[key].view_as(p))
 
 
