@@ -10,6 +10,8 @@ LayerNorm tuning trains only the affine parameters of the normalisation layers::
 
     y = (γ + Δγ) ⊙ (x − μ)/σ + (β + Δβ)        Δγ = Δβ = 0 at init             (mode="norm")
 
+(an RMSNorm, y = γ ⊙ x / rms(x), has no β: it gets Δγ only).
+
 Each adapter owns its own deltas Δ (the base bias stays frozen), so `disable_adapter()` gives the
 base model, several adapters can coexist, and merging is `b ← b + Δb` (exact, reversible).
 
