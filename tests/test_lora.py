@@ -339,3 +339,18 @@ def test_unmerge_after_moving_the_model_uses_arithmetic():
     W = sm.base_model.fc1.base_layer.weight
     assert W.dtype == torch.float64
     torch.testing.assert_close(W.detach(), W0, rtol=1e-5, atol=1e-6)
+
+
+def test_modules_to_save_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"], modules_to_save=["head"], init_lora_weights=False))
+    with torch.no_grad():
+        sm.base_model.head.modules_to_save["default"].weight.add_(0.5)  # the trained copy differs from the base head
+    y = _out(sm, inputs)
+    assert "head.modules_to_save.default.weight" in sm.state_dict()
+    sm.save_pretrained(str(tmp_path))
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path))
+    torch.testing.assert_close(_out(loaded, inputs), y, rtol=0, atol=0)
+    with loaded.disable_adapter():
+        torch.testing.assert_close(_out(loaded, inputs), _out(models.mlp()[0], inputs), rtol=0, atol=0)
