@@ -1,0 +1,225 @@
+"""Recipes, their hashes, and where built backbones live (shipped with the package or cached).
+
+A *recipe* is a named, versioned function ``build(out_dir, params, progress) -> figures`` plus two
+parameter sets (``full`` and ``quick``). Its identity is
+
+    recipe_hash = sha256(json({name, version, quick, params}))
+
+and a built directory carries ``zoo_stamp.json`` with that hash, the measured quality figures and
+the build time. :func:`path` resolves a name in this order:
+
+1. quick mode (``quick=True`` or ``SWIFTLITE_QUICK=1``): the cache, building on first use;
+2. ``swiftlite/zoo/shipped/<name>/`` when its stamp carries the current full recipe hash;
+3. the cache ``<user cache>/zoo/<name>-<hash[:12]>/``, building on first use.
+
+Builds are written to a temporary directory and renamed into place, so an interrupted build
+never leaves a directory that looks finished. Change a recipe's code in a way that changes its
+result → bump its ``version`` (that invalidates shipped and cached builds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data.text import cache_dir
+
+STAMP = "zoo_stamp.json"
+SHIPPED = Path(__file__).parent / "shipped"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build one backbone deterministically."""
+
+    name: str
+    version: int
+    description: str
+    full: dict[str, Any]
+    quick: dict[str, Any]
+    build: Callable[[Path, dict[str, Any], bool], dict[str, float]]  # writes out_dir, returns figures
+    load: Callable[[Path], Any]
+    targets: dict[str, str] = field(default_factory=dict)  # figure -> claim, e.g. {"accuracy": ">= 0.9"}
+
+    def params(self, quick: bool) -> dict[str, Any]:
+        return dict(self.quick if quick else self.full)
+
+    def hash(self, quick: bool) -> str:
+        blob = {"name": self.name, "version": self.version, "quick": quick, "params": self.params(quick)}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def recipes() -> dict[str, Recipe]:
+    """All registered recipes by name (importing the built-in recipe modules on first call)."""
+    from . import llama, unet, vit  # noqa: F401  (each registers its recipe)
+
+    return dict(_RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    known = recipes()
+    if name not in known:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"no zoo backbone named {name!r}; available: {sorted(known)}.{hint}")
+    return known[name]
+
+
+def quick_mode(quick: bool | None = None) -> bool:
+    """``quick`` if given, else whether ``SWIFTLITE_QUICK`` is set to a true value."""
+    if quick is not None:
+        return bool(quick)
+    return os.environ.get("SWIFTLITE_QUICK", "").lower() in ("1", "true", "yes", "on")
+
+
+def read_stamp(directory: str | os.PathLike) -> dict | None:
+    p = Path(directory) / STAMP
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def cache_path(name: str, quick: bool) -> Path:
+    recipe = get_recipe(name)
+    tag = "quick-" if quick else ""
+    return cache_dir() / "zoo" / f"{name}-{tag}{recipe.hash(quick)[:12]}"
+
+
+def _valid(directory: Path, recipe_hash: str) -> bool:
+    stamp = read_stamp(directory)
+    return stamp is not None and stamp.get("recipe_hash") == recipe_hash
+
+
+def path(name: str, *, quick: bool | None = None, build_if_missing: bool = True, progress: bool = True) -> Path:
+    """The directory of backbone ``name``: shipped build, else cached build, else build it now."""
+    recipe = get_recipe(name)
+    quick = quick_mode(quick)
+    h = recipe.hash(quick)
+    if not quick and _valid(SHIPPED / name, h):
+        return SHIPPED / name
+    cached = cache_path(name, quick)
+    if _valid(cached, h):
+        return cached
+    if not build_if_missing:
+        raise FileNotFoundError(f"zoo backbone {name!r} ({'quick' if quick else 'full'}) is not built; "
+                                f"run `swiftlite zoo build {name}{' --quick' if quick else ''}`.")
+    return build(name, quick=quick, progress=progress)
+
+
+def build(name: str, quick: bool = False, *, out_dir: str | os.PathLike | None = None,
+          progress: bool = True) -> Path:
+    """Build ``name`` from scratch (ignoring any existing build) and return its directory.
+
+    ``out_dir=None`` writes to the cache; otherwise ``out_dir`` is replaced by the new build
+    (this is how ``swiftlite/zoo/shipped/<name>`` is produced: ``swiftlite zoo build NAME --ship``).
+    """
+    import torch
+
+    recipe = get_recipe(name)
+    params = recipe.params(quick)
+    dest = Path(out_dir) if out_dir is not None else cache_path(name, quick)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    # one thread: bit-for-bit reproducible builds, and far faster than 2+ threads on a shared CPU
+    torch.set_num_threads(1)
+    try:
+        figures = recipe.build(tmp, params, progress)
+        seconds = time.perf_counter() - start
+        import diffusers
+        import transformers
+
+        stamp = {
+            "name": name, "recipe_hash": recipe.hash(quick), "recipe_version": recipe.version,
+            "quick": quick, "params": params, "figures": figures, "targets": recipe.targets,
+            "build_seconds": round(seconds, 1), "torch_threads": 1,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "diffusers": diffusers.__version__},
+        }
+        (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+        if dest.exists():
+            if out_dir is None and _valid(dest, recipe.hash(quick)):  # a concurrent build won
+                shutil.rmtree(tmp, ignore_errors=True)
+                return dest
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        torch.set_num_threads(threads)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def figures(name: str, *, quick: bool | None = None) -> dict:
+    """The stamp (figures, build time, params) of the build :func:`path` resolves to."""
+    return read_stamp(path(name, quick=quick)) or {}
+
+
+def load(name: str, *, quick: bool | None = None, progress: bool = True):
+    """Load backbone ``name`` (building it on first use); see each recipe for what is returned."""
+    return get_recipe(name).load(path(name, quick=quick, progress=progress))
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """``swiftlite zoo {build,list,path}``; returns the process exit code."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="swiftlite zoo", description="tiny pretrained backbones")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="rebuild from scratch and print the quality figures")
+    b.add_argument("name", nargs="?", help="backbone name (default: all)")
+    b.add_argument("--quick", action="store_true", help="the seconds-long quick recipe used by tests")
+    b.add_argument("--ship", action="store_true",
+                   help="write into swiftlite/zoo/shipped/<name> (full builds shipped with the package)")
+    b.add_argument("--out", help="write into this directory instead of the cache")
+    sub.add_parser("list", help="names, descriptions and whether each is shipped / cached")
+    p = sub.add_parser("path", help="print the directory (building if needed)")
+    p.add_argument("name")
+    p.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for name, recipe in sorted(recipes().items()):
+            shipped = _valid(SHIPPED / name, recipe.hash(False))
+            cached = _valid(cache_path(name, False), recipe.hash(False))
+            print(f"{name:12s} shipped={'yes' if shipped else 'no':3s} cached={'yes' if cached else 'no':3s} "
+                  f"{recipe.description}")
+        return 0
+    if args.command == "path":
+        print(path(args.name, quick=args.quick or None))
+        return 0
+    names = [args.name] if args.name else sorted(recipes())
+    if args.ship and args.quick:
+        parser.error("--ship is for full builds; drop --quick")
+    for name in names:
+        get_recipe(name)
+        out = SHIPPED / name if args.ship else (Path(args.out) / name if args.out and len(names) > 1
+                                                  else args.out)
+        directory = build(name, quick=args.quick, out_dir=out)
+        stamp = read_stamp(directory) or {}
+        print(f"{name}: built in {stamp.get('build_seconds')} s -> {directory}")
+        for key, value in stamp.get("figures", {}).items():
+            target = stamp.get("targets", {}).get(key, "")
+            print(f"  {key:28s} {value:.4g}  {target}" if isinstance(value, float) else f"  {key:28s} {value}")
+    return 0
