@@ -354,3 +354,42 @@ def test_modules_to_save_round_trip(tmp_path):
     torch.testing.assert_close(_out(loaded, inputs), y, rtol=0, atol=0)
     with loaded.disable_adapter():
         torch.testing.assert_close(_out(loaded, inputs), _out(models.mlp()[0], inputs), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_merged_linear_gpt2_qkv_only_enabled_chunks(dora):
+    """use_merged_linear on GPT-2's fused c_attn (Conv1D, (d_in, 3·d) weight) with LoRA on q and v only."""
+    torch.manual_seed(0)
+    model, inputs = models.gpt2()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["c_attn"], r=4, use_merged_linear=True,
+                                               enable_lora=[True, False, True], init_lora_weights=False, use_dora=dora))
+    layer = sm.base_model.transformer.h[0].attn.c_attn
+    assert layer.lora_A["default"].weight.shape == (8, 32) and layer.lora_B["default"].weight.shape == (64, 4)
+    A, B = layer.lora_A["default"].weight.detach(), layer.lora_B["default"].weight.detach()
+    dW = torch.zeros(96, 32)  # (d_out, d_in): q rows from (B_0, A_0), v rows from (B_1, A_1), k rows stay 0
+    dW[:32] = B[:32] @ A[:4]
+    dW[64:] = B[32:] @ A[4:]
+    torch.testing.assert_close(layer.delta_weight("default"), layer.scaling["default"] * dW.T, rtol=1e-5, atol=1e-6)
+    if dora:
+        _perturb_magnitude(layer)
+    x = _layer_input("conv1d")
+    W = layer.base_layer.weight.detach() + layer.scaling["default"] * dW.T
+    if dora:
+        m = layer.lora_magnitude_vector["default"].weight.detach()
+        W = m * W / torch.linalg.vector_norm(W, dim=0)
+    torch.testing.assert_close(layer(x), x @ W + layer.base_layer.bias, rtol=1e-5, atol=1e-5)
+    y = _out(sm, inputs)
+    sm.merge()
+    torch.testing.assert_close(_out(sm, inputs), y, rtol=1e-5, atol=1e-5)
+    sm.unmerge()
+    with pytest.raises(ValueError, match="no PEFT format"):
+        sm.save_pretrained("/nonexistent-not-written", peft_format=True)
+
+
+def test_merged_linear_errors():
+    with pytest.raises(ValueError, match="LoRAConfig.enable_lora: 2 chunks do not divide out_features=5"):
+        net = nn.Sequential(nn.Linear(4, 5))
+        Swift.prepare_model(net, LoRAConfig(target_modules=["0"], use_merged_linear=True, enable_lora=[True, False]))
+    assert type(net[0]) is nn.Linear
+    with pytest.raises(ValueError, match="use_merged_linear applies to Linear"):
+        Swift.prepare_model(models.cnn()[0], LoRAConfig(target_modules=["conv1"], use_merged_linear=True, enable_lora=[True]))

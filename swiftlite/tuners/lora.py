@@ -21,8 +21,8 @@ Parameter names follow PEFT (`lora_A.<adapter>.weight`, `lora_embedding_A.<adapt
 Differences from PEFT: Embedding LoRA initialises B = 0 and A ~ N(0, 1) (PEFT: A = 0, B ~ N(0, 1));
 the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not). Unmerging
 restores the saved pre-merge weight exactly (PEFT subtracts ΔW again); a DoRA adapter unmerged while
-another merged after it stays merged is undone approximately (as in PEFT). Not supported: ms-swift's
-`use_merged_linear` / `enable_lora` (merged qkv layers), QA-LoRA, grouped convolutions.
+another merged after it stays merged is undone approximately (as in PEFT). Not supported: QA-LoRA,
+grouped convolutions.
 """
 from __future__ import annotations
 
@@ -60,14 +60,14 @@ class LoRAConfig(SwiftConfig):
     init_lora_weights: Any = True  # True: B = 0 (identity at init); False: random B (for tests)
     use_dora: bool = False  # DoRA: learn a magnitude vector as well
     use_qa_lora: bool = False  # QA-LoRA needs quantized layers: not supported here
-    use_merged_linear: bool = False  # ms-swift's merged qkv layer: not supported here
-    enable_lora: Any = None  # chunks of a merged linear that get LoRA (needs use_merged_linear)
+    use_merged_linear: bool = False  # ms-swift's MergedLinear: LoRA on some chunks of a fused (qkv) layer
+    enable_lora: Any = None  # with use_merged_linear: one bool per equal output chunk, e.g. [True, False, True]
     lora_dtype: str | None = None  # None: same dtype as the base layer; else 'float32', 'bfloat16', ...
     lorap_lr_ratio: float | None = None  # LoRA+: lr(B) = ratio · lr(A); None: plain LoRA (opt-in; ms-swift: 16.0)
     lorap_emb_lr: float = 1e-6  # LoRA+: lr of embedding A/B
 
     _invalid_examples: ClassVar[dict] = {"r": 0, "lora_dropout": 1.5, "target_modules": None, "bias": "all",
-                                         "lora_dtype": "int8", "use_merged_linear": True, "lorap_lr_ratio": -1.0}
+                                         "lora_dtype": "int8", "enable_lora": [], "lorap_lr_ratio": -1.0}
 
     def validate(self) -> None:
         self._require(isinstance(self.r, int) and self.r > 0, "r", f"must be a positive int, got {self.r!r}")
@@ -79,9 +79,12 @@ class LoRAConfig(SwiftConfig):
                       f"True (B = 0) or False (random B) are supported, got {self.init_lora_weights!r}")
         self._require(self.lora_dtype is None or self.lora_dtype in _DTYPES, "lora_dtype",
                       f"None or one of {sorted(_DTYPES)}, got {self.lora_dtype!r}")
-        self._require(not self.use_merged_linear and self.enable_lora is None, "use_merged_linear",
-                      "merged qkv linears (use_merged_linear / enable_lora) are not supported by swiftlite; "
-                      "target the separate q/k/v projections, or the whole fused layer with use_merged_linear=False")
+        chunks = self.enable_lora
+        if self.use_merged_linear:
+            self._require(isinstance(chunks, (list, tuple)) and any(chunks), "enable_lora",
+                          f"use_merged_linear=True needs a list with a bool per output chunk (e.g. [True, False, True] "
+                          f"for q, k, v) and at least one True; got {chunks!r}")
+        self._require(chunks is None or self.use_merged_linear, "enable_lora", "only applies with use_merged_linear=True")
         self._require(not self.use_qa_lora, "use_qa_lora", "QA-LoRA needs quantized layers; not supported by swiftlite")
         self._require(self.lorap_lr_ratio is None or self.lorap_lr_ratio > 0, "lorap_lr_ratio",
                       f"must be positive or None, got {self.lorap_lr_ratio!r}")
@@ -113,7 +116,7 @@ class LoRALayer(TunerLayer):
     def add_adapter(self, adapter_name: str, config: LoRAConfig) -> None:
         device, dtype = self._base_device_dtype()
         dtype = _DTYPES[config.lora_dtype] if config.lora_dtype else dtype
-        A, B = self.make_factors(config.r, device, dtype)  # built fully before anything is stored
+        A, B = self.make_factors(config, device, dtype)  # built fully before anything is stored
         a, b = self.factors_of(A, B)
         if self.embedding:
             nn.init.normal_(a)
@@ -225,8 +228,11 @@ class LoRALayer(TunerLayer):
 
 
 class LoRALinear(LoRALayer):
-    def make_factors(self, r: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
-        d_in, d_out = self.base_layer.in_features, self.base_layer.out_features
+    def dims(self) -> tuple[int, int]:
+        return self.base_layer.in_features, self.base_layer.out_features
+
+    def make_factors(self, config: LoRAConfig, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+        (d_in, d_out), r = self.dims(), config.r
         return (nn.Linear(d_in, r, bias=False, device=device, dtype=dtype),
                 nn.Linear(r, d_out, bias=False, device=device, dtype=dtype))
 
@@ -243,10 +249,8 @@ class LoRAConv1D(LoRALinear):
 
     out_axis = 1
 
-    def make_factors(self, r: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
-        d_in, d_out = self.base_layer.weight.shape
-        return (nn.Linear(d_in, r, bias=False, device=device, dtype=dtype),
-                nn.Linear(r, d_out, bias=False, device=device, dtype=dtype))
+    def dims(self) -> tuple[int, int]:
+        return tuple(self.base_layer.weight.shape)
 
     def to_weight_layout(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.T  # (d_out, d_in) -> (d_in, d_out)
@@ -256,8 +260,8 @@ class LoRAConv1D(LoRALinear):
 
 
 class LoRAConv2d(LoRALinear):
-    def make_factors(self, r: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
-        conv = self.base_layer
+    def make_factors(self, config: LoRAConfig, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+        conv, r = self.base_layer, config.r
         if conv.groups != 1:
             raise ValueError(f"LoRAConfig.target_modules: Conv2d with groups={conv.groups} is not supported "
                              f"(ΔW = B A needs groups=1); leave this layer out of target_modules")
@@ -279,8 +283,9 @@ class LoRAEmbedding(LoRALayer):
     out_axis = 1  # W0 is (num_embeddings, embedding_dim)
     embedding = True
 
-    def make_factors(self, r: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Parameter, nn.Parameter]:
-        n, d = self.base_layer.weight.shape
+    def make_factors(self, config: LoRAConfig, device: torch.device, dtype: torch.dtype
+                     ) -> tuple[nn.Parameter, nn.Parameter]:
+        (n, d), r = self.base_layer.weight.shape, config.r
         return (nn.Parameter(torch.empty(r, n, device=device, dtype=dtype)),
                 nn.Parameter(torch.empty(d, r, device=device, dtype=dtype)))
 
@@ -298,6 +303,57 @@ class LoRAEmbedding(LoRALayer):
 
     def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
         return self.base_layer(x)
+
+
+class _MergedLoRA:
+    """ms-swift's `use_merged_linear` (loralib's MergedLinear): a fused projection such as GPT-2's qkv
+    `c_attn` is cut into n = len(enable_lora) equal output chunks and only the k enabled ones get LoRA:
+    A: (k·r, d_in), B: (k·d_out/n, r); enabled chunk i is updated by s · B_i A_i, the others by 0."""
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.enable_lora: dict[str, list[bool]] = {}
+
+    def add_adapter(self, adapter_name: str, config: LoRAConfig) -> None:
+        n, d_out = len(config.enable_lora), self.dims()[1]
+        if d_out % n:
+            raise ValueError(f"LoRAConfig.enable_lora: {n} chunks do not divide out_features={d_out}")
+        self.enable_lora[adapter_name] = [bool(e) for e in config.enable_lora]
+        try:
+            super().add_adapter(adapter_name, config)
+        except BaseException:
+            self.enable_lora.pop(adapter_name)
+            raise
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        self.enable_lora.pop(adapter_name, None)
+
+    def make_factors(self, config: LoRAConfig, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+        (d_in, d_out), r, k = self.dims(), config.r, sum(map(bool, config.enable_lora))
+        return (nn.Linear(d_in, k * r, bias=False, device=device, dtype=dtype),
+                nn.Linear(r, k * d_out // len(config.enable_lora), bias=False, device=device, dtype=dtype))
+
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (k·r, d_in) and the block matrix B_full (d_out, k·r): B_i on chunk i's rows, zeros elsewhere."""
+        A, B, enable = self.lora_A[name].weight, self.lora_B[name].weight, self.enable_lora[name]
+        rows = self.dims()[1] // len(enable)
+        on = torch.tensor(enable, device=B.device).repeat_interleave(rows)  # (d_out,) rows that get LoRA
+        B_full = B.new_zeros(len(on), A.shape[0])
+        B_full[on] = torch.block_diag(*B.split(rows))  # (k·d_out/n, k·r)
+        return A, B_full
+
+    def lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        A, B_full = self.factors(name)
+        return F.linear(F.linear(x.to(A.dtype), A), B_full) * self.scaling[name]  # s · B A x, chunk by chunk
+
+
+class LoRAMergedLinear(_MergedLoRA, LoRALinear):
+    pass
+
+
+class LoRAMergedConv1D(_MergedLoRA, LoRAConv1D):
+    pass
 
 
 def _conv1d_type() -> type | None:
@@ -321,24 +377,33 @@ class LoRATuner(Tuner):
         return (nn.Linear, nn.Conv2d, nn.Embedding) + ((conv1d,) if conv1d else ())
 
     @staticmethod
-    def layer_for(module: nn.Module) -> type[LoRALayer]:
+    def layer_for(module: nn.Module, config: LoRAConfig) -> type[LoRALayer]:
         conv1d = _conv1d_type()
-        for kind, layer in ((nn.Conv2d, LoRAConv2d), (nn.Embedding, LoRAEmbedding), (conv1d, LoRAConv1D)):
+        for kind, layer in ((nn.Conv2d, LoRAConv2d), (nn.Embedding, LoRAEmbedding), (conv1d, LoRAConv1D),
+                            (nn.Linear, LoRALinear)):
             if kind is not None and isinstance(module, kind):  # isinstance: subclasses (e.g. diffusers') too
-                return layer
-        return LoRALinear
+                break
+        if config.use_merged_linear:
+            if layer not in (LoRALinear, LoRAConv1D):
+                raise ValueError(f"LoRAConfig.use_merged_linear applies to Linear / Conv1D layers, not "
+                                 f"{type(module).__name__}; leave it out of target_modules")
+            layer = LoRAMergedLinear if layer is LoRALinear else LoRAMergedConv1D
+        return layer
 
     @classmethod
     def inject(cls, model: nn.Module, config: LoRAConfig, adapter_name: str) -> None:
         for name in cls.match(model, config):
             module = model.get_submodule(name)
             if isinstance(module, LoRALayer):
+                if isinstance(module, _MergedLoRA) != bool(config.use_merged_linear):
+                    raise ValueError(f"LoRAConfig.use_merged_linear={config.use_merged_linear}: {name!r} already "
+                                     f"holds adapters with the other setting; use one setting per layer")
                 module.add_adapter(adapter_name, config)
                 continue
             if isinstance(module, TunerLayer):
                 raise ValueError(f"LoRAConfig.target_modules: {name!r} is already wrapped by {type(module).__name__}; "
                                  f"add the LoRA adapter before that tuner")
-            layer = cls.layer_for(module)(module)
+            layer = cls.layer_for(module, config)(module)
             layer.add_adapter(adapter_name, config)
             replace_module(model, name, layer)
 
@@ -381,6 +446,8 @@ class LoRATuner(Tuner):
         configs = [swift_model.adapters[name] for name in adapters]
         if combination_type not in ("svd", "linear"):
             raise ValueError(f"combination_type={combination_type!r}: expected 'svd' or 'linear'")
+        if any(c.use_merged_linear for c in configs):
+            raise ValueError("add_weighted_adapter: use_merged_linear adapters cannot be combined")
         if any(c.use_dora for c in configs):
             raise ValueError("add_weighted_adapter: DoRA adapters cannot be combined (their magnitudes do not add)")
         ranks = [c.r for c in configs]
@@ -425,6 +492,8 @@ class LoRATuner(Tuner):
     def to_peft(cls, config: LoRAConfig, weights: dict[str, torch.Tensor], adapter_name: str
                 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(adapter_config.json dict, weights) as PEFT's `LoraModel.save_pretrained` writes them."""
+        if config.use_merged_linear:
+            raise ValueError("LoRAConfig.use_merged_linear: PEFT has no merged-linear LoRA; this adapter has no PEFT format")
         target = config.target_modules
         peft_config = {
             "peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "revision": None,
