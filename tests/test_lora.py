@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from swiftlite.core import Swift, TunerLayer, tuner_layers
 from swiftlite.testing import models
-from swiftlite.tuners.lora import LoRAConfig, LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRALayer, LoRALinear
+from swiftlite.tuners.lora import LoRAConfig, LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRALinear
 
 # (model factory, targets, {module name: expected layer class})
 CASES = {

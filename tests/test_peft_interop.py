@@ -1,6 +1,5 @@
 """swiftlite LoRA == PEFT LoRA: same forward/gradients with identical weights, and checkpoints both ways."""
 import json
-import os
 import warnings
 
 import peft
