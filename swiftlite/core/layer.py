@@ -44,6 +44,17 @@ class TunerLayer(nn.Module):
         self.merged_adapters: list[str] = []
         self._activation: dict[int, dict[str, bool]] = {}
 
+    def __getattr__(self, name: str):
+        """Fall through to the wrapped module, so code around it keeps working
+        (`layer.weight`, `decoder_layer.attention_type`, `patch_embeddings.projection.weight.dtype`)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self._modules.get("base_layer")
+            if name == "base_layer" or base is None:
+                raise
+            return getattr(base, name)
+
     # ---- adapters held here -------------------------------------------------------------------
     @property
     def adapter_names(self) -> list[str]:

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import warnings
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn

@@ -130,15 +130,6 @@ class AdapterLayer(TunerLayer):
             delattr(self.base_layer, self.method_name)  # drop the instance attribute: the class method is back
         return self.base_layer
 
-    def __getattr__(self, name: str) -> Any:
-        # Code around a wrapped block may read its attributes (e.g. `layer.attention_type`): fall through.
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
-
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.method_name == "forward":
             return self._hooked(*args, **kwargs)

@@ -92,15 +92,6 @@ class IA3Layer(TunerLayer):
         else:
             raise TypeError(f"IA3 supports Linear, Conv1d/2d/3d and transformers' Conv1D, got {type(base_layer).__name__}")
 
-    # Models read these through the wrapper (e.g. ViT: `projection.weight.dtype`).
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return getattr(self.base_layer, "bias", None)
-
     def add_adapter(self, adapter_name: str, config: IA3Config, is_feedforward: bool = False) -> None:
         if is_feedforward and getattr(self.base_layer, "groups", 1) != 1:
             raise ValueError("IA3Config.feedforward_modules: input scaling of a grouped convolution cannot be merged; "

@@ -79,15 +79,6 @@ class LLaMAProLayer(TunerLayer):
         self.llamapro_block = nn.ModuleDict()  # adapter -> ModuleList of new blocks
         self.__dict__["_expansion"] = None  # shared, unregistered: the stack and its original cache layout
 
-    def __getattr__(self, name: str) -> Any:
-        """Fall through to the wrapped block (models read e.g. `decoder_layer.attention_type`)."""
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            base = self._modules.get("base_layer")
-            if name == "base_layer" or base is None:
-                raise
-            return getattr(base, name)
 
     def add_adapter(self, adapter_name: str, config: LLaMAProConfig, copies: int = 1) -> None:
         blocks = nn.ModuleList(copy.deepcopy(self.base_layer) for _ in range(copies))

@@ -65,16 +65,6 @@ class NEFTuneLayer(TunerLayer):
         super().__init__(base_layer)
         self.neftune = nn.ModuleDict()
 
-    def __getattr__(self, name: str) -> Any:
-        """Fall through to the wrapped embedding: models read `get_input_embeddings().weight`,
-        ViT reads `patch_embeddings.projection`, ..."""
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            base = self._modules.get("base_layer")
-            if name == "base_layer" or base is None:
-                raise
-            return getattr(base, name)
 
     def add_adapter(self, adapter_name: str, config: NEFTuneConfig) -> None:
         self.neftune[adapter_name] = NoiseSpec(config.noise_alpha)

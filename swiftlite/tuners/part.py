@@ -56,15 +56,6 @@ class PartLayer(TunerLayer):
         self.part = nn.ModuleDict()
         self._original: dict[str, torch.Tensor] | None = None  # θ, kept aside while any copy is merged
 
-    def __getattr__(self, name: str) -> Any:
-        """Fall through to the wrapped module, so code reading its attributes keeps working."""
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            base = self._modules.get("base_layer")
-            if name == "base_layer" or base is None:
-                raise
-            return getattr(base, name)
 
     def add_adapter(self, adapter_name: str, config: PartConfig) -> None:
         self.part[adapter_name] = copy.deepcopy(self.base_layer)  # θ' = θ

@@ -163,13 +163,6 @@ class PrefixLayer(TunerLayer):
         self.base_layer.config = self.base_layer.config.base
         return self.base_layer
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
 
     def prefixes(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(K_pre, V_pre) of one adapter, each (p, kv_dim)."""

@@ -105,13 +105,6 @@ class PromptLayer(TunerLayer):
         self.prompt_config.pop(adapter_name, None)
         self.role.pop(adapter_name, None)
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
 
     def _param_name(self, pos: int | str) -> str:
         names = [n for n, p in self.signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]

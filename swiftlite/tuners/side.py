@@ -108,15 +108,6 @@ class SideLayer(TunerLayer):
         self.side_alpha = nn.ParameterDict()
         self.positions: dict[str, tuple[Any, Any]] = {}  # adapter -> (source_hidden_pos, target_hidden_pos)
 
-    def __getattr__(self, name: str) -> Any:
-        """Fall through to the wrapped module, so code reading its attributes keeps working."""
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            base = self._modules.get("base_layer")
-            if name == "base_layer" or base is None:
-                raise
-            return getattr(base, name)
 
     def add_adapter(self, adapter_name: str, config: SideConfig) -> None:
         device, dtype = self._base_device_dtype()
