@@ -15,6 +15,14 @@ from swiftlite import zoo
 from swiftlite.zoo import hub
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster on a shared CPU
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
     monkeypatch.setenv("SWIFTLITE_QUICK", "1")
