@@ -111,6 +111,7 @@ class LoRALayer(TunerLayer):
         for attr in self.adapter_attrs:  # lora_A/lora_B: ModuleDict; lora_embedding_A/B: ParameterDict
             setattr(self, attr, nn.ParameterDict() if attr.startswith("lora_embedding") else nn.ModuleDict())
         self.scaling: dict[str, float] = {}
+        self.use_dora: dict[str, bool] = {}
         self._before_merge: dict[str, tuple] = {}  # adapter -> (base weight before its merge, DoRA factor)
 
     def add_adapter(self, adapter_name: str, config: LoRAConfig) -> None:
@@ -130,7 +131,7 @@ class LoRALayer(TunerLayer):
         self.attr_A[adapter_name], self.attr_B[adapter_name] = A, B
         use_dropout = config.lora_dropout and not self.embedding  # token ids get no dropout (as in PEFT)
         self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if use_dropout else nn.Identity()
-        self.scaling[adapter_name] = scaling
+        self.scaling[adapter_name], self.use_dora[adapter_name] = scaling, config.use_dora
         if config.use_dora:  # m = ||W0 + s·BA||_c  (== ||W0||_c when B = 0)
             W = self.base_layer.weight.detach()
             m = self._column_norm(W + self.delta_weight(adapter_name).detach().to(W.dtype))
@@ -139,6 +140,7 @@ class LoRALayer(TunerLayer):
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
         self.scaling.pop(adapter_name, None)
+        self.use_dora.pop(adapter_name, None)
 
     @property
     def adapter_names(self) -> list[str]:
@@ -185,7 +187,7 @@ class LoRALayer(TunerLayer):
             dropout = self.lora_dropout[name]
             x_d = x if isinstance(dropout, nn.Identity) else dropout(x)  # x̃ = dropout(x)
             lora = self.lora_forward(name, x_d).to(h.dtype)  # s · B A x̃
-            if name not in self.lora_magnitude_vector:
+            if not self.use_dora[name]:
                 # h = W0 x + s · B A x
                 h = h + lora
             else:
