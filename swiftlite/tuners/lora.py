@@ -186,7 +186,8 @@ class LoRALayer(TunerLayer):
         for name in self.active_adapters:
             dropout = self.lora_dropout[name]
             x_d = x if isinstance(dropout, nn.Identity) else dropout(x)  # x̃ = dropout(x)
-            lora = self.lora_forward(name, x_d).to(h.dtype)  # s · B A x̃
+            lora = self.lora_forward(name, x_d)  # s · B A x̃
+            lora = lora if lora.dtype == h.dtype else lora.to(h.dtype)  # lora_dtype may differ from the base's
             if not self.use_dora[name]:
                 # h = W0 x + s · B A x
                 h = h + lora
