@@ -31,8 +31,8 @@ SPARE_WORDS = ["sks", "<concept-0>", "<concept-1>", "<concept-2>", "<concept-3>"
 
 FULL: dict[str, Any] = dict(image_size=16, shapes=["circle", "square", "triangle"],
                             colours=["red", "green", "blue", "yellow"], sizes=["large"],
-                            block_out_channels=[32, 64, 64], layers_per_block=1, text_dim=64,
-                            text_layers=2, n_train=20_000, steps=2500, batch_size=64, lr=2e-3,
+                            block_out_channels=[16, 32, 32], layers_per_block=1, text_dim=64,
+                            text_layers=2, n_train=20_000, steps=2500, batch_size=32, lr=2e-3,
                             warmup_steps=100, ema=0.995, p_uncond=0.15, judge_steps=500,
                             samples_per_prompt=8, sampling_steps=25, guidance_scale=3.0, seed=0)
 QUICK: dict[str, Any] = dict(image_size=16, shapes=["circle", "square", "triangle"],
