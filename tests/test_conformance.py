@@ -51,6 +51,55 @@ CASES = {
         "gpt2": lambda: T.PrefixConfig(target_modules=r".*h\.\d+\.attn", num_virtual_tokens=3),
         "vit": lambda: T.PrefixConfig(target_modules=r".*layers\.\d+\.attention", num_virtual_tokens=3),
     },
+    "IA3": {
+        "mlp": lambda: T.IA3Config(target_modules=["fc1", "fc2"], feedforward_modules=["fc2"]),
+        "cnn": lambda: T.IA3Config(target_modules=["conv1", "conv2"], feedforward_modules=["conv2"]),
+        "bert": lambda: T.IA3Config(target_modules=r".*(key|value|layer\.\d+\.output\.dense)",
+                                    feedforward_modules=r".*layer\.\d+\.output\.dense"),
+        "llama": lambda: T.IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]),
+        "gpt2": lambda: T.IA3Config(target_modules=["c_attn", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"]),
+        "vit": lambda: T.IA3Config(target_modules=["k_proj", "v_proj", "mlp.fc2"], feedforward_modules=["mlp.fc2"]),
+        "unet": lambda: T.IA3Config(target_modules=r".*attn\d\.(to_k|to_v)|.*ff\.net\.2", feedforward_modules=r".*ff\.net\.2"),
+    },
+    "BITFIT": {
+        "mlp": lambda: T.BitFitConfig(),
+        "cnn": lambda: T.BitFitConfig(mode="norm"),
+        "bert": lambda: T.BitFitConfig(),
+        "llama": lambda: T.BitFitConfig(target_modules=["q_proj", "v_proj", "down_proj"]),
+        "gpt2": lambda: T.BitFitConfig(),
+        "vit": lambda: T.BitFitConfig(),
+        "unet": lambda: T.BitFitConfig(),
+    },
+    "NEFTUNE": {
+        "mlp": lambda: T.NEFTuneConfig(),
+        "bert": lambda: T.NEFTuneConfig(),
+        "llama": lambda: T.NEFTuneConfig(),
+        "gpt2": lambda: T.NEFTuneConfig(),
+        "vit": lambda: T.NEFTuneConfig(),
+    },
+    "PART": {
+        "mlp": lambda: T.PartConfig(target_modules=["fc2"]),
+        "cnn": lambda: T.PartConfig(target_modules=["conv2", "norm"]),
+        "bert": lambda: T.PartConfig(target_modules=r"encoder\.layer\.1\.output"),
+        "llama": lambda: T.PartConfig(target_modules=r"model\.layers\.1"),
+        "gpt2": lambda: T.PartConfig(target_modules=["h.1.mlp"]),
+        "vit": lambda: T.PartConfig(target_modules=["classifier", "vit.layernorm"]),
+        "unet": lambda: T.PartConfig(target_modules=["conv_out"]),
+    },
+    "SIDE": {
+        "mlp": lambda: T.SideConfig(dim=24, target_modules=["fc2"], side_module_name="mlp"),
+        "cnn": lambda: T.SideConfig(dim=8, target_modules=["conv2"], side_module_name="conv"),
+        "bert": lambda: T.SideConfig(dim=32, target_modules=r"encoder\.layer\.\d+", side_module_name="mlp"),
+        "llama": lambda: T.SideConfig(dim=32, target_modules=r"model\.layers\.\d+", side_module_name="mlp"),
+        "gpt2": lambda: T.SideConfig(dim=32, target_modules=r"transformer\.h\.\d+", side_module_name="mlp"),
+        "vit": lambda: T.SideConfig(dim=32, target_modules=r"vit\.layers\.\d+\.mlp", side_module_name="mlp"),
+        "unet": lambda: T.SideConfig(dim=32, target_modules=["mid_block"], side_module_name="conv"),
+    },
+    "LLAMAPRO": {
+        "llama": lambda: T.LLaMAProConfig(num_new_blocks=2),
+        "gpt2": lambda: T.LLaMAProConfig(num_new_blocks=2, zero_modules=["attn.c_proj", "mlp.c_proj"]),
+        "vit": lambda: T.LLaMAProConfig(num_new_blocks=2, zero_modules=["attention.o_proj", "mlp.fc2"]),
+    },
 }
 
 NO_TOKENS = "no token sequence: prompts/prefixes need a transformer layer stack"
@@ -64,6 +113,11 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
     "PREFIX": {
         "mlp": "no attention", "cnn": "no attention",
         "unet": "diffusers' Attention computes attention in processors; a processor-based prefix is not implemented yet",
+    },
+    "NEFTUNE": {"cnn": "no token embedding", "unet": "no input token embedding"},
+    "LLAMAPRO": {
+        "mlp": "no stack of repeated blocks", "cnn": "no stack of repeated blocks",
+        "bert": "post-LN blocks cannot start as the identity", "unet": "U-Net blocks are not a stack of identity-able blocks",
     },
 }
 
