@@ -102,15 +102,19 @@ def main() -> None:
             opt.step()
         return step
 
+    # a second, identical swiftlite model: its step-time ratio to the first is the noise floor (A/A)
+    swift_twin = Swift.prepare_model(copy.deepcopy(base), LoRAConfig(r=8, lora_alpha=16, target_modules=TARGETS))
     opts = {}
-    for name, model in (("swiftlite", swift_model), ("peft", peft_model)):
+    for name, model in (("swiftlite", swift_model), ("peft", peft_model), ("twin", swift_twin)):
         model.train()
         opts[name] = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     n_train = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
                for name, m in (("swiftlite", swift_model), ("peft", peft_model))}
     assert n_train["swiftlite"] == n_train["peft"], n_train
     step_times = interleaved({"swiftlite": train_step(swift_model, opts["swiftlite"]),
-                              "PEFT": train_step(peft_model, opts["peft"])}, args.rounds, args.warmup, args.device)
+                              "PEFT": train_step(peft_model, opts["peft"]),
+                              "twin": train_step(swift_twin, opts["twin"])}, args.rounds, args.warmup, args.device)
+    del swift_twin, opts["twin"]
 
     # inference: unmerged adapters (a large batch, then a latency-bound one where per-layer Python
     # overhead shows), then swiftlite's merge_and_unload vs the untouched base
@@ -136,6 +140,8 @@ def main() -> None:
     print("| measurement (median seconds) | swiftlite | reference | ratio (median of per-round ratios) | ratio IQR |")
     print("|---|---|---|---|---|")
     print(row("train step (fwd+bwd+AdamW)", step_times, "swiftlite", "PEFT"))
+    print(row("control: train step of a second, identical swiftlite model vs the first (noise floor)",
+              step_times, "twin", "swiftlite"))
     print(row("inference, adapters unmerged", unmerged, "swiftlite", "PEFT"))
     print(row(f"inference, adapters unmerged, batch 1 x seq 8 ({args.rounds * 10} rounds)", tiny, "swiftlite", "PEFT"))
     print(f"| Python calls per forward (cProfile; base model: {calls['base']}) | {calls['swiftlite']} | "
