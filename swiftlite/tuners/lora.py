@@ -14,6 +14,9 @@ Options, each one line of math:
 - DoRA (Liu et al., 2024, arXiv:2402.09353): W' = m · (W0 + s·BA) / ||W0 + s·BA||_c, with m a
   trainable magnitude per output feature initialised to ||W0||_c and the norm detached (§4.3).
 - LoRA+ (Hayou et al., 2024, arXiv:2402.12354): B learns with lr · `lorap_lr_ratio`.
+- ms-swift's `use_merged_linear` / `enable_lora`: LoRA on chosen output chunks of a fused layer
+  (e.g. q and v of GPT-2's qkv `c_attn`), ΔW = s · blockdiag(B_1, ..., B_k) A on those rows only.
+- `add_weighted_adapter`: PEFT's "linear" and "svd" combinations of adapters.
 
 Parameter names follow PEFT (`lora_A.<adapter>.weight`, `lora_embedding_A.<adapter>`,
 `lora_magnitude_vector.<adapter>.weight`), so PEFT checkpoints convert by renaming keys only.
