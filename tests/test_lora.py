@@ -393,3 +393,16 @@ def test_merged_linear_errors():
     assert type(net[0]) is nn.Linear
     with pytest.raises(ValueError, match="use_merged_linear applies to Linear"):
         Swift.prepare_model(models.cnn()[0], LoRAConfig(target_modules=["conv1"], use_merged_linear=True, enable_lora=[True]))
+
+
+@pytest.mark.parametrize("offload", ["cpu", "meta"])
+def test_offload_and_reactivate_embedding_and_dora(offload):
+    """Embedding LoRA keeps bare nn.Parameters (a ParameterDict); offloading must bring them back too."""
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["embed", "fc1"], init_lora_weights=False, use_dora=True))
+    y = _out(sm, inputs)
+    sm.deactivate_adapter("default", offload=offload)
+    torch.testing.assert_close(_out(sm, inputs), _out(models.mlp()[0], inputs), rtol=0, atol=0)
+    sm.activate_adapter("default")
+    torch.testing.assert_close(_out(sm, inputs), y, rtol=0, atol=0)

@@ -368,7 +368,8 @@ class SwiftModel(nn.Module):
             for attr, item in list(layer.adapter_modules(adapter_name)):
                 container = getattr(layer, attr)
                 if isinstance(item, nn.Parameter):
-                    container[adapter_name] = nn.Parameter(item.to(device), requires_grad=item.requires_grad)
+                    data = torch.empty_like(item, device=device) if item.is_meta else item.to(device)  # meta has no data
+                    container[adapter_name] = nn.Parameter(data, requires_grad=item.requires_grad)
                 elif device.type == "meta" or any(p.device.type == "meta" for p in item.parameters()):
                     item.to_empty(device=device) if device.type != "meta" else item.to(device)
                 else:
