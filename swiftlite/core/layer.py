@@ -47,6 +47,9 @@ class TunerLayer(nn.Module):
     def __getattr__(self, name: str):
         """Fall through to the wrapped module, so code around it keeps working
         (`layer.weight`, `decoder_layer.attention_type`, `patch_embeddings.projection.weight.dtype`)."""
+        modules = self.__dict__.get("_modules")
+        if modules is not None and name in modules:  # the common case first: a submodule
+            return modules[name]
         try:
             return super().__getattr__(name)
         except AttributeError:
