@@ -1,0 +1,273 @@
+"""Supervised fine-tuning (SFT) of a causal LM on instruction / response pairs, and a tuner benchmark.
+
+An example is the chat-formatted prompt followed by the response. The model is trained on the
+response only: prompt positions get the label -100 (PyTorch's ``ignore_index``), so with
+next-token prediction over the concatenation ``x = [p_1..p_m, r_1..r_n, eos]``::
+
+    labels_t = -100       for t <= m          (prompt: no loss)
+    labels_t = x_t        for t >  m          (response and the closing eos)
+    L_SFT    = - (1/|R|) Σ_{t ∈ R} log p_θ(x_t | x_<t),    R = {t : labels_t != -100}
+
+(the standard SFT label mask of ms-swift, TRL's ``DataCollatorForCompletionOnlyLM`` and Alpaca).
+The prompt and the response are tokenized separately and concatenated, so the boundary between
+them is exact whatever the tokenizer merges.
+
+:func:`compare_tuners` reproduces the shape of the SWIFT paper's tuner benchmark (arXiv:2408.05517,
+Table "tuners on Qwen-7B-chat"): for each tuner config a fresh model, measured train-step cost
+(:func:`swiftlite.bench.measure`: trainable %, peak memory, step time, throughput), then
+:func:`swiftlite.train.train` for the same number of steps and the held-out SFT loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["IGNORE_INDEX", "encode_pair", "build_sft_dataset", "SFTCollator", "sft_loss", "evaluate_loss",
+           "compare_tuners"]
+
+IGNORE_INDEX = -100  # labels with this value add nothing to the loss (torch cross_entropy's ignore_index)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset
+# ----------------------------------------------------------------------------------------------
+
+
+def _prompt_text(tokenizer, prompt: str, template: str) -> str:
+    if template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("build_sft_dataset(template='chat'): the tokenizer has no chat_template; "
+                             "use template='plain' or set tokenizer.chat_template.")
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    if template == "plain":
+        return f"{prompt}\n"
+    raise ValueError(f"build_sft_dataset(template={template!r}): expected 'chat' or 'plain'.")
+
+
+def encode_pair(tokenizer, prompt: str, response: str, *, template: str = "chat",
+                max_length: int | None = None) -> dict[str, list[int]]:
+    """Token ids and SFT labels of one (prompt, response) pair.
+
+    Returns ``{"input_ids", "labels"}`` of equal length: ``input_ids = prompt_ids + response_ids +
+    [eos]`` and ``labels`` equal to ``input_ids`` with every prompt position set to -100.
+    ``template="chat"`` renders the prompt with the tokenizer's chat template (user turn plus the
+    assistant generation header), ``"plain"`` as ``prompt + "\\n"``. ``max_length`` truncates
+    from the right (the response's tail is lost first).
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("encode_pair: the tokenizer has no eos_token_id; the response must end with one.")
+    prompt_ids = tokenizer(_prompt_text(tokenizer, prompt, template), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    input_ids = prompt_ids + response_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids  # the SFT label mask
+    if max_length is not None:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def build_sft_dataset(pairs, tokenizer, *, template: str = "chat", max_length: int | None = 128,
+                      prompt_column: str = "prompt", response_column: str = "output"):
+    """Tokenize instruction pairs (e.g. :func:`swiftlite.data.instruction_pairs`) for SFT.
+
+    Returns a ``datasets.Dataset`` with ``input_ids``, ``labels`` (prompt masked to -100, see the
+    module docstring), ``attention_mask`` and ``length``. Examples whose response is truncated
+    away entirely (no label left) are dropped, since they would add 0/0 to the loss; if that
+    leaves nothing, a ValueError asks for a larger ``max_length``.
+    """
+    import datasets
+
+    for column in (prompt_column, response_column):
+        if column not in pairs.column_names:
+            raise KeyError(f"build_sft_dataset: no column {column!r}; columns are {pairs.column_names}. "
+                           "Pass prompt_column= / response_column=.")
+    rows: dict[str, list] = {"input_ids": [], "labels": [], "attention_mask": [], "length": []}
+    for prompt, response in zip(pairs[prompt_column], pairs[response_column]):
+        enc = encode_pair(tokenizer, prompt, response, template=template, max_length=max_length)
+        if all(label == IGNORE_INDEX for label in enc["labels"]):
+            continue
+        rows["input_ids"].append(enc["input_ids"])
+        rows["labels"].append(enc["labels"])
+        rows["attention_mask"].append([1] * len(enc["input_ids"]))
+        rows["length"].append(len(enc["input_ids"]))
+    if not rows["input_ids"]:
+        raise ValueError(f"build_sft_dataset(max_length={max_length}): every example lost its whole response "
+                         "to truncation; raise max_length.")
+    return datasets.Dataset.from_dict(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches and loss
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SFTCollator:
+    """Right-pads a list of SFT examples into a batch of tensors.
+
+    ``input_ids`` are padded with ``pad_token_id``, ``attention_mask`` with 0 and ``labels`` with
+    -100, so padding is neither attended to nor scored. Examples may hold lists or tensors (a 🤗
+    dataset in torch format). Extra columns (``length``, text) are dropped.
+    """
+
+    pad_token_id: int = 0  # any id works: padded positions are masked out of attention and loss
+    pad_to_multiple_of: int | None = None  # e.g. 8 for tensor cores; None: pad to the longest example
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("SFTCollator: got an empty list of examples.")
+        seqs = [torch.as_tensor(e["input_ids"], dtype=torch.long) for e in examples]
+        labels = [torch.as_tensor(e["labels"], dtype=torch.long) for e in examples]
+        T = max(len(s) for s in seqs)
+        if self.pad_to_multiple_of:
+            T = math.ceil(T / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        B = len(seqs)
+        input_ids = torch.full((B, T), self.pad_token_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((B, T), dtype=torch.long)  # (B, T)
+        label_ids = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+        for i, (s, y) in enumerate(zip(seqs, labels)):
+            if len(s) != len(y):
+                raise ValueError(f"SFTCollator: example {i} has {len(s)} input_ids but {len(y)} labels.")
+            input_ids[i, :len(s)] = s
+            attention_mask[i, :len(s)] = 1
+            label_ids[i, :len(y)] = y
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+
+
+def _token_nll(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token NLL over labelled positions, and their count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits  # (B, T, V)
+    logits = logits[:, :-1]  # (B, T-1, V): position t predicts token t+1
+    targets = batch["labels"][:, 1:].to(logits.device)  # (B, T-1)
+    nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                      ignore_index=IGNORE_INDEX, reduction="sum")
+    return nll, (targets != IGNORE_INDEX).sum()
+
+
+def sft_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """L_SFT = -(1/|R|) Σ_{t∈R} log p_θ(x_t | x_<t) over the response positions R of the batch.
+
+    The same value as ``model(**batch).loss`` of a 🤗 causal LM (shift by one, ignore -100, mean
+    over labelled tokens), computed here so that tuners which change the sequence length inside
+    the model still get scored on the caller's tokens. Usable as ``train(..., loss_fn=sft_loss)``.
+    """
+    nll, count = _token_nll(model, batch)
+    if count.item() == 0:
+        raise ValueError("sft_loss: the batch has no labelled token (every label is -100).")
+    return nll / count
+
+
+def evaluate_loss(model: nn.Module, dataset, *, batch_size: int = 32, collate_fn: Callable | None = None) -> float:
+    """Held-out SFT loss: NLL per response token, summed over ``dataset`` then divided (not a mean
+    of batch means), in eval mode under ``torch.no_grad``; the train/eval mode is restored."""
+    collate_fn = collate_fn or SFTCollator()
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                batch = collate_fn([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+                nll, n = _token_nll(model, {k: v.to(device) for k, v in batch.items()})
+                total, count = total + nll.item(), count + int(n)
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate_loss: the dataset has no labelled token.")
+    return total / count
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark
+# ----------------------------------------------------------------------------------------------
+
+
+def _prepare(model: nn.Module, config) -> nn.Module:
+    """None: full fine-tuning (every parameter trains); else ``Swift.prepare_model(model, config)``."""
+    if config is None:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from swiftlite.core.model import Swift
+
+    return Swift.prepare_model(model, config)
+
+
+def compare_tuners(
+    model_factory: Callable[[], nn.Module],
+    configs: Mapping[str, Any],
+    train_ds,
+    eval_ds,
+    *,
+    steps: int,
+    lr: float | Mapping[str, float],
+    batch_size: int,
+    seed: int = 0,
+    collate_fn: Callable | None = None,
+    measure_steps: int = 5,
+    measure_warmup: int = 2,
+    eval_batch_size: int = 32,
+    lr_schedule: str = "cosine",
+    warmup_steps: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Fine-tune a fresh ``model_factory()`` with each config and return one row per config.
+
+    ``configs`` maps a display name to a tuner config, a ``{adapter_name: config}`` dict (several
+    tuners at once, e.g. LoRA + NEFTune), or None for full fine-tuning. ``lr`` is one learning
+    rate or ``{name: lr}`` (a name missing from the dict is an error). Every run uses the same
+    ``seed``, data order, ``steps`` and ``lr_schedule``.
+
+    Per config: the model is built and prepared, :func:`swiftlite.bench.measure` times
+    ``measure_steps`` train steps on the first ``batch_size`` training examples (AdamW;
+    weights are restored afterwards), the held-out loss is taken, :func:`swiftlite.train.train`
+    runs ``steps`` steps with :func:`sft_loss`, and the held-out loss is taken again.
+
+    Row = the ``measure`` row (name, trainable_params, total_params, trainable_percent,
+    step_time_s, step_time_iqr_s, throughput, peak_memory_bytes, memory_method, device) plus
+    lr, eval_loss_init, eval_loss, train_loss (mean of the last ``max(1, steps // 10)`` steps),
+    train_seconds and train_step_s (wall time of the whole ``train`` call / steps).
+    """
+    from tqdm.auto import tqdm
+
+    from swiftlite import bench
+    from swiftlite.train import train
+
+    if not configs:
+        raise ValueError("compare_tuners(configs={}): give at least one {name: config or None}.")
+    if isinstance(lr, Mapping):
+        missing = [name for name in configs if name not in lr]
+        if missing:
+            raise KeyError(f"compare_tuners(lr=...): no learning rate for {missing}; add them to the dict.")
+    collate_fn = collate_fn or SFTCollator()
+    bench_batch = collate_fn([train_ds[i] for i in range(min(batch_size, len(train_ds)))])
+
+    rows = []
+    bar = tqdm(list(configs.items()), desc="tuners", disable=not progress)
+    for name, config in bar:
+        bar.set_postfix_str(name)
+        run_lr = float(lr[name]) if isinstance(lr, Mapping) else float(lr)
+        torch.manual_seed(seed)  # tuner weights are initialised from the same RNG state in every run
+        model = _prepare(model_factory(), config)
+        row = bench.measure(model, lambda: bench_batch, sft_loss, name=name, steps=measure_steps,
+                            warmup=measure_warmup)
+        eval_loss_init = evaluate_loss(model, eval_ds, batch_size=eval_batch_size, collate_fn=collate_fn)
+        start = time.perf_counter()
+        history = train(model, train_ds, sft_loss, steps=steps, batch_size=batch_size, lr=run_lr,
+                        collate_fn=collate_fn, seed=seed, progress=False, lr_schedule=lr_schedule,
+                        warmup_steps=warmup_steps)
+        seconds = time.perf_counter() - start
+        tail = history.loss[-max(1, steps // 10):]
+        row.update(lr=run_lr, eval_loss_init=eval_loss_init,
+                   eval_loss=evaluate_loss(model, eval_ds, batch_size=eval_batch_size, collate_fn=collate_fn),
+                   train_loss=sum(tail) / len(tail), train_seconds=seconds, train_step_s=seconds / steps)
+        rows.append(row)
+        del model
+    return rows
