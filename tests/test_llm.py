@@ -99,7 +99,7 @@ def test_compare_tuners_two_configs(tokenizer):
     factory = lambda: tiny_llama(len(tokenizer))  # noqa: E731
     configs = {"full": None, "LoRA": LoRAConfig(r=4, target_modules=["q_proj", "v_proj"])}
     rows = compare_tuners(factory, configs, train_ds, eval_ds, steps=3, lr={"full": 1e-3, "LoRA": 1e-2},
-                          batch_size=8, seed=0, measure_steps=2, measure_warmup=1, progress=False,
+                          batch_size=8, seed=0, measure_steps=2, measure_warmup=1, measure_rounds=3, progress=False,
                           collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id))
     assert [r["name"] for r in rows] == ["full", "LoRA"]
     for row in rows:
@@ -107,6 +107,9 @@ def test_compare_tuners_two_configs(tokenizer):
                     "peak_memory_bytes", "eval_loss_init", "eval_loss", "train_loss", "train_step_s"):
             assert row[key] > 0 and math.isfinite(row[key]), (row["name"], key, row[key])
         assert row["eval_loss"] != row["eval_loss_init"]  # training moved the model
+        assert len(row["step_time_rounds"]) == 3
+        assert row["step_time_s"] == sorted(row["step_time_rounds"])[1]  # median of the rounds
+        assert math.isclose(row["throughput"], 8 / row["step_time_s"])
     full, lora = rows
     assert full["lr"] == 1e-3 and lora["lr"] == 1e-2
     # trainable counts are the models' own

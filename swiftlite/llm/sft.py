@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -213,6 +214,7 @@ def compare_tuners(
     collate_fn: Callable | None = None,
     measure_steps: int = 5,
     measure_warmup: int = 2,
+    measure_rounds: int = 1,
     eval_batch_size: int = 32,
     lr_schedule: str = "cosine",
     warmup_steps: int = 0,
@@ -225,15 +227,21 @@ def compare_tuners(
     rate or ``{name: lr}`` (a name missing from the dict is an error). Every run uses the same
     ``seed``, data order, ``steps`` and ``lr_schedule``.
 
-    Per config: the model is built and prepared, :func:`swiftlite.bench.measure` times
-    ``measure_steps`` train steps on the first ``batch_size`` training examples (AdamW;
-    weights are restored afterwards), the held-out loss is taken, :func:`swiftlite.train.train`
+    Cost: every config's model is built and prepared first; then :func:`swiftlite.bench.measure`
+    times ``measure_steps`` train steps on the first ``batch_size`` training examples (AdamW;
+    weights are restored afterwards) for config 1, 2, ..., n, and this round is repeated
+    ``measure_rounds`` times. Interleaving the rounds spreads slow phases of a shared machine
+    over all configs instead of charging them to whichever config ran then; the reported step
+    time is the median of the rounds' medians (``step_time_rounds`` lists them;
+    ``step_time_iqr_s`` is the first round's).
+    Quality: for each config in turn the held-out loss is taken, :func:`swiftlite.train.train`
     runs ``steps`` steps with :func:`sft_loss`, and the held-out loss is taken again.
 
     Row = the ``measure`` row (name, trainable_params, total_params, trainable_percent,
     step_time_s, step_time_iqr_s, throughput, peak_memory_bytes, memory_method, device) plus
-    lr, eval_loss_init, eval_loss, train_loss (mean of the last ``max(1, steps // 10)`` steps),
-    train_seconds and train_step_s (wall time of the whole ``train`` call / steps).
+    step_time_rounds, lr, eval_loss_init, eval_loss, train_loss (mean of the last
+    ``max(1, steps // 10)`` steps), train_seconds and train_step_s (wall time of the whole
+    ``train`` call / steps, data loading included).
     """
     from tqdm.auto import tqdm
 
@@ -248,16 +256,33 @@ def compare_tuners(
             raise KeyError(f"compare_tuners(lr=...): no learning rate for {missing}; add them to the dict.")
     collate_fn = collate_fn or SFTCollator()
     bench_batch = collate_fn([train_ds[i] for i in range(min(batch_size, len(train_ds)))])
+    if measure_rounds < 1:
+        raise ValueError(f"compare_tuners(measure_rounds={measure_rounds}): expected >= 1.")
 
-    rows = []
-    bar = tqdm(list(configs.items()), desc="tuners", disable=not progress)
-    for name, config in bar:
-        bar.set_postfix_str(name)
-        run_lr = float(lr[name]) if isinstance(lr, Mapping) else float(lr)
+    models: dict[str, nn.Module] = {}
+    for name, config in configs.items():
         torch.manual_seed(seed)  # tuner weights are initialised from the same RNG state in every run
-        model = _prepare(model_factory(), config)
-        row = bench.measure(model, lambda: bench_batch, sft_loss, name=name, steps=measure_steps,
-                            warmup=measure_warmup)
+        models[name] = _prepare(model_factory(), config)
+
+    rows: dict[str, dict[str, Any]] = {}
+    rounds: dict[str, list[float]] = {name: [] for name in configs}
+    bar = tqdm(total=measure_rounds * len(configs) + len(configs), desc="tuners", disable=not progress)
+    for _ in range(measure_rounds):
+        for name, model in models.items():
+            bar.set_postfix_str(f"measure {name}")
+            row = bench.measure(model, lambda: bench_batch, sft_loss, name=name, steps=measure_steps,
+                                warmup=measure_warmup)
+            rounds[name].append(row["step_time_s"])
+            rows.setdefault(name, row)
+            bar.update(1)
+
+    for name in configs:
+        bar.set_postfix_str(f"train {name}")
+        model, row = models.pop(name), rows[name]  # pop: each model is freed after its run
+        step_time = float(np.median(rounds[name]))
+        row.update(step_time_s=step_time, step_time_rounds=rounds[name],
+                   throughput=_batch_rows(bench_batch) / step_time)
+        run_lr = float(lr[name]) if isinstance(lr, Mapping) else float(lr)
         eval_loss_init = evaluate_loss(model, eval_ds, batch_size=eval_batch_size, collate_fn=collate_fn)
         start = time.perf_counter()
         history = train(model, train_ds, sft_loss, steps=steps, batch_size=batch_size, lr=run_lr,
@@ -268,6 +293,11 @@ def compare_tuners(
         row.update(lr=run_lr, eval_loss_init=eval_loss_init,
                    eval_loss=evaluate_loss(model, eval_ds, batch_size=eval_batch_size, collate_fn=collate_fn),
                    train_loss=sum(tail) / len(tail), train_seconds=seconds, train_step_s=seconds / steps)
-        rows.append(row)
+        bar.update(1)
         del model
-    return rows
+    bar.close()
+    return [rows[name] for name in configs]
+
+
+def _batch_rows(batch: Mapping[str, torch.Tensor]) -> int:
+    return int(batch["input_ids"].shape[0])
