@@ -56,7 +56,7 @@ class TinyDiffusionPipeline:
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str] | str, *, num_inference_steps: int = 25,
-                 guidance_scale: float = 3.0, seed: int = 0, extra_inputs: torch.Tensor | None = None,
+                 guidance_scale: float = 1.5, seed: int = 0, extra_inputs: torch.Tensor | None = None,
                  unet_kwargs: dict | None = None, output_type: str = "np") -> np.ndarray | torch.Tensor:
         """Sample one image per prompt. Returns uint8 (B, H, W, 3) or, with ``output_type="pt"``,
         the float tensor (B, 3, H, W) in [-1, 1]."""
