@@ -321,3 +321,15 @@ def test_attributes_fall_through_to_the_base():
     assert sm.config is model.config
     assert "trainable%" in sm.get_trainable_parameters()
     assert isinstance(sm, SwiftModel)
+
+
+def test_peft_checkpoint_of_another_method_goes_through_peft(tmp_path):
+    import peft
+
+    model, inputs = models.llama()
+    peft_model = peft.get_peft_model(model, peft.IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
+                                                          feedforward_modules=["down_proj"]))
+    peft_model.save_pretrained(tmp_path)
+    loaded = Swift.from_pretrained(models.llama()[0], str(tmp_path))
+    assert isinstance(loaded, peft.PeftModel)
+    torch.testing.assert_close(out(loaded, inputs), out(peft_model, inputs))

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from . import io
-from .config import SwiftConfig, get_tuner
+from .config import TUNERS, SwiftConfig, get_tuner
 from .layer import TunerLayer, tuner_layers
 from .targeting import name_matches, replace_module
 
@@ -217,7 +217,7 @@ class SwiftModel(nn.Module):
                 weights = self.state_dict(adapter_name=name)
                 if peft_format:
                     tuner = get_tuner(config.swift_type)
-                    if not hasattr(tuner, "to_peft"):
+                    if tuner.peft_type is None:
                         raise ValueError(f"peft_format=True: {type(config).__name__} has no PEFT equivalent (only LoRA does)")
                     config_dict, weights = tuner.to_peft(config, weights, name)
                 else:
@@ -266,15 +266,16 @@ class SwiftModel(nn.Module):
             raw = io.read_json(os.path.join(found[saved], io.CONFIG_NAME))
             weights = io.load_weights(found[saved], allow_pickle=allow_pickle)
             if "swift_type" not in raw and "peft_type" in raw:
-                from swiftlite.tuners.lora import LoRATuner
-
-                if raw["peft_type"] != "LORA":
-                    import peft  # other PEFT methods: PEFT loads them itself (ms-swift does the same)
+                # A tuner that declares this peft_type converts the checkpoint (renaming only);
+                # other PEFT methods are loaded by PEFT itself, as ms-swift does.
+                tuner = next((t for t in TUNERS.values() if t.peft_type == raw["peft_type"]), None)
+                if tuner is None:
+                    import peft
 
                     if isinstance(model, SwiftModel):
                         raise ValueError(f"{found[saved]}: a PEFT {raw['peft_type']} checkpoint cannot join a SwiftModel")
                     return peft.PeftModel.from_pretrained(model, found[saved], is_trainable=not inference_mode)
-                config, weights = LoRATuner.from_peft(raw, weights, new)
+                config, weights = tuner.from_peft(raw, weights, new)
             else:
                 config = SwiftConfig.from_dict(raw)
                 weights = _rename_adapter(weights, saved, new)
@@ -531,7 +532,7 @@ class Swift:
             for name, folder in found.items():
                 config = SwiftConfig.from_dict(io.read_json(os.path.join(folder, io.CONFIG_NAME)))
                 tuner = get_tuner(config.swift_type)
-                if not hasattr(tuner, "to_peft"):
+                if tuner.peft_type is None:
                     raise ValueError(f"{folder}: {type(config).__name__} has no PEFT format (only LoRA does)")
                 config_dict, weights = tuner.to_peft(config, io.load_weights(folder), name)
                 out = output_dir if name == DEFAULT_ADAPTER else os.path.join(output_dir, name)

@@ -27,6 +27,9 @@ class Tuner:
     # Can its weights be folded into the base (merge / merge_and_unload)? If not, say why.
     mergeable: ClassVar[bool] = False
     not_mergeable_reason: ClassVar[str] = ""
+    # PEFT's name for the same method, if its checkpoints convert by renaming; such a tuner also
+    # defines `to_peft(config, weights, adapter)` and `from_peft(peft_config, weights, adapter)`.
+    peft_type: ClassVar[str | None] = None
 
     @classmethod
     def supported_types(cls) -> tuple[type, ...] | None:

@@ -376,6 +376,7 @@ class LoRATuner(Tuner):
     config_class = LoRAConfig
     layer_class = LoRALayer
     mergeable = True
+    peft_type = "LORA"
 
     @classmethod
     def supported_types(cls) -> tuple[type, ...]:
