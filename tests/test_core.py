@@ -333,3 +333,23 @@ def test_peft_checkpoint_of_another_method_goes_through_peft(tmp_path):
     loaded = Swift.from_pretrained(models.llama()[0], str(tmp_path))
     assert isinstance(loaded, peft.PeftModel)
     torch.testing.assert_close(out(loaded, inputs), out(peft_model, inputs))
+
+
+def test_modules_to_save_for_two_adapters_and_merge_and_unload():
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, {name: LoRAConfig(target_modules=["fc1"], modules_to_save=["head"])
+                                     for name in ("a", "b")})
+    head = sm.base_model.head
+    assert sorted(head.modules_to_save) == ["a", "b"]  # each adapter owns its own copy
+    with torch.no_grad():
+        head.modules_to_save["a"].bias.add_(1.0)
+        head.modules_to_save["b"].bias.sub_(1.0)
+    y = {}
+    for name in ("a", "b"):
+        sm.set_active_adapters(name)
+        y[name] = out(sm, inputs)
+    assert not torch.allclose(y["a"], y["b"])
+    sm.set_active_adapters("a")
+    merged = sm.merge_and_unload()
+    assert isinstance(merged.head, nn.Linear)  # the trained copy is kept, not the frozen original
+    torch.testing.assert_close(out(merged, inputs), y["a"])

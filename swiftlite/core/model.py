@@ -112,11 +112,15 @@ class SwiftModel(nn.Module):
                 continue
             layer.delete_adapter(adapter_name)
             if not layer.adapter_names:
-                replacement = layer.unwrap()
-                if replacement is None:
-                    _remove_from_parent(self.base_model, name)
-                else:
-                    replace_module(self.base_model, name, replacement)
+                self._unwrap(name, layer)
+
+    def _unwrap(self, name: str, layer: TunerLayer) -> None:
+        """Put back what the layer wrapped (or drop it, for an inserted block)."""
+        replacement = layer.unwrap()
+        if replacement is None:
+            _remove_from_parent(self.base_model, name)
+        else:
+            replace_module(self.base_model, name, replacement)
 
     def _wrap_modules_to_save(self, config: SwiftConfig, adapter_name: str) -> None:
         targets = getattr(config, "modules_to_save", None)
@@ -124,20 +128,19 @@ class SwiftModel(nn.Module):
             return
         from .modules_to_save import ModulesToSaveLayer
 
+        wrapped: list[str] = []  # modules_to_save layers: their insides are never matched again
         for name, module in list(self.base_model.named_modules()):
-            if name and name_matches(name, targets) and not isinstance(module, TunerLayer):
-                if isinstance(module, ModulesToSaveLayer):
-                    module.add_adapter(adapter_name, config)
-                    continue
-                parent_is_layer = any(
-                    isinstance(self.base_model.get_submodule(name.rsplit(".", i)[0]), ModulesToSaveLayer)
-                    for i in range(1, name.count(".") + 1)
-                )
-                if parent_is_layer:
-                    continue
-                layer = ModulesToSaveLayer(module)
-                layer.add_adapter(adapter_name, config)
-                replace_module(self.base_model, name, layer)
+            if not name or any(name.startswith(w + ".") for w in wrapped) or not name_matches(name, targets):
+                continue
+            if isinstance(module, ModulesToSaveLayer):  # a copy for one more adapter
+                module.add_adapter(adapter_name, config)
+            elif not isinstance(module, TunerLayer):
+                module = ModulesToSaveLayer(module)
+                module.add_adapter(adapter_name, config)
+                replace_module(self.base_model, name, module)
+            else:
+                continue
+            wrapped.append(name)
 
     # ---- which parameters belong to an adapter ---------------------------------------------------
     def _layers_of(self, adapter_name: str) -> list[TunerLayer]:
@@ -436,11 +439,7 @@ class SwiftModel(nn.Module):
             warnings.simplefilter("ignore")
             self.merge(safe_merge=safe_merge)
         for name, layer in sorted(tuner_layers(self.base_model), key=lambda item: -item[0].count(".")):
-            replacement = layer.unwrap()
-            if replacement is None:
-                _remove_from_parent(self.base_model, name)
-            else:
-                replace_module(self.base_model, name, replacement)
+            self._unwrap(name, layer)
         self.adapters.clear()
         return self.base_model
 
