@@ -146,3 +146,48 @@ def test_delete_restores_config_and_wrong_targets_are_named():
     for field, value in [("num_virtual_tokens", 0), ("target_modules", None), ("init_std", -1.0)]:
         with pytest.raises(ValueError, match=field):
             PrefixConfig(**{"target_modules": ["attn"], field: value})
+
+
+def test_allow_listed_attention_classes_still_dispatch_through_the_registry():
+    """Version-proofing: every allow-listed class that this transformers ships still looks up
+    ALL_ATTENTION_FUNCTIONS in its (unwrapped) forward; fails loudly when a release changes one."""
+    import importlib
+    import inspect
+
+    import transformers
+
+    from swiftlite.tuners.prefix import KNOWN_ATTENTION_CLASSES
+
+    found = {}
+    for family in ["llama", "mistral", "qwen2", "gemma", "phi", "opt", "gpt2", "bert", "roberta", "vit", "clip"]:
+        try:
+            modeling = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+        except ImportError:
+            continue
+        for name in KNOWN_ATTENTION_CLASSES:
+            if hasattr(modeling, name):
+                found[name] = getattr(modeling, name)
+    assert {"LlamaAttention", "GPT2Attention", "BertSelfAttention"} <= set(found), transformers.__version__
+    for name, cls in found.items():
+        forward = inspect.unwrap(cls.forward)
+        assert "ALL_ATTENTION_FUNCTIONS" in forward.__code__.co_names, f"{name} no longer dispatches (transformers {transformers.__version__})"
+
+
+def test_a_decorated_forward_is_still_recognised():
+    """transformers wraps forward in decorators (deprecation, output capture): the check must see through them."""
+    import functools
+
+    from swiftlite.tuners.prefix import _dispatches_attention
+
+    model, _ = models.llama()
+    attn = model.model.layers[0].self_attn
+    original = type(attn).forward
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        return original(*args, **kwargs)
+
+    Renamed = type("MyAttention", (type(attn),), {"forward": wrapper, "__module__": type(attn).__module__})
+    attn.__class__ = Renamed  # not in the allow-list: only the unwrapped forward can vouch for it
+    assert _dispatches_attention(attn)
+    assert not _dispatches_attention(model.model.layers[0].mlp)

@@ -32,6 +32,7 @@ Not mergeable: prefixes are extra keys/values, not a weight update.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -196,11 +197,28 @@ def _register_attention_function() -> None:
         AttentionInterface.register(ATTN_NAME, _prefix_attention)
 
 
+# Attention classes known to hand Q, K, V to `ALL_ATTENTION_FUNCTIONS` (checked against the installed
+# transformers by tests/test_prefix.py, so a release that changes one of them fails loudly there).
+KNOWN_ATTENTION_CLASSES = frozenset({
+    "LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3Attention", "GemmaAttention", "Gemma2Attention",
+    "PhiAttention", "Phi3Attention", "OPTAttention", "GPT2Attention", "BertSelfAttention", "RobertaSelfAttention",
+    "ViTAttention", "ViTSelfAttention", "DeiTSelfAttention", "CLIPAttention", "SiglipAttention", "T5Attention",
+})
+
+
 def _dispatches_attention(module: nn.Module) -> bool:
-    """Does this module compute attention through transformers' attention-function registry?"""
+    """Does this module compute attention through transformers' attention-function registry?
+
+    A named allow-list first; otherwise the module's `forward` (unwrapped from any decorator that
+    transformers puts around it) must look up `ALL_ATTENTION_FUNCTIONS`, a module-level name.
+    """
     source = sys.modules.get(type(module).__module__)
-    return (hasattr(source, "ALL_ATTENTION_FUNCTIONS") and hasattr(getattr(module, "config", None), "_attn_implementation")
-            and hasattr(module, "forward") and "attention_interface" in type(module).forward.__code__.co_varnames)
+    if not (hasattr(source, "ALL_ATTENTION_FUNCTIONS") and hasattr(getattr(module, "config", None), "_attn_implementation")):
+        return False
+    if type(module).__name__ in KNOWN_ATTENTION_CLASSES:
+        return True
+    forward = inspect.unwrap(type(module).forward)
+    return "ALL_ATTENTION_FUNCTIONS" in getattr(getattr(forward, "__code__", None), "co_names", ())
 
 
 @register_tuner
