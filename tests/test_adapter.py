@@ -143,7 +143,7 @@ def test_hooking_a_method_equals_adapting_its_submodule():
 
 
 @pytest.mark.parametrize("field,value", [("dim", None), ("adapter_length", 0), ("act_layer", "gelu2"),
-                                         ("hidden_pos", 1.5), ("method_name", "not a name")])
+                                         ("hidden_pos", 1.5), ("method_name", "not a name"), ("init_weights", "zero")])
 def test_invalid_fields_are_named(field, value):
     kwargs = dict(dim=8, target_modules=["fc"])
     kwargs[field] = value
@@ -156,3 +156,34 @@ def test_unknown_method_is_rejected_and_model_untouched():
     with pytest.raises(ValueError, match="method_name"):
         Swift.prepare_model(base, AdapterConfig(dim=24, target_modules=["fc2"], method_name="no_such_method"))
     assert isinstance(base.fc2, nn.Linear)
+
+
+def _ms_swift_adapter_weights(dim, adapter_length, seed):
+    """ms-swift's AdapterModule init written out: two default nn.Linear, then `apply` visits linear1 and
+    linear2 in order: xavier_uniform_(weight), normal_(bias, std=1e-6)."""
+    torch.manual_seed(seed)
+    linear1, linear2 = nn.Linear(dim, adapter_length), nn.Linear(adapter_length, dim)
+    for m in (linear1, linear2):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.normal_(m.bias, std=1e-6)
+    return {"linear1.weight": linear1.weight, "linear1.bias": linear1.bias,
+            "linear2.weight": linear2.weight, "linear2.bias": linear2.bias}
+
+
+def test_xavier_init_reproduces_ms_swift_and_default_stays_identity():
+    block = nn.Sequential(nn.Linear(6, 6))
+    x = torch.randn(3, 6)
+    torch.manual_seed(7)
+    model = Swift.prepare_model(block, AdapterConfig(dim=6, target_modules=["0"], adapter_length=5, init_weights="xavier"))
+    adapter = block[0].adapter["default"]
+    expected = _ms_swift_adapter_weights(6, 5, seed=7)
+    for name, p in adapter.named_parameters():  # the same numbers, drawn in the same order
+        torch.testing.assert_close(p, expected[name], rtol=0, atol=0, msg=name)
+    assert torch.count_nonzero(adapter.linear2.weight) > 0
+    torch.testing.assert_close(model(x), _adapter_ref(block[0].base_layer(x), adapter))
+    assert not torch.allclose(model(x), block[0].base_layer(x))  # ms-swift's adapter does not start as identity
+    # the option survives a save / load round trip through the config
+    assert AdapterConfig.from_dict(model.adapters["default"].to_dict()).init_weights == "xavier"
+    torch.manual_seed(7)
+    identity = Swift.prepare_model(nn.Sequential(nn.Linear(6, 6)), AdapterConfig(dim=6, target_modules=["0"], adapter_length=5))
+    assert torch.count_nonzero(identity.base_model[0].adapter["default"].linear2.weight) == 0

@@ -10,8 +10,10 @@ runs unchanged, then its output goes through the adapter. Hooking another method
 point inside a module, e.g. `BertLayer.feed_forward_chunk` (the FFN sub-layer, where Houlsby put it).
 
 Differences from the paper / from ms-swift:
-- W_2 and b_2 start at zero, so the model is exactly unchanged at injection (the paper uses a near-zero
-  init for the same purpose; ms-swift uses Xavier for both layers, so its adapters start non-identity).
+- `init_weights="identity"` (default): W_2 and b_2 start at zero, so the model is exactly unchanged at
+  injection (the paper uses a near-zero init for the same purpose). `init_weights="xavier"` is ms-swift's
+  init, to reproduce its numbers: W_1 and W_2 ~ Xavier-uniform, b_1 and b_2 ~ N(0, 1e-12), drawn in that
+  order, so the adapter does not start as the identity.
 - The paper inserts the adapter before the layer norm of each sub-layer; here it sits wherever
   `target_modules` / `method_name` point (e.g. `BertOutput` output is after its LayerNorm).
 - `hidden_pos=None` (ms-swift has no default) means "the output if it is a tensor, else its first element".
@@ -42,6 +44,9 @@ ACTIVATIONS = {
 }
 
 
+ADAPTER_INITS = ("identity", "xavier")  # see AdapterConfig.init_weights
+
+
 @dataclass
 class AdapterConfig(SwiftConfig):
     """Field names and defaults follow ms-swift's `AdapterConfig`."""
@@ -53,8 +58,10 @@ class AdapterConfig(SwiftConfig):
     method_name: str = "forward"  # the method of the target module whose output is adapted
     adapter_length: int = 128  # bottleneck width m (ms-swift default)
     act_layer: str = "gelu"  # non-linearity between W_1 and W_2 (Houlsby et al. use a GELU-like one)
+    init_weights: str = "identity"  # "identity": W_2 = 0, b_2 = 0 (unchanged model); "xavier": ms-swift's init
 
-    _invalid_examples: ClassVar[dict] = {"dim": 0, "adapter_length": -1, "act_layer": "nope", "target_modules": None}
+    _invalid_examples: ClassVar[dict] = {"dim": 0, "adapter_length": -1, "act_layer": "nope", "target_modules": None,
+                                         "init_weights": "zeros"}
 
     def validate(self) -> None:
         self._require(isinstance(self.dim, int) and self.dim > 0, "dim",
@@ -69,20 +76,27 @@ class AdapterConfig(SwiftConfig):
                       f"must be a method name such as 'forward' or 'feed_forward_chunk', got {self.method_name!r}")
         self._require(self.hidden_pos is None or isinstance(self.hidden_pos, (int, str)), "hidden_pos",
                       f"must be None, an int index or a str key, got {self.hidden_pos!r}")
+        self._require(self.init_weights in ADAPTER_INITS, "init_weights",
+                      f"must be one of {list(ADAPTER_INITS)}, got {self.init_weights!r}")
 
 
 class AdapterModule(nn.Module):
     """The bottleneck `x + linear2(act(linear1(x)))` (names as in ms-swift's `AdapterModule`)."""
 
-    def __init__(self, dim: int, adapter_length: int, act_layer: str, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, adapter_length: int, act_layer: str, device=None, dtype=None,
+                 init_weights: str = "identity") -> None:
         super().__init__()
         self.linear1 = nn.Linear(dim, adapter_length, device=device, dtype=dtype)  # W_1: d -> m
         self.act = ACTIVATIONS[act_layer]()
         self.linear2 = nn.Linear(adapter_length, dim, device=device, dtype=dtype)  # W_2: m -> d
         nn.init.xavier_uniform_(self.linear1.weight)
         nn.init.normal_(self.linear1.bias, std=1e-6)
-        nn.init.zeros_(self.linear2.weight)  # W_2 = 0 and b_2 = 0: identity at init
-        nn.init.zeros_(self.linear2.bias)
+        if init_weights == "xavier":  # ms-swift: both layers alike, so the adapter starts non-identity
+            nn.init.xavier_uniform_(self.linear2.weight)
+            nn.init.normal_(self.linear2.bias, std=1e-6)
+        else:
+            nn.init.zeros_(self.linear2.weight)  # W_2 = 0 and b_2 = 0: identity at init
+            nn.init.zeros_(self.linear2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.to(self.linear1.weight.dtype)
@@ -118,7 +132,8 @@ class AdapterLayer(TunerLayer):
             raise ValueError(f"AdapterConfig.method_name: this module already hooks {self.method_name!r}; "
                              f"a second adapter on it must hook the same method, got {config.method_name!r}")
         device, dtype = self._base_device_dtype()
-        self.adapter[adapter_name] = AdapterModule(config.dim, config.adapter_length, config.act_layer, device, dtype)
+        self.adapter[adapter_name] = AdapterModule(config.dim, config.adapter_length, config.act_layer, device, dtype,
+                                                   init_weights=config.init_weights)
         self.hidden_pos[adapter_name] = config.hidden_pos
 
     def delete_adapter(self, adapter_name: str) -> None:
