@@ -14,20 +14,25 @@ Merging: writing θ' into the original module is exact (the copy *is* the module
 supports it even though ms-swift does not; the original θ is kept aside until `unmerge()` (one
 extra copy of the module's weights while merged) and dropped by `merge_and_unload()`.
 
-Differences from ms-swift: targets may also be a list of names; when several Part adapters are
+Structure and checkpoints as in ms-swift: the copy is a submodule `_part_<adapter>` of the target
+(`model.get_submodule("head._part_default")`) with a bool `activated`; it is saved under the
+module's own names (`head.weight`, not `head._part_default.weight`). The copy mechanism is shared
+with `modules_to_save` (`core/modules_to_save.py`); this file only says where the copy is stored.
+
+Differences from ms-swift: the target is wrapped by a `PartLayer` (ms-swift patches its `forward`);
+targets may also be a list of names; when several Part adapters are
 active on one module the most recently added one runs (ms-swift asserts only one is active).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 import torch.nn as nn
 
-from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
-from ..core.layer import check_finite
+from ..core import SwiftConfig, Tuner, register_tuner
+from ..core.config import Target
+from ..core.modules_to_save import ModuleCopyLayer
 from ..core.targeting import match_modules
 
 
@@ -36,7 +41,7 @@ class PartConfig(SwiftConfig):
     """Field names follow ms-swift's `PartConfig`."""
 
     swift_type: str = field(default="PART")
-    target_modules: Any = None  # regex (full match) or list of names: the modules to train a copy of
+    target_modules: Target = None  # regex (full match) or list of names: the modules to train a copy of
 
     _invalid_examples: ClassVar[dict] = {"target_modules": None}
 
@@ -45,45 +50,37 @@ class PartConfig(SwiftConfig):
                       "is required: the modules to train, e.g. r'.*layers\\.1' or ['head']")
 
 
-class PartLayer(TunerLayer):
-    """Runs a trainable copy of the wrapped module when its adapter is active."""
+class PartLayer(ModuleCopyLayer):
+    """Part's storage of the copy θ': a submodule `_part_<adapter>` with a bool `activated`, as in ms-swift.
 
-    adapter_attrs = ("part",)
-    mergeable = True
+    `activated` mirrors the latest activation call (for code written against ms-swift); the forward
+    reads the thread-aware activation state of `TunerLayer`."""
 
-    def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__(base_layer)
-        self.part = nn.ModuleDict()
-        self._original: dict[str, torch.Tensor] | None = None  # θ, kept aside while any copy is merged
+    PREFIX = "_part_"
 
+    @property
+    def adapter_names(self) -> list[str]:
+        return [key[len(self.PREFIX):] for key in self._modules if key.startswith(self.PREFIX)]
 
-    def add_adapter(self, adapter_name: str, config: PartConfig) -> None:
-        self.part[adapter_name] = copy.deepcopy(self.base_layer)  # θ' = θ
+    def adapter_modules(self, adapter_name: str):
+        if adapter_name in self.adapter_names:
+            yield self.PREFIX + adapter_name, self.copy_of(adapter_name)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        active = self.active_adapters
-        if not active:
-            return self.base_layer(*args, **kwargs)  # f_θ(x)
-        return self.part[active[-1]](*args, **kwargs)  # f_θ'(x)
+    def copy_of(self, adapter_name: str) -> nn.Module:
+        return self._modules[self.PREFIX + adapter_name]
 
-    def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
-        trained = self.part[adapter_name].state_dict()
-        if safe_merge:
-            for key, value in trained.items():
-                if value.is_floating_point():
-                    check_finite(value, f"Part adapter {adapter_name!r} ({key})")
-        if self._original is None:  # the first merge keeps θ aside
-            self._original = {k: v.detach().clone() for k, v in self.base_layer.state_dict().items()}
-        self.base_layer.load_state_dict(trained)  # θ ← θ'
+    def _store_copy(self, adapter_name: str, module: nn.Module) -> None:
+        module.activated = False
+        module.part_name = adapter_name
+        self.add_module(self.PREFIX + adapter_name, module)
 
-    def unmerge(self, adapter_name: str) -> None:
-        # A copy *replaces* θ, so merges do not stack: restore the latest other merged copy, else θ.
-        others = [n for n in self.merged_adapters if n != adapter_name]
-        if others:
-            self.base_layer.load_state_dict(self.part[others[-1]].state_dict())
-        else:
-            self.base_layer.load_state_dict(self._original)
-            self._original = None
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)  # checks it is not merged, forgets its activation
+        self._modules.pop(self.PREFIX + adapter_name, None)
+
+    def set_adapter_active(self, adapter_name: str, active: bool) -> None:
+        super().set_adapter_active(adapter_name, active)
+        self.copy_of(adapter_name).activated = active
 
 
 @register_tuner

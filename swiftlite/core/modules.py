@@ -1,0 +1,84 @@
+"""Small module helpers that several tuners share: one definition each.
+
+- `transformers_conv1d()`: transformers' `Conv1D` class (GPT-2's linear layer, weight stored
+  (d_in, d_out)), found without importing transformers;
+- `innermost_base_layer(module)`: the original module under any tuner wrappers;
+- `hidden_of(out, pos)` / `apply_to_hidden(out, pos, fn)`: find (or replace) the hidden-states tensor
+  inside a module's output, whether the module returns a tensor, a tuple/list or a dict/ModelOutput.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from .layer import TunerLayer
+
+
+def transformers_conv1d() -> type | None:
+    """transformers' `Conv1D` class if transformers is already imported, else None.
+
+    A model holding a Conv1D was built by transformers, so transformers is imported whenever one
+    can be met; looking in `sys.modules` keeps `import swiftlite` light (it never imports it)."""
+    pytorch_utils = sys.modules.get("transformers.pytorch_utils")
+    return getattr(pytorch_utils, "Conv1D", None) if pytorch_utils is not None else None
+
+
+def is_transformers_conv1d(module: nn.Module) -> bool:
+    """True for transformers' Conv1D: y = x W + b with W stored (d_in, d_out)."""
+    conv1d = transformers_conv1d()
+    return conv1d is not None and isinstance(module, conv1d)
+
+
+def with_transformers_conv1d(types: tuple[type, ...]) -> tuple[type, ...]:
+    """`types` plus transformers' Conv1D when it exists (for a tuner's `supported_types`)."""
+    conv1d = transformers_conv1d()
+    return types + ((conv1d,) if conv1d is not None else ())
+
+
+def innermost_base_layer(module: nn.Module) -> nn.Module:
+    """The original module under any tuner wrappers (`layer.base_layer.base_layer...`)."""
+    while isinstance(module, TunerLayer) and module.base_layer is not None:
+        module = module.base_layer
+    return module
+
+
+def _hidden_key(out: Any, pos: int | str | None) -> int | str | None:
+    """Where the hidden states sit in `out`: None (out is the tensor), an index or a key."""
+    if isinstance(out, torch.Tensor):
+        return None
+    if isinstance(out, (tuple, list)):
+        pos = 0 if pos is None else pos
+        if not isinstance(pos, int) or isinstance(pos, bool):
+            raise ValueError(f"hidden_pos={pos!r}: the output is a {type(out).__name__}; give an int index")
+        if not -len(out) <= pos < len(out):
+            raise ValueError(f"hidden_pos={pos!r}: the output is a {type(out).__name__} of length {len(out)}")
+        return pos
+    if isinstance(out, dict):  # includes transformers' ModelOutput
+        keys = list(out.keys())
+        key = pos if isinstance(pos, str) else keys[pos or 0]
+        if key not in out:
+            raise ValueError(f"hidden_pos={pos!r}: the output has keys {keys}")
+        return key
+    raise TypeError(f"cannot find hidden states in an output of type {type(out).__name__}")
+
+
+def hidden_of(out: Any, pos: int | str | None = None) -> torch.Tensor:
+    """The hidden-states tensor inside a module output (`pos`: index or key; None: the first)."""
+    key = _hidden_key(out, pos)
+    return out if key is None else out[key]
+
+
+def apply_to_hidden(out: Any, pos: int | str | None, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`out` with its hidden states h replaced by fn(h); the container type is kept."""
+    key = _hidden_key(out, pos)
+    if key is None:
+        return fn(out)
+    if isinstance(out, dict):
+        out[key] = fn(out[key])
+        return out
+    items = list(out)
+    items[key] = fn(items[key])
+    return type(out)(items)
