@@ -6,17 +6,140 @@ together by the config's `swift_type` string, which is also what a checkpoint's
 `adapter_config.json` stores, so a saved adapter finds its tuner again when loaded.
 
 Field names and defaults follow ms-swift's `swift.tuners` wherever ms-swift has the tuner.
+
+Every field is checked against its type hint when a config is built and whenever a field is set
+afterwards (`_check_field`, generated from the dataclass fields, so a new tuner is covered without
+code): `True` is not an int, `"0.1"` is not a float, `None` only where the hint allows it, and the
+markers below bound sizes and ranges. A tuner's `validate()` then checks what needs several fields.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 CONFIG_NAME = "adapter_config.json"
 SWIFT_TYPE_KEY = "swift_type"
+
+# No size, rank, length or count in a config may exceed this (2**20): a larger one is a typo that
+# would otherwise try to allocate terabytes at injection time.
+MAX_SIZE = 2**20
+
+
+@dataclass(frozen=True)
+class Range:
+    """A type-hint marker: `Annotated[int, Range(1, MAX_SIZE, "a positive int")]`."""
+
+    low: float
+    high: float
+    text: str  # what the value must be, for the error message
+    low_open: bool = False  # True: `low` itself is excluded
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+
+# Field types shared by the tuners' configs (the markers drive both the check and the error text).
+PositiveInt = Annotated[int, Range(1, MAX_SIZE, f"a positive int (at most 2**20 = {MAX_SIZE})")]
+Index = Annotated[int, Range(-MAX_SIZE, MAX_SIZE, f"an index between -{MAX_SIZE} and {MAX_SIZE}")]
+NonNegativeFloat = Annotated[float, Range(0.0, math.inf, "a finite number >= 0")]
+PositiveFloat = Annotated[float, Range(0.0, math.inf, "a finite number > 0", low_open=True)]
+Probability = Annotated[float, Range(0.0, 1.0, "a number in [0, 1)", high_open=True)]
+ModuleNames = Annotated[list[str], "a list of module names"]
+# A module selector: a regex that must match the whole name, or a list of names / dotted suffixes.
+Target = Annotated[Union[str, list[str], None],
+                   "None, a regex string (matching the whole module name) or a list of module names"]
+
+
+class ConfigError(ValueError, TypeError):
+    """A config field is wrong. A ValueError (ms-swift / PEFT raise those) and, for a wrong type, a
+    TypeError too, so either `except` catches it."""
+
+
+def check_value(value: Any, hint: Any) -> str | None:
+    """None if `value` fits the type hint `hint`, else what was expected ("a positive int ...")."""
+    if hint is Any or hint is typing.Any:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        problem = check_value(value, args[0])
+        if problem is not None:
+            texts = [m for m in args[1:] if isinstance(m, str)]
+            return texts[0] if texts else problem
+        for mark in args[1:]:
+            if isinstance(mark, Range) and value not in mark:
+                return mark.text
+        return None
+    if origin in (Union, types.UnionType):
+        problems = [check_value(value, a) for a in args]
+        if any(p is None for p in problems):
+            return None
+        # A member whose plain type fits but whose range does not explains best ("a positive int").
+        for a, p in zip(args, problems):
+            if _plain_type_fits(value, a):
+                return p + (" or None" if type(None) in args and "None" not in p else "")
+        return " or ".join(dict.fromkeys(problems))
+    if origin is Literal:
+        return None if any(value == a and type(value) is type(a) for a in args) else f"one of {list(args)}"
+    if origin in (list, tuple, set, frozenset, typing.Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            return _describe(hint)
+        item = args[0] if args else Any
+        for v in value:
+            if check_value(v, item) is not None:
+                return f"{_describe(hint)} (bad item {v!r})"
+        return None
+    if origin is dict or hint is dict:
+        return None if isinstance(value, dict) else "a dict"
+    if hint is type(None) or hint is None:
+        return None if value is None else "None"
+    if hint is bool:
+        return None if isinstance(value, bool) else "True or False"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an int"
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "a str"
+    if isinstance(hint, type):
+        return None if isinstance(value, hint) else f"a {hint.__name__}"
+    return None  # a hint this checker does not understand (e.g. a Callable): not checked
+
+
+def _plain_type_fits(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is Annotated:
+        return check_value(value, typing.get_args(hint)[0]) is None
+    return False
+
+
+def _describe(hint: Any) -> str:
+    args = typing.get_args(hint)
+    item = args[0] if args else None
+    names = {str: "str", int: "int", float: "number", bool: "bool"}
+    return f"a list of {names.get(item, 'items')}" if item is not None else "a list"
+
+
+def field_hints(config_cls: type) -> dict[str, Any]:
+    """{field name: resolved type hint} of a config dataclass (cached on the class)."""
+    cached = config_cls.__dict__.get("_field_hints_cache")
+    if cached is None:
+        try:
+            hints = typing.get_type_hints(config_cls, include_extras=True)
+        except Exception as err:  # an annotation naming something its module does not define
+            raise TypeError(f"{config_cls.__name__}: cannot resolve the type hints of its fields ({err}); "
+                            f"import every name used in them at module level") from None
+        cached = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_cls)}
+        setattr(config_cls, "_field_hints_cache", cached)
+    return cached
+
 
 # swift_type -> tuner class (a subclass of core.tuner.Tuner). Filled by `register_tuner`.
 TUNERS: dict[str, type] = {}
@@ -26,13 +149,30 @@ TUNERS: dict[str, type] = {}
 class SwiftConfig:
     """Base configuration. Subclasses set `swift_type` as a field default and add their fields."""
 
-    swift_type: str = field(default=None)
+    swift_type: str | None = field(default=None)
 
     # Fields that must not reach adapter_config.json (runtime-only objects, e.g. callables).
     _runtime_fields: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
+        self.__dict__["_initialised"] = True
+        for f in dataclasses.fields(self):
+            self._check_field(f.name, getattr(self, f.name))
         self.validate()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Fields are checked on every assignment after construction (`cfg.r = 0` raises at once);
+        # during __init__ they are checked together in __post_init__.
+        if self.__dict__.get("_initialised") and name in self.__dataclass_fields__:
+            self._check_field(name, value)
+        super().__setattr__(name, value)
+
+    def _check_field(self, name: str, value: Any) -> None:
+        """Raise ConfigError('<Config>.<field>: must be <what the type hint allows>, got <value>')."""
+        expected = check_value(value, field_hints(type(self))[name])
+        if expected is not None:
+            raise ConfigError(f"{type(self).__name__}.{name}: must be {expected}, got {value!r}"
+                              f"{'' if value is None else f' ({type(value).__name__})'}")
 
     # ---- validation -------------------------------------------------------------------------
     def validate(self) -> None:
@@ -41,7 +181,7 @@ class SwiftConfig:
     def _require(self, ok: bool, field_name: str, message: str) -> None:
         """Raise `ValueError('<Config>.<field>: <message>')` unless `ok`."""
         if not ok:
-            raise ValueError(f"{type(self).__name__}.{field_name}: {message}")
+            raise ConfigError(f"{type(self).__name__}.{field_name}: {message}")
 
     # ---- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +198,8 @@ class SwiftConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SwiftConfig":
         """Build the right config subclass from a dict (dispatching on `swift_type`)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}.from_dict: expected a dict of config fields, got {type(data).__name__}")
         data = dict(data)
         target_cls = cls
         if cls is SwiftConfig:
@@ -85,8 +227,9 @@ class SwiftConfig:
 
     @classmethod
     def from_pretrained(cls, directory: str) -> "SwiftConfig":
-        with open(os.path.join(directory, CONFIG_NAME)) as fh:
-            return cls.from_dict(json.load(fh))
+        from .io import read_json
+
+        return cls.from_dict(read_json(os.path.join(directory, CONFIG_NAME)))
 
     # ---- targeting ----------------------------------------------------------------------------
     def matched_modules(self, model) -> list[str]:

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import Index, PositiveInt, Target
 
 # ms-swift takes `act_layer` from transformers' ACT2CLS; these are the same functions in plain torch.
 ACTIVATIONS = {
@@ -52,11 +53,11 @@ class AdapterConfig(SwiftConfig):
     """Field names and defaults follow ms-swift's `AdapterConfig`."""
 
     swift_type: str = field(default="ADAPTER")
-    dim: int = None  # hidden size d of the hooked output (required: it sizes W_1 and W_2)
-    target_modules: Any = None  # regex (full match) or list of names / dotted suffixes
-    hidden_pos: int | str | None = None  # which element of a tuple (int) / dict (str key) output to adapt
+    dim: PositiveInt | None = None  # hidden size d of the hooked output (required: it sizes W_1 and W_2)
+    target_modules: Target = None  # regex (full match) or list of names / dotted suffixes
+    hidden_pos: Index | str | None = None  # which element of a tuple (int) / dict (str key) output to adapt
     method_name: str = "forward"  # the method of the target module whose output is adapted
-    adapter_length: int = 128  # bottleneck width m (ms-swift default)
+    adapter_length: PositiveInt = 128  # bottleneck width m (ms-swift default)
     act_layer: str = "gelu"  # non-linearity between W_1 and W_2 (Houlsby et al. use a GELU-like one)
     init_weights: str = "identity"  # "identity": W_2 = 0, b_2 = 0 (unchanged model); "xavier": ms-swift's init
 

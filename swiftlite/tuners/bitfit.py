@@ -34,6 +34,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import Target
 from ..core.layer import check_finite
 from ..core.targeting import match_modules
 
@@ -58,9 +59,9 @@ class BitFitConfig(SwiftConfig):
     """swiftlite's own config (ms-swift has no BitFit tuner)."""
 
     swift_type: str = field(default="BITFIT")
-    target_modules: Any = None  # None: every Linear/Conv/Norm with a bias (mode "bias") or every norm layer (mode "norm")
+    target_modules: Target = None  # None: every Linear/Conv/Norm with a bias (mode "bias") or every norm layer (mode "norm")
     mode: str = "bias"  # "bias": BitFit (Δb); "norm": LayerNorm tuning (Δγ and Δβ of norm layers)
-    modules_to_save: Any = None  # extra modules trained in full (e.g. a new head)
+    modules_to_save: Target = None  # extra modules trained in full (e.g. a new head)
 
     _invalid_examples: ClassVar[dict] = {"mode": "weights", "target_modules": 7}
 

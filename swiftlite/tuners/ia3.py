@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import Target
 from ..core.layer import check_finite
 from ..core.targeting import name_matches, replace_module
 
@@ -45,9 +46,9 @@ class IA3Config(SwiftConfig):
     """swiftlite's own config (ms-swift uses PEFT's `IA3Config`; field names follow PEFT)."""
 
     swift_type: str = field(default="IA3")
-    target_modules: Any = None  # layers to rescale, e.g. ["k_proj", "v_proj", "down_proj"]
-    feedforward_modules: Any = None  # subset of targets whose INPUT is scaled (the FFN's W_2)
-    modules_to_save: Any = None  # extra modules trained in full (e.g. a new head)
+    target_modules: Target = None  # layers to rescale, e.g. ["k_proj", "v_proj", "down_proj"]
+    feedforward_modules: Target = None  # subset of targets whose INPUT is scaled (the FFN's W_2)
+    modules_to_save: Target = None  # extra modules trained in full (e.g. a new head)
     init_ia3_weights: bool = True  # True: l = 1 (identity at init); False: l ~ N(1, 0.1²) (for tests)
 
     _invalid_examples: ClassVar[dict] = {"target_modules": None, "feedforward_modules": 3, "init_ia3_weights": "yes"}

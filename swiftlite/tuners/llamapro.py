@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import ModuleNames, PositiveInt
 from ..core.targeting import replace_module
 
 
@@ -46,10 +47,10 @@ class LLaMAProConfig(SwiftConfig):
 
     swift_type: str = field(default="LLAMAPRO")
     model_type: str | None = None  # informational (ms-swift uses it to find the blocks); None is fine
-    num_new_blocks: int | None = None  # required: how many blocks to add in all (the paper: 8 on LLaMA2-7B's 32)
-    num_groups: int | None = None  # groups the blocks are split into; None: num_new_blocks (one new block per group)
+    num_new_blocks: PositiveInt | None = None  # required: how many blocks to add in all (the paper: 8 on LLaMA2-7B's 32)
+    num_groups: PositiveInt | None = None  # groups the blocks are split into; None: num_new_blocks (one new block per group)
     module_list: str | None = None  # path of the ModuleList of blocks; None: found automatically (e.g. model.layers)
-    zero_modules: Any = field(default_factory=lambda: ["o_proj", "down_proj"])  # zeroed in each copy -> identity block
+    zero_modules: ModuleNames = field(default_factory=lambda: ["o_proj", "down_proj"])  # zeroed in each copy -> identity block
 
     _invalid_examples: ClassVar[dict] = {"num_new_blocks": 0, "num_groups": 3}
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import NonNegativeFloat, Target
 from ..core.targeting import match_modules
 
 
@@ -35,8 +36,8 @@ class NEFTuneConfig(SwiftConfig):
     """`noise_alpha` follows ms-swift's `NEFTuneConfig`; `target_modules` is a swiftlite addition."""
 
     swift_type: str = field(default="NEFTUNE")
-    noise_alpha: float = 5.0  # α; the paper sweeps 5, 10, 15 (ms-swift's default is 5)
-    target_modules: Any = None  # None: get_input_embeddings(), else every nn.Embedding
+    noise_alpha: NonNegativeFloat = 5.0  # α; the paper sweeps 5, 10, 15 (ms-swift's default is 5)
+    target_modules: Target = None  # None: get_input_embeddings(), else every nn.Embedding
 
     _invalid_examples: ClassVar[dict] = {"noise_alpha": -1.0}
 

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import NonNegativeFloat, PositiveInt, Target
 from ..core.targeting import match_modules
 
 ATTN_NAME = "swiftlite_prefix"
@@ -53,11 +54,11 @@ class PrefixConfig(SwiftConfig):
     """swiftlite's own config (ms-swift has no prefix tuner); names follow PEFT's PrefixTuningConfig."""
 
     swift_type: str = field(default="PREFIX")
-    target_modules: Any = None  # attention modules, e.g. r".*self_attn" (LLaMA), r".*attn" (GPT-2), r".*attention\.self" (BERT)
-    num_virtual_tokens: int = 10  # p: Li & Liang's prefix length for table-to-text
+    target_modules: Target = None  # attention modules, e.g. r".*self_attn" (LLaMA), r".*attn" (GPT-2), r".*attention\.self" (BERT)
+    num_virtual_tokens: PositiveInt = 10  # p: Li & Liang's prefix length for table-to-text
     prefix_projection: bool = False  # reparametrise K_pre, V_pre through an MLP (the paper's stabiliser)
-    encoder_hidden_size: int = 64  # hidden width of that MLP
-    init_std: float = 0.02  # std of the normal init of the prefixes (or of E when projected)
+    encoder_hidden_size: PositiveInt = 64  # hidden width of that MLP
+    init_std: NonNegativeFloat = 0.02  # std of the normal init of the prefixes (or of E when projected)
 
     _invalid_examples: ClassVar[dict] = {"num_virtual_tokens": 0, "encoder_hidden_size": 0, "init_std": -1.0,
                                          "target_modules": None}

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import Index, PositiveInt, Target
 from ..core.targeting import replace_module
 from .adapter import apply_to_hidden
 
@@ -52,12 +53,12 @@ class PromptConfig(SwiftConfig):
     """Field names and defaults follow ms-swift's `PromptConfig`."""
 
     swift_type: str = field(default="PROMPT")
-    dim: int | list[int] = None  # hidden size d of the prompts (a list: one per matched layer)
-    target_modules: Any = None  # the transformer layers (regex full match, or list of names / suffixes)
-    embedding_pos: int | str | None = None  # the hidden-states argument of the layer (None: the first)
-    attention_mask_pos: int | str | None = None  # the mask argument (None: `attention_mask` if present)
-    attention_mask_value: float | int | bool = 0.0  # mask entry for the prompt keys (0: visible additively)
-    prompt_length: int = 16  # p, the number of prompt tokens per layer (ms-swift default)
+    dim: PositiveInt | list[PositiveInt] | None = None  # hidden size d of the prompts (a list: one per matched layer)
+    target_modules: Target = None  # the transformer layers (regex full match, or list of names / suffixes)
+    embedding_pos: Index | str | None = None  # the hidden-states argument of the layer (None: the first)
+    attention_mask_pos: Index | str | None = None  # the mask argument (None: `attention_mask` if present)
+    attention_mask_value: float | bool = 0.0  # mask entry for the prompt keys (0: visible additively)
+    prompt_length: PositiveInt = 16  # p, the number of prompt tokens per layer (ms-swift default)
     attach_front: bool = True  # prompts before (True) or after (False) the tokens
     extract_embedding: bool = False  # drop the prompts from the last matched layer's output
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import Index, PositiveInt, Target
 
 SIDE_NETWORKS = ("mlp", "fcn4", "conv")
 
@@ -41,12 +42,12 @@ class SideConfig(SwiftConfig):
     """Field names and defaults follow ms-swift's `SideConfig`; `side_in_dim` is swiftlite's."""
 
     swift_type: str = field(default="SIDE")
-    dim: int | None = None  # required: size of the target's output (its last axis, or channels for "conv")
-    target_modules: Any = None  # the frozen modules B to put a side network beside (regex or list)
+    dim: PositiveInt | None = None  # required: size of the target's output (its last axis, or channels for "conv")
+    target_modules: Target = None  # the frozen modules B to put a side network beside (regex or list)
     side_module_name: str = "fcn4"  # "mlp", "fcn4" or "conv" (see module docstring); ms-swift's default
-    source_hidden_pos: Any = 0  # where the input x sits in the call: int = positional, str = keyword
-    target_hidden_pos: Any = 0  # which output to blend when B returns a tuple / dict: int index or str key
-    side_in_dim: int | None = None  # input size of S; None: dim ("mlp", "conv") or 3 image channels ("fcn4")
+    source_hidden_pos: Index | str = 0  # where the input x sits in the call: int = positional, str = keyword
+    target_hidden_pos: Index | str = 0  # which output to blend when B returns a tuple / dict: int index or str key
+    side_in_dim: PositiveInt | None = None  # input size of S; None: dim ("mlp", "conv") or 3 image channels ("fcn4")
 
     _invalid_examples: ClassVar[dict] = {"dim": 0, "side_module_name": "resnet", "source_hidden_pos": 1.5}
 
