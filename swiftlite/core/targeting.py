@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch.nn as nn
 
-Target = str | Sequence[str] | None
+from .config import Target
 
 
 def name_matches(name: str, target: Target) -> bool:
@@ -30,13 +30,19 @@ def name_matches(name: str, target: Target) -> bool:
 
 
 def _check_target(target: Target, field_name: str, config_name: str) -> None:
+    where = f"{config_name}.{field_name}"
     if isinstance(target, str):
         try:
             re.compile(target)
         except re.error as err:
-            raise ValueError(f"{config_name}.{field_name}: {target!r} is not a valid regex ({err})") from None
-    elif target is not None and not all(isinstance(t, str) for t in target):
-        raise ValueError(f"{config_name}.{field_name}: expected a regex string or a list of module names")
+            raise ValueError(f"{where}: {target!r} is not a valid regex ({err})") from None
+        if re.fullmatch(target, "") is not None:
+            raise ValueError(f"{where}={target!r} also matches the model itself (the empty module name), so it "
+                             f"selects the whole model; a tuner attaches to submodules: narrow the regex, e.g. "
+                             f"r'.*\\.q_proj' or r'layers\\.\\d+'")
+    elif target is not None and (isinstance(target, (bytes, dict)) or not isinstance(target, (list, tuple, set, frozenset))
+                                 or not all(isinstance(t, str) for t in target)):
+        raise ValueError(f"{where}: expected a regex string or a list of module names, got {target!r}")
 
 
 def match_modules(
@@ -47,22 +53,29 @@ def match_modules(
     field_name: str = "target_modules",
     config_name: str = "config",
     skip: Iterable[type] = (),
+    skip_unsupported: bool = False,
 ) -> list[str]:
     """Names of the modules in `model` selected by `target` (and, if given, of one of `types`).
 
     Modules inside an already injected tuner layer (its `base_layer` and adapter containers) are
-    never matched again; a tuner layer itself is matched under the original module's name.
+    never matched again; a tuner layer itself is matched under the original module's name. The
+    model itself (the empty name) is never matched.
 
-    Raises ValueError when nothing is selected, listing near misses.
+    Raises ValueError, listing near misses, when
+    - nothing is selected;
+    - a list entry selects nothing while others do (a typo such as "q_prj" is not skipped);
+    - `types` is given and the target also selects modules of other types (PEFT raises too), unless
+      `skip_unsupported` (for a tuner's own catch-all rule such as "every nn.Embedding").
     """
     _check_target(target, field_name, config_name)
     from .layer import TunerLayer
 
+    where = f"{config_name}.{field_name}"
     tuner_paths: list[str] = []
     names, wrong_type = [], []
     for name, module in model.named_modules():
-        if any(name.startswith(p + ".") for p in tuner_paths):
-            continue  # internals of a tuner layer
+        if not name or any(name.startswith(p + ".") for p in tuner_paths):
+            continue  # the root, or the internals of a tuner layer
         if isinstance(module, TunerLayer):
             tuner_paths.append(name)
             module = module.base_layer if module.base_layer is not None else module
@@ -72,16 +85,30 @@ def match_modules(
             wrong_type.append(f"{name} ({type(module).__name__})")
             continue
         names.append(name)
-    if names:
-        return names
 
     supported = ", ".join(t.__name__ for t in types) if types else "any"
-    if wrong_type:
+    if wrong_type and (not names or not skip_unsupported):
+        listing = ", ".join(wrong_type[:8]) + (f" and {len(wrong_type) - 8} more" if len(wrong_type) > 8 else "")
+        if names:
+            raise ValueError(
+                f"{where}={target!r} also matched modules this tuner cannot attach to: {listing}. Supported "
+                f"types: {supported}. Narrow the target to the supported layers (it matched {len(names)} of them, "
+                f"e.g. {names[0]})."
+            )
         raise ValueError(
-            f"{config_name}.{field_name}={target!r} matched only modules of unsupported types: "
-            f"{', '.join(wrong_type[:8])}. Supported types: {supported}. Point the target at those layers."
+            f"{where}={target!r} matched only modules of unsupported types: {listing}. "
+            f"Supported types: {supported}. Point the target at those layers."
         )
-    raise ValueError(f"{config_name}.{field_name}={target!r} matched no module. " + nearest_names_hint(model, target))
+    if not names:
+        raise ValueError(f"{where}={target!r} matched no module. " + nearest_names_hint(model, target))
+    if target is not None and not isinstance(target, str):
+        unmatched = [t for t in target if not any(n == t or n.endswith("." + t) for n in names)]
+        if unmatched:
+            raise ValueError(
+                f"{where}: entr{'y' if len(unmatched) == 1 else 'ies'} {unmatched} matched no module (the other "
+                f"entries did). " + nearest_names_hint(model, unmatched)
+            )
+    return names
 
 
 def nearest_names_hint(model: nn.Module, target: Target, n: int = 6) -> str:

@@ -196,7 +196,7 @@ class BitFitTuner(Tuner):
         elif config.target_modules is not None:
             return match_modules(model, config.target_modules, types=_bias_types(), config_name=name)
         else:  # BitFit's rule: every supported layer that has a bias
-            found = match_modules(model, r".+", types=_bias_types(), config_name=name)
+            found = match_modules(model, r".+", types=_bias_types(), config_name=name, skip_unsupported=True)
             found = [n for n in found if isinstance(getattr(_core(model.get_submodule(n)), "bias", None), nn.Parameter)]
             hint = ("no Linear/Conv/Norm layer of this model has a bias (e.g. LLaMA); name the layers to give a new "
                     "zero-initialised bias, e.g. target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj']")

@@ -107,7 +107,7 @@ class NEFTuneTuner(Tuner):
                 if module is embedding:
                     return [module_name]
         try:  # ms-swift's rule: every nn.Embedding
-            return match_modules(model, r".+", types=(nn.Embedding,), config_name=name)
+            return match_modules(model, r".+", types=(nn.Embedding,), config_name=name, skip_unsupported=True)
         except ValueError:
             raise ValueError(f"{name}.target_modules=None: the model has no get_input_embeddings() and no nn.Embedding; "
                              f"name the module that embeds the inputs, e.g. target_modules=['embed']") from None
