@@ -1,14 +1,15 @@
-"""The conformance kit over every registered tuner and every tiny model family.
+"""The conformance kit over every registered tuner, every tiny model family and every check.
 
 CASES maps a tuner's swift_type to {model family: config factory}. A family left out must be
 listed in NOT_APPLICABLE with the reason. Adding a tuner without an entry here fails
-`test_every_registered_tuner_has_cases`, so no tuner escapes the kit.
+`test_every_registered_tuner_has_cases`, so no tuner escapes the kit. Each (tuner, family, check)
+is its own test, so one broken promise does not hide the others.
 """
 import pytest
 
 import swiftlite.tuners  # noqa: F401  (registers every tuner)
 from swiftlite.core import TUNERS
-from swiftlite.testing import check_tuner, models
+from swiftlite.testing import CHECKS, Case, check_tuner, models
 
 T = swiftlite.tuners
 FAMILIES = ["mlp", "cnn", "bert", "llama", "gpt2", "vit", "unet"]
@@ -136,9 +137,61 @@ def test_every_registered_tuner_has_cases():
         assert covered == set(FAMILIES), f"{swift_type}: families without a case or a reason: {set(FAMILIES) - covered}"
 
 
+def _marks(family):
+    return [pytest.mark.slow] if family == "unet" else []
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
 @pytest.mark.parametrize(
     "swift_type,family",
-    [(t, f) for t in sorted(CASES) for f in FAMILIES if f in CASES[t]],
+    [pytest.param(t, f, marks=_marks(f)) for t in sorted(CASES) for f in FAMILIES if f in CASES[t]],
 )
-def test_conformance(swift_type, family, tmp_path):
-    check_tuner(CASES[swift_type][family], getattr(models, family), tmp_path=str(tmp_path))
+def test_conformance(swift_type, family, check, tmp_path):
+    case = Case(CASES[swift_type][family], getattr(models, family), tmp_path=str(tmp_path))
+    skipped = CHECKS[check](case)
+    if skipped is not None:
+        pytest.skip(skipped)
+
+
+def test_check_tuner_reports_every_failure_not_only_the_first():
+    """A tuner whose forward ignores activation breaks several promises; all are reported, in order."""
+    from dataclasses import dataclass, field
+
+    import torch.nn as nn
+
+    from swiftlite.core import Tuner, register_tuner
+    from swiftlite.core.config import TUNERS as registry
+    from swiftlite.tuners.ia3 import IA3Config, IA3Layer
+
+    class AlwaysOnIA3Layer(IA3Layer):
+        @property
+        def active_adapters(self):
+            return [n for n in self.adapter_names if n not in self.merged_adapters]  # BUG: ignores activation
+
+    @dataclass
+    class AlwaysOnConfig(IA3Config):
+        swift_type: str = field(default="_ALWAYS_ON_IA3")
+
+    @register_tuner
+    class AlwaysOnTuner(Tuner):
+        config_class = AlwaysOnConfig
+        layer_class = AlwaysOnIA3Layer
+        target_types = (nn.Linear,)
+        mergeable = True
+
+    try:
+        with pytest.raises(AssertionError) as caught:
+            check_tuner(lambda: AlwaysOnConfig(target_modules=["fc1"]), models.mlp, tmp_path=None)
+    finally:
+        registry.pop("_ALWAYS_ON_IA3")
+    lines = str(caught.value).splitlines()
+    # disable: still applied inside disable_adapter(); merge: "base after unmerge" is checked while disabled;
+    # two_adapters: "no adapter active" is not the base
+    assert [line.split(":")[0] for line in lines] == ["disable", "merge", "two_adapters"]
+
+
+def test_check_tuner_passes_a_correct_tuner_and_lists_skips():
+    report = check_tuner(lambda: swiftlite.tuners.SideConfig(dim=24, target_modules=["fc2"], side_module_name="mlp"),
+                         models.mlp)
+    assert report.passed == ["perturbed", "save_load", "disable", "train", "two_adapters", "delete", "invalid_config"]
+    assert set(report.skipped) == {"identity", "merge"} and not report.failed

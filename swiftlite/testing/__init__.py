@@ -1,5 +1,5 @@
-"""Public testing helpers: the conformance kit and tiny model factories."""
+"""Public testing helpers: the conformance kit (one function per check) and tiny model factories."""
 from . import models
-from .kit import Report, check_tuner, output_tensor
+from .kit import CHECKS, Case, Report, check_tuner, output_tensor, perturb, run
 
-__all__ = ["check_tuner", "Report", "output_tensor", "models"]
+__all__ = ["CHECKS", "Case", "Report", "check_tuner", "models", "output_tensor", "perturb", "run"]
