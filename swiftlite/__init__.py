@@ -9,12 +9,14 @@ needs them is first used.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
 __version__ = "0.1.0"
 
-_CORE = {"Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "get_tuner"}
-_SUBMODULES = {"core", "tuners", "testing", "data", "zoo", "train", "bench", "viz", "kernels", "diffusion", "llm", "vision"}
+_CORE = {"Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "get_tuner", "check_finite"}
+# The subpackages and modules that exist (read from the folder, so the list cannot name missing ones).
+_SUBMODULES = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +26,8 @@ def __getattr__(name: str) -> Any:
         from .core.inspect import show
 
         return show
+    if name == "get_tuner":
+        return importlib.import_module(f"{__name__}.core").get_tuner
     if name in _CORE:
         return getattr(importlib.import_module(f"{__name__}.tuners"), name)
     tuners = importlib.import_module(f"{__name__}.tuners")
@@ -33,4 +37,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _CORE | _SUBMODULES | {"show"})
+    return sorted(_CORE | _SUBMODULES | {"show", "__version__"})

@@ -1,21 +1,33 @@
 """Every tuning method, one file each. Importing this package registers them all.
 
 Each module in this folder defines a config, its layer(s) and a `Tuner` subclass decorated with
-`@register_tuner`; this file imports them all and re-exports every config class by name, so both
-`from swiftlite.tuners import LoRAConfig` and ms-swift-style code work.
+`@register_tuner`; the explicit imports below register them and make every public name greppable,
+so both `from swiftlite.tuners import LoRAConfig` and ms-swift-style code work. A new tuner file adds
+one line here (tests/test_conformance.py fails for a tuner file that is not imported).
 """
-import importlib as _importlib
-import pkgutil as _pkgutil
-
 from ..core import TUNERS, Swift, SwiftConfig, SwiftModel, Tuner, TunerLayer, register_tuner
+from ..core.layer import check_finite
+from .adapter import AdapterConfig, AdapterTuner
+from .bitfit import BitFitConfig, BitFitTuner
+from .ia3 import IA3Config, IA3Tuner
+from .llamapro import LLaMAProConfig, LLaMAProTuner
+from .lora import LoRAConfig, LoRATuner
+from .neftune import NEFTuneConfig, NEFTuneTuner
+from .part import PartConfig, PartTuner
+from .prefix import PrefixConfig, PrefixTuner
+from .prompt import PromptConfig, PromptTuner
+from .side import SideConfig, SideTuner
 
-for _module in sorted(_pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if not _module.name.startswith("_"):
-        _importlib.import_module(f"{__name__}.{_module.name}")
-
-globals().update({_tuner.config_class.__name__: _tuner.config_class for _tuner in TUNERS.values()})
-globals().update({_tuner.__name__: _tuner for _tuner in TUNERS.values()})
-
-__all__ = ["Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner"] + sorted(
-    name for t in TUNERS.values() for name in (t.config_class.__name__, t.__name__)
-)
+__all__ = [
+    "Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "check_finite",
+    "AdapterConfig", "AdapterTuner",
+    "BitFitConfig", "BitFitTuner",
+    "IA3Config", "IA3Tuner",
+    "LLaMAProConfig", "LLaMAProTuner",
+    "LoRAConfig", "LoRATuner",
+    "NEFTuneConfig", "NEFTuneTuner",
+    "PartConfig", "PartTuner",
+    "PrefixConfig", "PrefixTuner",
+    "PromptConfig", "PromptTuner",
+    "SideConfig", "SideTuner",
+]
