@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -92,27 +93,120 @@ def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str) -> None
         w.safetensors(tensors, path)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, damaged or of an unknown kind. The message names the file."""
+
+
 def load_weights(directory: str, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Read `adapter_model.safetensors` from `directory`. Pickle files only when asked."""
+    """Read `adapter_model.safetensors` from `directory`, else `adapter_model.bin`.
+
+    A `.bin` (PEFT's `safe_serialization=False`, old ms-swift) goes through torch's restricted
+    unpickler (`torch.load(weights_only=True)`), which builds tensors and plain containers only and
+    runs no code from the file; anything else in it is refused unless `allow_pickle=True` (full
+    pickle: only for files you trust). A damaged file raises one CheckpointError naming it.
+    """
     path = os.path.join(directory, WEIGHTS_NAME)
     if os.path.exists(path):
-        from safetensors.torch import load_file
-
-        return load_file(path)
+        return _load_safetensors(path)
     pickle_path = os.path.join(directory, PICKLE_WEIGHTS_NAME)
     if os.path.exists(pickle_path):
-        if not allow_pickle:
-            raise ValueError(
-                f"{pickle_path}: only a pickle checkpoint is present, and pickle files can run code when "
-                f"loaded. Pass allow_pickle=True if you trust it, or re-save it as safetensors."
-            )
-        return torch.load(pickle_path, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME} found")
+        return _load_pickle(pickle_path, allow_pickle)
+    raise CheckpointError(f"{directory}: no {WEIGHTS_NAME} (or {PICKLE_WEIGHTS_NAME}) found")
+
+
+def _load_safetensors(path: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as err:  # SafetensorError, OSError, ... : all mean "not a readable safetensors file"
+        size = os.path.getsize(path)
+        raise CheckpointError(f"{path}: not a valid safetensors file ({size} bytes; {_first_line(err)}); "
+                              f"it is truncated or damaged: save the adapter again") from None
+
+
+def _load_pickle(path: str, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    import pickle
+
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as err:
+        if allow_pickle:
+            raise CheckpointError(f"{path}: not a readable pickle checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(
+            f"{path}: torch's restricted unpickler (weights_only=True) refused this pickle file and ran none of "
+            f"it ({_unpickler_reason(err)}). It is damaged, or holds more than tensors: if you trust its source, "
+            f"pass allow_pickle=True (full pickle can run code), or re-save it as safetensors."
+        ) from None
+    except (EOFError, RuntimeError, OSError, ValueError) as err:
+        what = "an empty file" if os.path.getsize(path) == 0 else f"{type(err).__name__}: {_first_line(err)}"
+        raise CheckpointError(f"{path}: not a readable pickle checkpoint ({what}); it is truncated or damaged") from None
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise CheckpointError(f"{path}: expected a state dict (parameter name -> tensor), got "
+                              f"{type(weights).__name__}")
+    return weights
+
+
+def _unpickler_reason(err: BaseException) -> str:
+    """The line of torch's long weights_only message that says what was refused."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for key in ("GLOBAL", "Unsupported", "Unpickler error"):
+        for line in lines:
+            if key in line and not line.endswith("error:"):
+                return line
+    return lines[0] if lines else type(err).__name__
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def read_json(path: str) -> dict[str, Any]:
-    with open(path) as fh:
-        return json.load(fh)
+    """A JSON object from `path`; a damaged file raises one CheckpointError naming it.
+
+    An `adapter_config.json` must also say which tuner wrote it: a registered `swift_type`, or a
+    `peft_type` that PEFT (or a swiftlite tuner) knows.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); the file is damaged: save the adapter again") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object {{...}}, got a {type(data).__name__}")
+    if os.path.basename(path) == CONFIG_NAME:
+        _check_adapter_type(data, path)
+    return data
+
+
+def _check_adapter_type(data: dict[str, Any], path: str) -> None:
+    from .config import TUNERS
+
+    if "swift_type" in data:
+        if data["swift_type"] not in TUNERS:
+            import swiftlite.tuners  # noqa: F401  (fills the registry)
+        if data["swift_type"] not in TUNERS:
+            raise CheckpointError(f"{path}: swift_type={data['swift_type']!r} is not a registered tuner; known: "
+                                  f"{', '.join(sorted(TUNERS))}. Import the module that registers it first.")
+        return
+    if "peft_type" in data:
+        peft_type = data["peft_type"]
+        known = {t.peft_type for t in TUNERS.values() if t.peft_type}
+        try:
+            from peft.utils import PeftType
+
+            known |= {m.value for m in PeftType}
+        except ImportError:  # without PEFT only swiftlite's own conversions are possible
+            pass
+        if peft_type not in known:
+            raise CheckpointError(f"{path}: peft_type={peft_type!r} is not a PEFT method; known: "
+                                  f"{', '.join(sorted(map(str, known)))}")
+        return
+    raise CheckpointError(f"{path}: neither 'swift_type' nor 'peft_type' is set, so no tuner can load it")
 
 
 # ---- PEFT key conversion (renaming only) ------------------------------------------------------
@@ -150,11 +244,28 @@ def from_peft_keys(
 
 
 def resolve_checkpoint_dir(model_id: str, revision: str | None = None) -> str:
-    """A local directory, or a hub id downloaded with huggingface_hub (needs internet)."""
+    """A local directory, or a hub repo id `owner/name` downloaded with huggingface_hub.
+
+    Only the `owner/name` form goes to the hub, and only when `owner` is not a local folder; any
+    other missing path (absolute, relative, `./x`, `a/b/c`) raises "no such directory" at once.
+    """
+    model_id = os.fspath(model_id)
     if os.path.isdir(model_id):
         return model_id
+    if os.path.exists(model_id):
+        raise CheckpointError(f"{model_id}: is a file; give the checkpoint directory that holds {CONFIG_NAME}")
+    looks_like_hub_id = (re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", model_id) is not None
+                         and not os.path.isdir(model_id.split("/")[0]) and ".." not in model_id)
+    if not looks_like_hub_id:
+        raise FileNotFoundError(f"{model_id}: no such directory (looked in {os.path.abspath(model_id)}); "
+                                f"give the folder save_pretrained wrote, or a hub id 'owner/name'")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise FileNotFoundError(f"{model_id!r} is not a local directory and HF_HUB_OFFLINE=1 forbids downloading it")
+        raise FileNotFoundError(f"{model_id}: no such directory, and HF_HUB_OFFLINE=1 forbids downloading it "
+                                f"as a hub repo id")
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(model_id, revision=revision)
+    try:
+        return snapshot_download(model_id, revision=revision)
+    except Exception as err:  # offline, no such repo, no access: one error that says both
+        raise FileNotFoundError(f"{model_id}: no such directory, and downloading it as a hub repo id failed "
+                                f"({type(err).__name__}: {_first_line(err)})") from None
