@@ -135,10 +135,18 @@ def test_deactivate_with_offload_and_reactivate(offload):
 
 
 # ---- save / load ------------------------------------------------------------------------------
+def _tree(root):
+    """{relative path: bytes} of every file under `root`."""
+    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(root) for f in files}
+
+
 def test_layout_and_reload_by_name(tmp_path):
     model, inputs, y = _two_adapter_model()
     model.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["adapter_config.json", "adapter_model.safetensors", "b"]
+    assert sorted(os.listdir(tmp_path)) == ["b", "default"]  # ms-swift's layout: every adapter in its folder
+    for name in ("b", "default"):
+        assert sorted(os.listdir(tmp_path / name)) == ["adapter_config.json", "adapter_model.safetensors"]
     fresh, _ = models.mlp()
     loaded = Swift.from_pretrained(fresh, str(tmp_path), adapter_name={"renamed": "b"})
     assert list(loaded.adapters) == ["renamed"]
@@ -147,10 +155,11 @@ def test_layout_and_reload_by_name(tmp_path):
 
 def test_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     model, inputs = lora_mlp()
-    model.save_pretrained(tmp_path)
-    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    before = _tree(ckpt)
     with torch.no_grad():
-        for _, p in model._adapter_named_parameters("default"):
+        for p in model.adapter_parameters("default").values():
             p.add_(1.0)
     import safetensors.torch
 
@@ -161,9 +170,9 @@ def test_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        model.save_pretrained(tmp_path)
-    after = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
-    assert after == before  # same files, same bytes, no temporaries left
+        model.save_pretrained(ckpt)
+    assert _tree(ckpt) == before  # same files, same bytes
+    assert os.listdir(tmp_path) == ["ckpt"]  # no temporaries left beside it
 
 
 def test_shape_mismatch_names_the_key_and_changes_nothing(tmp_path):
@@ -171,9 +180,9 @@ def test_shape_mismatch_names_the_key_and_changes_nothing(tmp_path):
     model.save_pretrained(tmp_path)
     import json
 
-    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    cfg = json.loads((tmp_path / "default" / "adapter_config.json").read_text())
     cfg["r"] = 2
-    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    (tmp_path / "default" / "adapter_config.json").write_text(json.dumps(cfg))
     fresh, _ = models.mlp()
     with pytest.raises(ValueError, match=r"checkpoint key 'fc1\.lora_A\.default\.weight': shape \(4, 12\)"):
         Swift.from_pretrained(fresh, str(tmp_path))
@@ -188,16 +197,16 @@ def test_unknown_key_is_named(tmp_path):
         model.load_state_dict(state, adapter_name="default")
 
 
-def test_pickle_only_checkpoint_is_refused(tmp_path):
+def test_pickle_only_checkpoint_loads_through_the_restricted_unpickler(tmp_path):
     model, _ = lora_mlp()
     model.save_pretrained(tmp_path)
     state = model.state_dict(adapter_name="default")
-    os.remove(tmp_path / "adapter_model.safetensors")
-    torch.save(state, tmp_path / "adapter_model.bin")
-    with pytest.raises(ValueError, match="allow_pickle=True"):
-        Swift.from_pretrained(models.mlp()[0], str(tmp_path))
-    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path), allow_pickle=True)
+    os.remove(tmp_path / "default" / "adapter_model.safetensors")
+    torch.save(state, tmp_path / "default" / "adapter_model.bin")  # tensors only: weights_only=True reads it
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path))
     assert set(loaded.state_dict()) == set(state)
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, state[key])
 
 
 def test_extra_state_keys_are_trained_and_saved(tmp_path):

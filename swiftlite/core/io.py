@@ -1,23 +1,35 @@
-"""Checkpoint I/O: safetensors only, atomic writes, PEFT-format key conversion.
+"""Checkpoint I/O: safetensors only, atomic directory writes, PEFT-format key conversion.
 
 Layout (ms-swift's)::
 
     save_dir/
-      adapter_config.json          <- the "default" adapter sits at the top
-      adapter_model.safetensors
-      <other_adapter>/adapter_config.json, adapter_model.safetensors
+      <adapter>/adapter_config.json        <- every adapter, "default" included, in its own folder
+      <adapter>/adapter_model.safetensors  <- omitted for a tuner without parameters (NEFTune)
       extra_states/adapter_model.safetensors   <- base weights trained via extra_state_keys
 
-Atomicity: every file is first written completely to a temporary file in the destination folder
-and only then moved over the old one with `os.replace` (atomic on POSIX). A save that fails —
-an exception, a full disk, Ctrl-C — before that last step leaves the old checkpoint untouched.
+Only PEFT-format output (`save_pretrained(..., peft_format=True)`, `Swift.save_to_peft_format`)
+puts "default" at the top (`save_dir/adapter_config.json`), as PEFT does. Loading accepts both,
+plus checkpoints from older swiftlite versions that had "default" at the top.
+
+Atomicity (`StagedWrite`): the new content is written completely, and fsynced, into a sibling
+directory `.<name>.tmp-XXXX`; then the old directory is renamed aside, the new one renamed into
+its place, and only then is the old one deleted. A save that fails at any step — an exception, a
+full disk, Ctrl-C — leaves the old checkpoint exactly as it was and no temporary behind.
+
+Files swiftlite does not own are kept: a save directory is often a training run's output folder.
+Entries of the old directory that this save does not write are carried into the new one (hard
+links, so it is cheap; a copy where links are impossible), except the few swiftlite entries that
+the new save makes stale (`replaces`, e.g. an old top-level "default" adapter).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
+import stat
 import tempfile
+import uuid
 from typing import Any
 
 import torch
@@ -30,67 +42,158 @@ PEFT_PREFIX = "base_model.model."
 
 
 class StagedWrite:
-    """Collect files in temporaries, then move them all into place on `commit()`.
+    """Build the new content of `directory` beside it, then swap it in atomically (see module doc).
 
-    Use as a context manager: if the block raises, every temporary is removed and no destination
-    file has been touched.
+        with StagedWrite(save_dir, replaces={"extra_states"}) as stage:
+            stage.json(config, "default/adapter_config.json")
+            stage.safetensors(weights, "default/adapter_model.safetensors")
+            base_model.save_pretrained(stage.root)     # any writer may fill `stage.root` too
+
+    On a clean exit the staged entries replace their namesakes in `directory`; entries named in
+    `replaces` are dropped even if not rewritten; everything else in `directory` is kept. If the
+    block raises, nothing under `directory` has changed and the staging folder is removed.
     """
 
-    def __init__(self) -> None:
-        self._staged: list[tuple[str, str]] = []  # (temp path, final path)
+    def __init__(self, directory: str, replaces: set[str] | tuple[str, ...] = ()) -> None:
+        self.directory = os.path.realpath(os.path.abspath(os.fspath(directory)))
+        self.replaces = set(replaces)
+        self.root = ""  # the staging directory, created on __enter__
 
-    def _temp_for(self, final_path: str) -> str:
-        folder = os.path.dirname(os.path.abspath(final_path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(final_path), dir=folder)
-        os.close(fd)
-        self._staged.append((tmp, final_path))
-        return tmp
+    def path(self, relpath: str) -> str:
+        """Absolute path of `relpath` inside the staging directory (its folders are created)."""
+        full = os.path.normpath(os.path.join(self.root, relpath))
+        if os.path.commonpath([full, self.root]) != self.root or full == self.root:
+            raise ValueError(f"{relpath!r}: a checkpoint file must lie inside the save directory")
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        return full
 
-    def json(self, obj: Any, path: str) -> None:
-        tmp = self._temp_for(path)
-        with open(tmp, "w") as fh:
+    def json(self, obj: Any, relpath: str) -> None:
+        with open(self.path(relpath), "w") as fh:
             json.dump(obj, fh, indent=2, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
 
-    def safetensors(self, tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    def safetensors(self, tensors: dict[str, torch.Tensor], relpath: str, metadata: dict[str, str] | None = None) -> None:
         from safetensors.torch import save_file
 
-        tmp = self._temp_for(path)
+        path = self.path(relpath)
         # safetensors refuses shared / non-contiguous storage: give it independent CPU copies.
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata=metadata or {"format": "pt"})
+        save_file(tensors, path, metadata=metadata or {"format": "pt"})
+        _fsync_file(path)
 
-    def commit(self) -> None:
-        for tmp, final in self._staged:
-            os.replace(tmp, final)
-        self._staged.clear()
+    def publish(self) -> None:
+        parent, name = os.path.split(self.directory)
+        if not os.path.lexists(self.directory):
+            os.chmod(self.root, 0o777 & ~_umask())  # mkdtemp makes 0700; a new folder gets the usual mode
+            os.rename(self.root, self.directory)
+            _fsync_dir(parent)
+            return
+        if not os.path.isdir(self.directory):
+            raise NotADirectoryError(f"{self.directory}: exists and is not a directory")
+        written = set(os.listdir(self.root))
+        for entry in os.listdir(self.directory):  # keep what swiftlite does not own
+            if entry not in written and entry not in self.replaces:
+                _carry(os.path.join(self.directory, entry), os.path.join(self.root, entry))
+        os.chmod(self.root, stat.S_IMODE(os.stat(self.directory).st_mode))
+        old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(self.directory, old)  # the old checkpoint stays whole under another name ...
+        try:
+            os.rename(self.root, self.directory)  # ... until the new one is in place
+        except BaseException:
+            os.rename(old, self.directory)
+            raise
+        _fsync_dir(parent)
+        shutil.rmtree(old, ignore_errors=True)
 
     def discard(self) -> None:
-        for tmp, _ in self._staged:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        self._staged.clear()
+        if self.root and os.path.isdir(self.root):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "StagedWrite":
+        parent, name = os.path.split(self.directory)
+        os.makedirs(parent, exist_ok=True)
+        self.root = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
+        try:
+            if exc_type is None:
+                self.publish()
+        finally:
             self.discard()
 
 
+def _carry(src: str, dst: str) -> None:
+    """Put `src` at `dst` without copying data where possible (hard links; symlinks stay links)."""
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+    elif os.path.isdir(src):
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(src, dst)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a rename durable; best effort (some file systems cannot fsync a directory)."""
+    try:
+        _fsync_file(path)
+    except OSError:
+        pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(obj: Any, path: str) -> None:
-    with StagedWrite() as w:
-        w.json(obj, path)
+    """One file, atomically: a temporary beside it, fsynced, then `os.replace`d over it."""
+    _write_file_atomic(path, lambda tmp: _write_json(obj, tmp))
 
 
 def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str) -> None:
-    with StagedWrite() as w:
-        w.safetensors(tensors, path)
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    _write_file_atomic(path, lambda tmp: (save_file(tensors, tmp, metadata={"format": "pt"}), _fsync_file(tmp)))
+
+
+def _write_json(obj: Any, path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_file_atomic(path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 class CheckpointError(ValueError):
