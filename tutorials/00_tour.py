@@ -157,8 +157,9 @@ assert acc_lora > acc_base
 # %% [markdown]
 # ## 4. Save, then load into a fresh base
 #
-# A checkpoint holds the tuner only: `adapter_config.json` and a few kilobytes of
-# `adapter_model.safetensors`. Loading it into a freshly built base reproduces the outputs.
+# A checkpoint holds the tuner only: one folder per adapter (here `default/`, ms-swift's layout) with
+# `adapter_config.json` and a few kilobytes of `adapter_model.safetensors`. Loading it into a freshly
+# built base reproduces the outputs.
 
 # %%
 with torch.no_grad():
@@ -166,8 +167,10 @@ with torch.no_grad():
 
 with tempfile.TemporaryDirectory() as folder:
     model.save_pretrained(folder)
-    for name in sorted(os.listdir(folder)):
-        print(f"{name:28s} {os.path.getsize(os.path.join(folder, name)):>8,} bytes")
+    for root, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            print(f"{os.path.relpath(path, folder):36s} {os.path.getsize(path):>8,} bytes")
     reloaded = Swift.from_pretrained(make_base(), folder)
 
 with torch.no_grad():
