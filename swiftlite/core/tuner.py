@@ -28,8 +28,9 @@ class Tuner:
     mergeable: ClassVar[bool] = False
     not_mergeable_reason: ClassVar[str] = ""
     # PEFT's name for the same method, if its checkpoints convert by renaming; such a tuner also
-    # defines `to_peft(config, weights, adapter)` and `from_peft(peft_config, weights, adapter)`.
+    # sets `peft_spec` (a `core.peft_format.PeftSpec`), and `to_peft` / `from_peft` below do the rest.
     peft_type: ClassVar[str | None] = None
+    peft_spec: ClassVar[Any] = None
 
     @classmethod
     def supported_types(cls) -> tuple[type, ...] | None:
@@ -53,6 +54,21 @@ class Tuner:
                 layer = cls.layer_class(module)
                 layer.add_adapter(adapter_name, config)
                 replace_module(model, name, layer)
+
+    @classmethod
+    def to_peft(cls, config: SwiftConfig, weights: dict[str, Any], adapter_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(PEFT adapter_config.json dict, PEFT-named weights) of one adapter (see core/peft_format.py)."""
+        from .peft_format import to_peft
+
+        return to_peft(cls, config, weights, adapter_name)
+
+    @classmethod
+    def from_peft(cls, peft_config: dict[str, Any], weights: dict[str, Any], adapter_name: str
+                  ) -> tuple[SwiftConfig, dict[str, Any]]:
+        """Inverse of `to_peft`: (config, swiftlite-named weights) from a PEFT checkpoint."""
+        from .peft_format import from_peft
+
+        return from_peft(cls, peft_config, weights, adapter_name)
 
     @classmethod
     def optimizer_param_groups(

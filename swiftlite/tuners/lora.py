@@ -14,24 +14,22 @@ Options, each one line of math:
 - DoRA (Liu et al., 2024, arXiv:2402.09353): W' = m · (W0 + s·BA) / ||W0 + s·BA||_c, with m a
   trainable magnitude per output feature initialised to ||W0||_c and the norm detached (§4.3).
 - LoRA+ (Hayou et al., 2024, arXiv:2402.12354): B learns with lr · `lorap_lr_ratio`.
-- ms-swift's `use_merged_linear` / `enable_lora`: LoRA on chosen output chunks of a fused layer
-  (e.g. q and v of GPT-2's qkv `c_attn`), ΔW = s · blockdiag(B_1, ..., B_k) A on those rows only.
-- `add_weighted_adapter`: PEFT's "linear" and "svd" combinations of adapters.
+Elsewhere: ms-swift's `use_merged_linear` / `enable_lora` (LoRA on chosen chunks of a fused qkv
+layer) in `lora_merged.py`; PEFT's `add_weighted_adapter` ("linear", "svd") in `lora_weighted.py`.
 
 Parameter names follow PEFT (`lora_A.<adapter>.weight`, `lora_embedding_A.<adapter>`,
-`lora_magnitude_vector.<adapter>.weight`), so PEFT checkpoints convert by renaming keys only.
+`lora_magnitude_vector.<adapter>.weight`), so PEFT checkpoints convert by renaming keys only
+(`LoRATuner.peft_spec`; the conversion itself is `core/peft_format.py`).
 
-Differences from PEFT: Embedding LoRA initialises B = 0 and A ~ N(0, 1) (PEFT: A = 0, B ~ N(0, 1));
-the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not). Unmerging
-restores the saved pre-merge weight exactly (PEFT subtracts ΔW again); a DoRA adapter unmerged while
-another merged after it stays merged is undone approximately (as in PEFT). Not supported: QA-LoRA,
-grouped convolutions.
+Differences from the paper and PEFT: Embedding LoRA initialises B = 0 and A ~ N(0, 1) (PEFT: A = 0,
+B ~ N(0, 1)); the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not).
+Unmerging restores the saved pre-merge weight exactly (PEFT subtracts ΔW again); a DoRA adapter
+unmerged while another merged after it stays merged is undone approximately (as in PEFT). Not
+supported: QA-LoRA, grouped convolutions, PEFT's initialisations that change W0 (PiSSA, OLoRA, LoftQ...).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,9 +37,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core import SwiftConfig, Tuner, TunerLayer, io, register_tuner
+from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.layer import check_finite, tuner_layers
-from ..core.targeting import name_matches, replace_module
+from ..core.modules import transformers_conv1d, with_transformers_conv1d
+from ..core.peft_format import PeftSpec
+from ..core.targeting import replace_module
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -60,7 +60,7 @@ class LoRAConfig(SwiftConfig):
     bias: str = "none"  # LoRA trains no bias
     use_rslora: bool = False  # rsLoRA: scaling = lora_alpha / sqrt(r)
     modules_to_save: Any = None  # extra modules trained in full (e.g. a new head)
-    init_lora_weights: Any = True  # True: B = 0 (identity at init); False: random B (for tests)
+    init_lora_weights: Any = True  # True: B = 0 (identity at init); 'gaussian': also A ~ N(0, 1/r²); False: random B (tests)
     use_dora: bool = False  # DoRA: learn a magnitude vector as well
     use_qa_lora: bool = False  # QA-LoRA needs quantized layers: not supported here
     use_merged_linear: bool = False  # ms-swift's MergedLinear: LoRA on some chunks of a fused (qkv) layer
@@ -78,8 +78,9 @@ class LoRAConfig(SwiftConfig):
                       "is required: a regex such as r'.*(q_proj|v_proj)' or a list such as ['q_proj', 'v_proj']")
         self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
         self._require(self.bias == "none", "bias", f"only 'none' is supported, got {self.bias!r}")
-        self._require(self.init_lora_weights in (True, False), "init_lora_weights",
-                      f"True (B = 0) or False (random B) are supported, got {self.init_lora_weights!r}")
+        self._require(self.init_lora_weights in (True, False, "gaussian"), "init_lora_weights",
+                      f"True (B = 0), 'gaussian' (B = 0, A ~ N(0, 1/r²)) or False (random B) are supported, "
+                      f"got {self.init_lora_weights!r}")
         self._require(self.lora_dtype is None or self.lora_dtype in _DTYPES, "lora_dtype",
                       f"None or one of {sorted(_DTYPES)}, got {self.lora_dtype!r}")
         chunks = self.enable_lora
@@ -102,11 +103,13 @@ class _Magnitude(nn.Module):
 
 
 class LoRALayer(TunerLayer):
-    """Shared mechanics. A subclass says how A and B act (`make_factors`, `lora_forward`) and where the
-    output features sit in W0 (`out_axis`); merging and DoRA are written once here on ΔW = s·B A."""
+    """The forward, merging and DoRA, written once on ΔW = s·B A. A subclass says how A and B are
+    built (`make_factors`), applied (`apply_A`, `apply_B`: only Embedding differs) and laid out as
+    matrices (`factors_of`, `to_weight_layout`), and where W0's output features sit (`out_axis`)."""
 
     adapter_attrs = ("lora_A", "lora_B", "lora_dropout", "lora_magnitude_vector")
     out_axis: ClassVar[int] = 0  # axis of W0 indexing output features (Linear (out, in): 0)
+    embedding: ClassVar[bool] = False  # token ids in: no dropout, factors are bare parameters
     mergeable = True
 
     def __init__(self, base_layer: nn.Module) -> None:
@@ -124,6 +127,8 @@ class LoRALayer(TunerLayer):
         a, b = self.factors_of(A, B)
         if self.embedding:
             nn.init.normal_(a)
+        elif config.init_lora_weights == "gaussian":
+            nn.init.normal_(a, std=1 / config.r)  # PEFT's "gaussian"
         else:
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as nn.Linear's default init
         if config.init_lora_weights is False:
@@ -136,8 +141,7 @@ class LoRALayer(TunerLayer):
         self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if use_dropout else nn.Identity()
         self.scaling[adapter_name], self.use_dora[adapter_name] = scaling, config.use_dora
         if config.use_dora:  # m = ||W0 + s·BA||_c  (== ||W0||_c when B = 0)
-            W = self.base_layer.weight.detach()
-            m = self._column_norm(W + self.delta_weight(adapter_name).detach().to(W.dtype))
+            m = self._column_norm(self._adapted_weight(adapter_name)).detach()
             self.lora_magnitude_vector[adapter_name] = _Magnitude(m.to(dtype))
 
     def delete_adapter(self, adapter_name: str) -> None:
@@ -149,9 +153,24 @@ class LoRALayer(TunerLayer):
     def adapter_names(self) -> list[str]:
         return list(self.scaling)  # one entry per adapter; faster than scanning the containers each forward
 
-    # ---- per layer type ------------------------------------------------------------------------
-    embedding: ClassVar[bool] = False
+    # ---- the forward ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        h = self.base_layer(x, *args, **kwargs)  # W0 x + b
+        for name in self.active_adapters:
+            s, x_d = self.scaling[name], self.lora_dropout[name](x)  # x̃ = dropout(x)
+            BAx = self.apply_B(name, self.apply_A(name, x_d))  # B A x̃
+            BAx = BAx if BAx.dtype == h.dtype else BAx.to(h.dtype)  # lora_dtype may differ from the base's
+            if not self.use_dora[name]:
+                # h = W0 x + s · B A x
+                h = h + BAx * s
+            else:
+                m, norm = self.lora_magnitude_vector[name].weight, self._column_norm(self._adapted_weight(name))
+                f = m / norm.detach()  # f = m / ||W0 + s·BA||_c
+                # DoRA: h = W0 x + b + (f - 1) · W0 x̃ + f · s·B A x̃     (= b + f·(W0 + s·BA) x without dropout)
+                h = h + (f - 1) * self.base_forward_no_bias(x_d) + f * (BAx * s)
+        return h
 
+    # ---- A and B (Linear, Conv1D and Conv2d: A and B are layers; Embedding overrides) -------------
     @property
     def attr_A(self) -> nn.ModuleDict | nn.ParameterDict:
         return getattr(self, self.adapter_attrs[0])
@@ -159,6 +178,13 @@ class LoRALayer(TunerLayer):
     @property
     def attr_B(self) -> nn.ModuleDict | nn.ParameterDict:
         return getattr(self, self.adapter_attrs[1])
+
+    def apply_A(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        A = self.lora_A[name]
+        return A(x.to(A.weight.dtype))  # (..., r) (a conv: (B, r, H', W'))
+
+    def apply_B(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        return self.lora_B[name](z)  # (..., d_out)
 
     def factors_of(self, A: Any, B: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """A, B as matrices (r, d_in·k) and (d_out, r) (views of the parameters)."""
@@ -176,31 +202,17 @@ class LoRALayer(TunerLayer):
         # ΔW = s · B A        (d_out, d_in·k), then in W0's layout
         return self.to_weight_layout(self.scaling[adapter_name] * B @ A)
 
+    def _adapted_weight(self, adapter_name: str) -> torch.Tensor:
+        """W0 + s·BA with ΔW detached (DoRA's norm never back-propagates, §4.3)."""
+        W = self.base_layer.weight
+        return W + self.delta_weight(adapter_name).detach().to(W.dtype)
+
     def _column_norm(self, weight: torch.Tensor) -> torch.Tensor:
         """||W||_c: the L2 norm of each output feature's weights, shaped like DoRA's m (as PEFT does)."""
         return weight.norm(p=2, dim=[d for d in range(weight.dim()) if d != self.out_axis])  # (d_out,)
 
     def _along_out_axis(self, v: torch.Tensor, ndim: int) -> torch.Tensor:
         return v.reshape([-1 if d == self.out_axis else 1 for d in range(ndim)])
-
-    # ---- forward ---------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        h = self.base_layer(x, *args, **kwargs)
-        for name in self.active_adapters:
-            dropout = self.lora_dropout[name]
-            x_d = x if isinstance(dropout, nn.Identity) else dropout(x)  # x̃ = dropout(x)
-            lora = self.lora_forward(name, x_d)  # s · B A x̃
-            lora = lora if lora.dtype == h.dtype else lora.to(h.dtype)  # lora_dtype may differ from the base's
-            if not self.use_dora[name]:
-                # h = W0 x + s · B A x
-                h = h + lora
-            else:
-                W = self.base_layer.weight
-                norm = self._column_norm(W + self.delta_weight(name).detach().to(W.dtype)).detach()
-                f = self.lora_magnitude_vector[name].weight / norm  # m / ||W0 + s·BA||_c
-                # DoRA: h = W0 x + b + (f - 1) · W0 x̃ + f · s·B A x̃   (= b + f·(W0 + s·BA) x without dropout)
-                h = h + (f - 1) * self.base_forward_no_bias(x_d) + f * lora
-        return h
 
     # ---- merging ---------------------------------------------------------------------------------
     def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
@@ -241,10 +253,6 @@ class LoRALinear(LoRALayer):
         (d_in, d_out), r = self.dims(), config.r
         return (nn.Linear(d_in, r, bias=False, device=device, dtype=dtype),
                 nn.Linear(r, d_out, bias=False, device=device, dtype=dtype))
-
-    def lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        A = self.lora_A[name]
-        return self.lora_B[name](A(x.to(A.weight.dtype))) * self.scaling[name]  # s · B A x
 
     def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.base_layer.weight)
@@ -295,80 +303,25 @@ class LoRAEmbedding(LoRALayer):
         return (nn.Parameter(torch.empty(r, n, device=device, dtype=dtype)),
                 nn.Parameter(torch.empty(d, r, device=device, dtype=dtype)))
 
+    def apply_A(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        e = self.base_layer
+        return F.embedding(x, self.lora_embedding_A[name].T, e.padding_idx, e.max_norm, e.norm_type,
+                           e.scale_grad_by_freq, e.sparse)  # A[:, x]: (..., r)
+
+    def apply_B(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.lora_embedding_B[name].T  # (..., embedding_dim)
+
     def factors_of(self, A: Any, B: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return A, B
 
     def to_weight_layout(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.T  # (embedding_dim, num_embeddings) -> (num_embeddings, embedding_dim)
 
-    def lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        e = self.base_layer
-        after_A = F.embedding(x, self.lora_embedding_A[name].T, e.padding_idx, e.max_norm, e.norm_type,
-                              e.scale_grad_by_freq, e.sparse)  # (..., r)
-        return after_A @ self.lora_embedding_B[name].T * self.scaling[name]  # s · B A[:, x]
-
     def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
         return self.base_layer(x)
 
 
-class _MergedLoRA:
-    """ms-swift's `use_merged_linear` (loralib's MergedLinear): a fused projection such as GPT-2's qkv
-    `c_attn` is cut into n = len(enable_lora) equal output chunks and only the k enabled ones get LoRA:
-    A: (k·r, d_in), B: (k·d_out/n, r); enabled chunk i is updated by s · B_i A_i, the others by 0."""
-
-    def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__(base_layer)
-        self.enable_lora: dict[str, list[bool]] = {}
-
-    def add_adapter(self, adapter_name: str, config: LoRAConfig) -> None:
-        n, d_out = len(config.enable_lora), self.dims()[1]
-        if d_out % n:
-            raise ValueError(f"LoRAConfig.enable_lora: {n} chunks do not divide out_features={d_out}")
-        self.enable_lora[adapter_name] = [bool(e) for e in config.enable_lora]
-        try:
-            super().add_adapter(adapter_name, config)
-        except BaseException:
-            self.enable_lora.pop(adapter_name)
-            raise
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        super().delete_adapter(adapter_name)
-        self.enable_lora.pop(adapter_name, None)
-
-    def make_factors(self, config: LoRAConfig, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
-        (d_in, d_out), r, k = self.dims(), config.r, sum(map(bool, config.enable_lora))
-        return (nn.Linear(d_in, k * r, bias=False, device=device, dtype=dtype),
-                nn.Linear(r, k * d_out // len(config.enable_lora), bias=False, device=device, dtype=dtype))
-
-    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """A (k·r, d_in) and the block matrix B_full (d_out, k·r): B_i on chunk i's rows, zeros elsewhere."""
-        A, B, enable = self.lora_A[name].weight, self.lora_B[name].weight, self.enable_lora[name]
-        rows = self.dims()[1] // len(enable)
-        on = torch.tensor(enable, device=B.device).repeat_interleave(rows)  # (d_out,) rows that get LoRA
-        B_full = B.new_zeros(len(on), A.shape[0])
-        B_full[on] = torch.block_diag(*B.split(rows))  # (k·d_out/n, k·r)
-        return A, B_full
-
-    def lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        A, B_full = self.factors(name)
-        return F.linear(F.linear(x.to(A.dtype), A), B_full) * self.scaling[name]  # s · B A x, chunk by chunk
-
-
-class LoRAMergedLinear(_MergedLoRA, LoRALinear):
-    pass
-
-
-class LoRAMergedConv1D(_MergedLoRA, LoRAConv1D):
-    pass
-
-
-def _conv1d_type() -> type | None:
-    """transformers' Conv1D, only if transformers is already imported (never import it here)."""
-    module = sys.modules.get("transformers.pytorch_utils")
-    return getattr(module, "Conv1D", None) if module else None
-
-
-_PEFT_ATTRS = {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}
+_NO_DECAY = (nn.LayerNorm, nn.GroupNorm)  # LoRA+ (as PEFT / transformers): norms and biases get no weight decay
 
 
 @register_tuner
@@ -377,24 +330,33 @@ class LoRATuner(Tuner):
     layer_class = LoRALayer
     mergeable = True
     peft_type = "LORA"
+    peft_spec = PeftSpec(
+        containers=frozenset({"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}),
+        fields=("r", "lora_alpha", "target_modules", "lora_dropout", "fan_in_fan_out", "bias", "use_rslora", "use_dora",
+                "modules_to_save", "init_lora_weights"),
+        renames={"lora_magnitude_vector.weight": "lora_magnitude_vector"},  # PEFT's m is a bare parameter
+        written={"lora_bias": False, "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {},
+                 "alpha_pattern": {}, "exclude_modules": None},
+        load_only={"lora_bias": False, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
+                   "exclude_modules": None, "use_qalora": False, "target_parameters": None,
+                   "trainable_token_indices": None, "layer_replication": None},
+        accepted={"init_lora_weights": (True, False, "gaussian")},  # the others change W0 at init
+        swift_only={"use_merged_linear": False},
+    )
 
     @classmethod
     def supported_types(cls) -> tuple[type, ...]:
-        conv1d = _conv1d_type()
-        return (nn.Linear, nn.Conv2d, nn.Embedding) + ((conv1d,) if conv1d else ())
+        return with_transformers_conv1d((nn.Linear, nn.Conv2d, nn.Embedding))
 
     @staticmethod
     def layer_for(module: nn.Module, config: LoRAConfig) -> type[LoRALayer]:
-        conv1d = _conv1d_type()
-        for kind, layer in ((nn.Conv2d, LoRAConv2d), (nn.Embedding, LoRAEmbedding), (conv1d, LoRAConv1D),
-                            (nn.Linear, LoRALinear)):
-            if kind is not None and isinstance(module, kind):  # isinstance: subclasses (e.g. diffusers') too
-                break
+        kinds = ((nn.Conv2d, LoRAConv2d), (nn.Embedding, LoRAEmbedding), (transformers_conv1d(), LoRAConv1D),
+                 (nn.Linear, LoRALinear))
+        layer = next(layer for kind, layer in kinds if kind is not None and isinstance(module, kind))  # subclasses too
         if config.use_merged_linear:
-            if layer not in (LoRALinear, LoRAConv1D):
-                raise ValueError(f"LoRAConfig.use_merged_linear applies to Linear / Conv1D layers, not "
-                                 f"{type(module).__name__}; leave it out of target_modules")
-            layer = LoRAMergedLinear if layer is LoRALinear else LoRAMergedConv1D
+            from .lora_merged import merged_layer_for
+
+            layer = merged_layer_for(layer, module)
         return layer
 
     @classmethod
@@ -402,7 +364,7 @@ class LoRATuner(Tuner):
         for name in cls.match(model, config):
             module = model.get_submodule(name)
             if isinstance(module, LoRALayer):
-                if isinstance(module, _MergedLoRA) != bool(config.use_merged_linear):
+                if getattr(module, "merged_chunks", False) != bool(config.use_merged_linear):
                     raise ValueError(f"LoRAConfig.use_merged_linear={config.use_merged_linear}: {name!r} already "
                                      f"holds adapters with the other setting; use one setting per layer")
                 module.add_adapter(adapter_name, config)
@@ -417,145 +379,37 @@ class LoRATuner(Tuner):
     @classmethod
     def optimizer_param_groups(cls, model: nn.Module, config: LoRAConfig, params: dict[str, nn.Parameter],
                                **defaults: Any) -> list[dict[str, Any]] | None:
-        """LoRA+ groups (as PEFT's `create_loraplus_optimizer` and ms-swift): groupA (lr), embedding
-        (lorap_emb_lr), groupB (B and 1-D parameters: lr·ratio) and groupB_no_decay (biases, norms)."""
+        """LoRA+ groups (as PEFT's `create_loraplus_optimizer` and ms-swift), chosen by the module that
+        owns each parameter: "embedding" (an Embedding LoRA's A and B: lorap_emb_lr), "groupB" (B, and
+        1-D parameters such as DoRA's m: lr·ratio), "groupB_no_decay" (biases and norms: lr·ratio, no
+        weight decay) and "groupA" (A and the rest, e.g. modules_to_save weights: lr)."""
         if config.lorap_lr_ratio is None:
             return None
         lr, decay = defaults.get("lr", 1e-3), defaults.get("weight_decay", 0.0)
-        embedding_layers = {path for path, layer in tuner_layers(model) if isinstance(layer, LoRAEmbedding)}
-        no_decay_modules = {path for path, m in model.named_modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))}
+        group_of: dict[int, str] = {}  # id(parameter) -> group, from the owning module's type
+        for _, layer in tuner_layers(model):
+            if isinstance(layer, LoRALayer):
+                for p in layer.attr_A.parameters():
+                    group_of[id(p)] = "embedding" if layer.embedding else "groupA"
+                for p in layer.attr_B.parameters():
+                    group_of[id(p)] = "embedding" if layer.embedding else "groupB"
+        for module in model.modules():
+            for leaf, p in module.named_parameters(recurse=False):
+                if id(p) not in group_of and p.dim() == 1:
+                    no_decay = leaf == "bias" or isinstance(module, _NO_DECAY)
+                    group_of[id(p)] = "groupB_no_decay" if no_decay else "groupB"
         groups: dict[str, list[nn.Parameter]] = {"groupA": [], "embedding": [], "groupB": [], "groupB_no_decay": []}
-        for name, p in params.items():
-            owner = name.rsplit(".", 1)[0]
-            if name.rsplit(".", 2)[0] in embedding_layers:
-                groups["embedding"].append(p)
-            elif ".lora_B." in name or p.dim() == 1:
-                no_decay = name.endswith("bias") or owner in no_decay_modules
-                groups["groupB_no_decay" if no_decay else "groupB"].append(p)
-            else:
-                groups["groupA"].append(p)
+        for p in params.values():
+            groups[group_of.get(id(p), "groupA")].append(p)
         settings = {"groupA": (lr, decay), "embedding": (config.lorap_emb_lr, decay),
                     "groupB": (lr * config.lorap_lr_ratio, decay), "groupB_no_decay": (lr * config.lorap_lr_ratio, 0.0)}
         return [{**defaults, "params": ps, "lr": settings[g][0], "weight_decay": settings[g][1], "name": g}
                 for g, ps in groups.items() if ps]
 
-    # ---- combining adapters (PEFT's definitions) ---------------------------------------------------
     @classmethod
     def add_weighted_adapter(cls, swift_model: Any, adapters: list[str], weights: list[float], adapter_name: str,
                              combination_type: str = "svd", svd_rank: int | None = None) -> None:
-        """New adapter from a weighted mix of LoRA adapters, as PEFT's `add_weighted_adapter`:
+        """PEFT's `add_weighted_adapter` ("linear" or "svd"); see `lora_weighted.py`."""
+        from .lora_weighted import add_weighted_adapter
 
-        - "linear" (equal ranks): A' = Σ sign(w_i)·sqrt(|w_i s_i|)·A_i, B' = Σ sqrt(|w_i s_i|)·B_i, s' = 1
-          (cheap and only approximate: cross terms B_i A_j appear);
-        - "svd": ΔW = Σ w_i · s_i B_i A_i, truncated SVD to rank `svd_rank` (default: the largest rank),
-          B' = U_r diag(S_r), A' = V_r^T, s' = 1.
-        """
-        configs = [swift_model.adapters[name] for name in adapters]
-        if combination_type not in ("svd", "linear"):
-            raise ValueError(f"combination_type={combination_type!r}: expected 'svd' or 'linear'")
-        if any(c.use_merged_linear for c in configs):
-            raise ValueError("add_weighted_adapter: use_merged_linear adapters cannot be combined")
-        if any(c.use_dora for c in configs):
-            raise ValueError("add_weighted_adapter: DoRA adapters cannot be combined (their magnitudes do not add)")
-        ranks = [c.r for c in configs]
-        if len(adapters) == 1:
-            combination_type = "linear"  # as PEFT: one adapter is just rescaled
-        if combination_type == "linear" and len(set(ranks)) != 1:
-            raise ValueError(f"combination_type='linear' needs equal ranks, got r={ranks}; use 'svd'")
-        new_rank = ranks[0] if combination_type == "linear" else (svd_rank or max(ranks))
-        targets = [c.target_modules for c in configs]
-        if all(isinstance(t, str) for t in targets):
-            new_targets: Any = "|".join(f"({t})" for t in targets)
-        elif not any(isinstance(t, str) for t in targets):
-            new_targets = sorted({t for ts in targets for t in ts})
-        else:
-            raise ValueError("add_weighted_adapter: target_modules mix regex strings and lists; use one kind")
-        config = dataclasses.replace(configs[0], r=new_rank, lora_alpha=new_rank, target_modules=new_targets,
-                                     use_rslora=False, modules_to_save=None, init_lora_weights=True)
-        swift_model.add_adapter(adapter_name, config)
-        with torch.no_grad():
-            for _, layer in tuner_layers(swift_model.base_model):
-                if not isinstance(layer, LoRALayer) or adapter_name not in layer.scaling:
-                    continue
-                parts = [(n, w) for n, w in zip(adapters, weights) if n in layer.scaling]
-                A_new, B_new = layer.factors(adapter_name)
-                if combination_type == "linear":
-                    A_new.zero_(), B_new.zero_()
-                    for n, w in parts:
-                        A, B = layer.factors(n)
-                        ws = w * layer.scaling[n]
-                        A_new += math.copysign(math.sqrt(abs(ws)), ws) * A
-                        B_new += math.sqrt(abs(ws)) * B
-                else:
-                    delta = sum(w * layer.scaling[n] * (layer.factors(n)[1] @ layer.factors(n)[0]) for n, w in parts)
-                    U, S, Vh = torch.linalg.svd(delta.float(), full_matrices=False)  # delta: (d_out, d_in·k)
-                    k = min(new_rank, S.numel())
-                    B_new.zero_(), A_new.zero_()
-                    B_new[:, :k] = U[:, :k] * S[:k]
-                    A_new[:k] = Vh[:k]
-
-    # ---- PEFT format (renaming only) ---------------------------------------------------------------
-    @classmethod
-    def to_peft(cls, config: LoRAConfig, weights: dict[str, torch.Tensor], adapter_name: str
-                ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """(adapter_config.json dict, weights) as PEFT's `LoraModel.save_pretrained` writes them."""
-        if config.use_merged_linear:
-            raise ValueError("LoRAConfig.use_merged_linear: PEFT has no merged-linear LoRA; this adapter has no PEFT format")
-        target = config.target_modules
-        peft_config = {
-            "peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "revision": None,
-            "inference_mode": True, "r": config.r, "lora_alpha": config.lora_alpha,
-            "target_modules": target if isinstance(target, str) else list(target),
-            "lora_dropout": config.lora_dropout, "fan_in_fan_out": config.fan_in_fan_out, "bias": config.bias,
-            "use_rslora": config.use_rslora, "use_dora": config.use_dora,
-            "modules_to_save": list(config.modules_to_save) if config.modules_to_save else None,
-            "init_lora_weights": config.init_lora_weights, "lora_bias": False, "layers_to_transform": None,
-            "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "exclude_modules": None,
-        }
-        out = {}
-        for key, value in weights.items():
-            if f".modules_to_save.{adapter_name}." in key:  # PEFT saves a module's copy under its own name
-                key = key.replace(f".modules_to_save.{adapter_name}.", ".")
-                out[io.PEFT_PREFIX + key] = value
-                continue
-            peft_key, = io.to_peft_keys({key: value}, adapter_name, _PEFT_ATTRS)
-            if peft_key.endswith(".lora_magnitude_vector.weight"):  # PEFT drops DoRA's ".weight"
-                peft_key = peft_key[: -len(".weight")]
-            out[peft_key] = value
-        return peft_config, out
-
-    @classmethod
-    def from_peft(cls, peft_config: dict[str, Any], weights: dict[str, torch.Tensor], adapter_name: str
-                  ) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
-        """Inverse of `to_peft`: a PEFT LoRA checkpoint as (LoRAConfig, swiftlite weights)."""
-        unsupported = {"lora_bias": False, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
-                       "exclude_modules": None, "use_qalora": False, "target_parameters": None,
-                       "trainable_token_indices": None, "layer_replication": None}
-        for key, default in unsupported.items():
-            if peft_config.get(key, default) not in (default, None, {}, []):
-                raise ValueError(f"PEFT LoraConfig.{key}={peft_config[key]!r} is not supported by swiftlite; "
-                                 f"load this checkpoint with peft.PeftModel.from_pretrained instead")
-        init = peft_config.get("init_lora_weights", True)
-        target = peft_config["target_modules"]
-        config = LoRAConfig(
-            r=peft_config["r"], lora_alpha=peft_config["lora_alpha"],
-            target_modules=target if isinstance(target, str) else sorted(target),
-            lora_dropout=peft_config.get("lora_dropout", 0.0), fan_in_fan_out=peft_config.get("fan_in_fan_out", False),
-            bias=peft_config.get("bias", "none"), use_rslora=peft_config.get("use_rslora", False),
-            use_dora=bool(peft_config.get("use_dora", False)), modules_to_save=peft_config.get("modules_to_save"),
-            init_lora_weights=init if isinstance(init, bool) else True,
-        )
-        out = {}
-        for key, value in weights.items():
-            key = key[len(io.PEFT_PREFIX):] if key.startswith(io.PEFT_PREFIX) else key
-            parts = key.split(".")
-            if not _PEFT_ATTRS & set(parts):  # a modules_to_save copy: `<module>.<param>`
-                cut = next((i for i in range(len(parts) - 1, 0, -1)
-                            if name_matches(".".join(parts[:i]), config.modules_to_save)), None)
-                if cut is None:
-                    raise ValueError(f"PEFT checkpoint key {key!r} is neither a LoRA weight nor in modules_to_save")
-                out[".".join(parts[:cut] + ["modules_to_save", adapter_name] + parts[cut:])] = value
-                continue
-            key, = io.from_peft_keys({key: value}, adapter_name, _PEFT_ATTRS)
-            out[key + ".weight" if key.endswith(f".lora_magnitude_vector.{adapter_name}") else key] = value
-        return config, out
+        add_weighted_adapter(swift_model, adapters, weights, adapter_name, combination_type, svd_rank)

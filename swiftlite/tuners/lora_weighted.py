@@ -1,0 +1,72 @@
+"""A new LoRA adapter from a weighted mix of others, as PEFT's `add_weighted_adapter`.
+
+For adapters i with weights w_i and scalings s_i on one layer:
+
+- "linear" (equal ranks):  A' = Σ sign(w_i s_i)·sqrt(|w_i s_i|)·A_i,  B' = Σ sqrt(|w_i s_i|)·B_i,  s' = 1
+  (cheap and only approximate: B'A' has cross terms B_i A_j for i ≠ j);
+- "svd":  ΔW = Σ w_i s_i B_i A_i, truncated to rank r' (`svd_rank`, default the largest rank):
+  ΔW ≈ U_r' diag(S_r') V_r'^T,  B' = U_r' diag(S_r'),  A' = V_r'^T,  s' = 1.
+
+Differences from PEFT: only these two combinations (PEFT also has "cat", TIES, DARE, magnitude
+pruning); DoRA and merged-linear adapters cannot be combined.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+
+from ..core.layer import tuner_layers
+from .lora import LoRALayer
+
+
+def add_weighted_adapter(swift_model: Any, adapters: list[str], weights: list[float], adapter_name: str,
+                         combination_type: str = "svd", svd_rank: int | None = None) -> None:
+    """Add `adapter_name` to `swift_model` (a SwiftModel) mixing `adapters` (see the module docstring)."""
+    configs = [swift_model.adapters[name] for name in adapters]
+    if combination_type not in ("svd", "linear"):
+        raise ValueError(f"combination_type={combination_type!r}: expected 'svd' or 'linear'")
+    if any(c.use_merged_linear for c in configs):
+        raise ValueError("add_weighted_adapter: use_merged_linear adapters cannot be combined")
+    if any(c.use_dora for c in configs):
+        raise ValueError("add_weighted_adapter: DoRA adapters cannot be combined (their magnitudes do not add)")
+    ranks = [c.r for c in configs]
+    if len(adapters) == 1:
+        combination_type = "linear"  # as PEFT: one adapter is just rescaled
+    if combination_type == "linear" and len(set(ranks)) != 1:
+        raise ValueError(f"combination_type='linear' needs equal ranks, got r={ranks}; use 'svd'")
+    new_rank = ranks[0] if combination_type == "linear" else (svd_rank or max(ranks))
+    targets = [c.target_modules for c in configs]
+    if all(isinstance(t, str) for t in targets):
+        new_targets: Any = "|".join(f"({t})" for t in targets)
+    elif not any(isinstance(t, str) for t in targets):
+        new_targets = sorted({t for ts in targets for t in ts})
+    else:
+        raise ValueError("add_weighted_adapter: target_modules mix regex strings and lists; use one kind")
+    config = dataclasses.replace(configs[0], r=new_rank, lora_alpha=new_rank, target_modules=new_targets,
+                                 use_rslora=False, modules_to_save=None, init_lora_weights=True)
+    swift_model.add_adapter(adapter_name, config)
+    with torch.no_grad():
+        for _, layer in tuner_layers(swift_model.base_model):
+            if isinstance(layer, LoRALayer) and adapter_name in layer.scaling:
+                parts = [(n, w * layer.scaling[n]) for n, w in zip(adapters, weights) if n in layer.scaling]
+                _mix(layer, adapter_name, parts, combination_type, new_rank)
+
+
+def _mix(layer: LoRALayer, adapter_name: str, parts: list[tuple[str, float]], combination_type: str, rank: int) -> None:
+    """Write the mixed A', B' of one layer; `parts` holds (adapter, w_i·s_i)."""
+    A_new, B_new = layer.factors(adapter_name)  # views of the new adapter's parameters
+    A_new.zero_(), B_new.zero_()
+    if combination_type == "linear":
+        for n, ws in parts:
+            A, B = layer.factors(n)
+            A_new += math.copysign(math.sqrt(abs(ws)), ws) * A  # sign(w s)·sqrt(|w s|)·A_i
+            B_new += math.sqrt(abs(ws)) * B  # sqrt(|w s|)·B_i
+        return
+    delta = sum(ws * (layer.factors(n)[1] @ layer.factors(n)[0]) for n, ws in parts)  # Σ w_i s_i B_i A_i: (d_out, d_in·k)
+    U, S, Vh = torch.linalg.svd(delta.float(), full_matrices=False)
+    k = min(rank, S.numel())
+    B_new[:, :k] = U[:, :k] * S[:k]  # U_r' diag(S_r')
+    A_new[:k] = Vh[:k]  # V_r'^T
