@@ -33,7 +33,7 @@ from typing import Any, Iterator, NamedTuple
 import torch
 import torch.nn as nn
 
-from . import io
+from . import io, peft_format
 from .config import TUNERS, SwiftConfig, get_tuner
 from .layer import TunerLayer, tuner_layers
 from .targeting import name_matches, replace_module
@@ -383,12 +383,14 @@ class SwiftModel(nn.Module):
 
         # Read and convert everything before touching the model.
         loaded: dict[str, tuple[SwiftConfig, dict[str, torch.Tensor] | None, str]] = {}
+        base_weights: dict[str, dict[str, torch.Tensor]] = {}  # PEFT also saves embed_tokens / lm_head base weights
         for new, saved in mapping.items():
             raw, folder = found[saved]
             weights = io.load_weights(folder, allow_pickle=allow_pickle) if _has_weights(folder) else None
             if "swift_type" not in raw and "peft_type" in raw:
                 tuner = next(t for t in TUNERS.values() if t.peft_type == raw["peft_type"])
                 config, weights = tuner.from_peft(raw, weights or {}, new)
+                weights, base_weights[new] = peft_format.split_base_weights(weights)
                 saved = new
             else:
                 config = SwiftConfig.from_dict(raw)
@@ -405,6 +407,7 @@ class SwiftModel(nn.Module):
             for new, (config, weights, saved) in loaded.items():
                 swift_model.add_adapter(new, config, inference_mode=inference_mode)
                 swift_model._load_saved(new, saved, weights, found[mapping[new]][1])
+                peft_format.load_base_weights(swift_model.base_model, base_weights.get(new, {}))  # as PEFT loads them
             if extra:
                 swift_model._load_extra_states(extra, inference_mode)
             if all(not swift_model._adapter_table()[n] for n in loaded):
