@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -236,23 +235,15 @@ def _is_swift_model(model: nn.Module) -> bool:
 def save_trainable(model: nn.Module, save_dir: str | os.PathLike) -> str:
     """Write only the parameters with requires_grad to ``save_dir/trainable.safetensors``.
 
-    The file is written to a temporary name in the same folder and moved into place with
-    ``os.replace``, so a crash never leaves a half-written checkpoint. Returns the file path.
+    The write is staged (core's ``io.StagedWrite``): a crash never leaves a half-written
+    checkpoint, and other files in ``save_dir`` are kept. Returns the file path.
     """
-    from safetensors.torch import save_file
+    from .core.io import StagedWrite
 
-    os.makedirs(save_dir, exist_ok=True)
-    tensors = {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
-    path = os.path.join(save_dir, "trainable.safetensors")
-    fd, tmp = tempfile.mkstemp(prefix=".trainable-", suffix=".tmp", dir=save_dir)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt", "written_by": "swiftlite.train"})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    with StagedWrite(save_dir) as stage:
+        stage.safetensors(tensors, "trainable.safetensors", metadata={"format": "pt", "written_by": "swiftlite.train"})
+    return os.path.join(save_dir, "trainable.safetensors")
 
 
 def _save_checkpoint(model: nn.Module, save_dir: str | os.PathLike) -> None:

@@ -25,7 +25,6 @@ a bias (BitFit's rule); a model with no biases at all (LLaMA) needs explicit tar
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,6 +35,7 @@ from torch.func import functional_call
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Target
 from ..core.layer import check_finite
+from ..core.modules import innermost_base_layer, with_transformers_conv1d
 from ..core.targeting import match_modules
 
 _CHANNEL_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm)  # channels on axis 1, else the last axis
@@ -49,9 +49,7 @@ def _is_rms_norm(module: nn.Module) -> bool:
 
 
 def _bias_types() -> tuple[type, ...]:
-    types: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_NORMS)
-    pytorch_utils = sys.modules.get("transformers.pytorch_utils")
-    return types + ((pytorch_utils.Conv1D,) if pytorch_utils is not None else ())
+    return with_transformers_conv1d((nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_NORMS))
 
 
 @dataclass
@@ -83,13 +81,13 @@ class BitFitLayer(TunerLayer):
         super().__init__(base_layer)
         self.bitfit_bias = nn.ParameterDict()
         self.bitfit_weight = nn.ParameterDict()
-        self.channel_axis = 1 if isinstance(_core(base_layer), _CHANNEL_FIRST) else -1
+        self.channel_axis = 1 if isinstance(innermost_base_layer(base_layer), _CHANNEL_FIRST) else -1
         self._created_bias = False  # True while a merge had to create the base layer's missing bias
 
     @property
     def core(self) -> nn.Module:
         """The original layer (under another tuner's wrapper, e.g. LoRA, when BitFit is stacked on it)."""
-        return _core(self.base_layer)
+        return innermost_base_layer(self.base_layer)
 
     def _num_channels(self) -> tuple[int, ...]:
         base = self.core
@@ -191,25 +189,18 @@ class BitFitTuner(Tuner):
         name = type(config).__name__
         if config.mode == "norm":
             found = match_modules(model, config.target_modules or r".+", config_name=name)
-            found = [n for n in found if _is_norm(_core(model.get_submodule(n)))]
+            found = [n for n in found if _is_norm(innermost_base_layer(model.get_submodule(n)))]
             hint = "mode='norm' needs LayerNorm / GroupNorm / RMSNorm layers"
         elif config.target_modules is not None:
             return match_modules(model, config.target_modules, types=_bias_types(), config_name=name)
         else:  # BitFit's rule: every supported layer that has a bias
             found = match_modules(model, r".+", types=_bias_types(), config_name=name, skip_unsupported=True)
-            found = [n for n in found if isinstance(getattr(_core(model.get_submodule(n)), "bias", None), nn.Parameter)]
+            found = [n for n in found if isinstance(getattr(innermost_base_layer(model.get_submodule(n)), "bias", None), nn.Parameter)]
             hint = ("no Linear/Conv/Norm layer of this model has a bias (e.g. LLaMA); name the layers to give a new "
                     "zero-initialised bias, e.g. target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj']")
         if not found:
             raise ValueError(f"{name}.target_modules={config.target_modules!r} matched no module: {hint}")
         return found
-
-
-def _core(module: nn.Module) -> nn.Module:
-    """The original layer under any tuner wrappers."""
-    while isinstance(module, TunerLayer) and module.base_layer is not None:
-        module = module.base_layer
-    return module
 
 
 def _is_norm(module: nn.Module) -> bool:

@@ -20,7 +20,6 @@ Conv1D may be targeted, not only keys, values and the FFN.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,15 +29,10 @@ import torch.nn as nn
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Target
 from ..core.layer import check_finite
+from ..core.modules import is_transformers_conv1d, with_transformers_conv1d
 from ..core.targeting import name_matches, replace_module
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def _is_conv1d_transformers(module: nn.Module) -> bool:
-    """GPT-2's `Conv1D` is a linear layer storing its weight as (d_in, d_out)."""
-    pytorch_utils = sys.modules.get("transformers.pytorch_utils")
-    return pytorch_utils is not None and isinstance(module, pytorch_utils.Conv1D)
 
 
 @dataclass
@@ -84,7 +78,7 @@ class IA3Layer(TunerLayer):
         if isinstance(base_layer, nn.Linear):
             self.out_axis, self.in_axis, self.act_axis = 0, 1, -1
             self.d_in, self.d_out = base_layer.in_features, base_layer.out_features
-        elif _is_conv1d_transformers(base_layer):
+        elif is_transformers_conv1d(base_layer):  # GPT-2's Conv1D stores W as (d_in, d_out)
             self.out_axis, self.in_axis, self.act_axis = 1, 0, -1
             self.d_in, self.d_out = base_layer.weight.shape
         elif isinstance(base_layer, _CONV):
@@ -168,9 +162,7 @@ class IA3Tuner(Tuner):
 
     @classmethod
     def supported_types(cls) -> tuple[type, ...]:
-        types: tuple[type, ...] = (nn.Linear, *_CONV)
-        pytorch_utils = sys.modules.get("transformers.pytorch_utils")
-        return types + ((pytorch_utils.Conv1D,) if pytorch_utils is not None else ())
+        return with_transformers_conv1d((nn.Linear, *_CONV))
 
     @classmethod
     def inject(cls, model: nn.Module, config: IA3Config, adapter_name: str) -> None:

@@ -38,6 +38,7 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import ModuleNames, PositiveInt
+from ..core.modules import apply_to_hidden, hidden_of, innermost_base_layer
 from ..core.targeting import replace_module
 
 
@@ -105,10 +106,8 @@ class LLaMAProLayer(TunerLayer):
         out = self.base_layer(hidden_states, *args, **kwargs)
         for name in self.active_adapters:
             for block in self.llamapro_block[name]:
-                if isinstance(out, tuple):  # older blocks return (hidden_states, ...)
-                    out = (block(out[0], *args, **kwargs)[0],) + out[1:]
-                else:
-                    out = block(out, *args, **kwargs)  # h'' = h' + W_down·MLP'(...) with W_down trained from 0
+                # h'' = h' + W_down·MLP'(...) with W_down trained from 0 (older blocks return (h, ...))
+                out = apply_to_hidden(out, 0, lambda h: hidden_of(block(h, *args, **kwargs), 0))
         return out
 
 
@@ -155,17 +154,11 @@ def _find_stack(model: nn.Module, config: LLaMAProConfig) -> tuple[str, nn.Modul
     # The first ModuleList whose blocks contain every zero_modules name (LLaMA: o_proj and down_proj).
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) > 0:
-            inner = [n for n, _ in _core(module[0]).named_modules()]
+            inner = [n for n, _ in innermost_base_layer(module[0]).named_modules()]
             if all(any(n == z or n.endswith("." + z) for n in inner) for z in config.zero_modules):
                 return name, module
     raise ValueError(f"LLaMAProConfig.module_list=None: found no ModuleList of blocks containing "
                      f"{list(config.zero_modules)}; set module_list (e.g. 'model.layers') and zero_modules")
-
-
-def _core(module: nn.Module) -> nn.Module:
-    while isinstance(module, TunerLayer) and module.base_layer is not None:
-        module = module.base_layer
-    return module
 
 
 @register_tuner
