@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
+from ..core.modules import apply_to_hidden
 
 # ms-swift takes `act_layer` from transformers' ACT2CLS; these are the same functions in plain torch.
 ACTIVATIONS = {
@@ -169,27 +170,6 @@ class _MethodHook:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.layer._hooked(*args, **kwargs)
-
-
-def apply_to_hidden(out: Any, pos: int | str | None, fn) -> Any:
-    """Replace the hidden states inside a module output (tensor, tuple/list or dict/ModelOutput) by fn(them)."""
-    if isinstance(out, torch.Tensor):
-        return fn(out)
-    if isinstance(out, (tuple, list)):
-        pos = 0 if pos is None else pos
-        if not isinstance(pos, int):
-            raise ValueError(f"hidden_pos={pos!r}: the output is a {type(out).__name__}; give an int index")
-        items = list(out)
-        items[pos] = fn(items[pos])
-        return type(out)(items)
-    if isinstance(out, dict):  # includes transformers' ModelOutput
-        keys = list(out.keys())
-        key = keys[pos or 0] if not isinstance(pos, str) else pos
-        if key not in out:
-            raise ValueError(f"hidden_pos={pos!r}: the output has keys {keys}")
-        out[key] = fn(out[key])
-        return out
-    raise TypeError(f"cannot find hidden states in an output of type {type(out).__name__}")
 
 
 @register_tuner

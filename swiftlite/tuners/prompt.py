@@ -45,7 +45,7 @@ import torch.nn as nn
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
 from ..core.targeting import replace_module
-from .adapter import apply_to_hidden
+from ..core.modules import apply_to_hidden
 
 
 @dataclass
@@ -160,17 +160,20 @@ class PromptLayer(TunerLayer):
             else:
                 back -= n
             if self.role[name][1] and cfg.extract_embedding:
-                if cfg.attach_front:
-                    out = apply_to_hidden(out, None, lambda h, s=front, n=n: torch.cat((h[:, :s], h[:, s + n:]), dim=1))
-                else:
-                    out = apply_to_hidden(out, None, lambda h, s=back, n=n: torch.cat(
-                        (h[:, :h.shape[1] - s - n], h[:, h.shape[1] - s:]), dim=1))
+                offset = front if cfg.attach_front else back
+                out = apply_to_hidden(out, None, lambda h: _without_slot(h, offset, n, from_end=not cfg.attach_front))
         return out
 
     def _mask_name(self, config: PromptConfig) -> str | None:
         if config.attention_mask_pos is not None:
             return self._param_name(config.attention_mask_pos)
         return "attention_mask" if "attention_mask" in self.signature.parameters else None
+
+
+def _without_slot(h: torch.Tensor, offset: int, n: int, from_end: bool) -> torch.Tensor:
+    """Drop the n prompt tokens that start `offset` tokens from the front (or the end): (B, T, d) -> (B, T - n, d)."""
+    start = h.shape[1] - offset - n if from_end else offset
+    return torch.cat((h[:, :start], h[:, start + n:]), dim=1)
 
 
 def _flat_arguments(bound: inspect.BoundArguments, signature: inspect.Signature) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
+from ..core.modules import apply_to_hidden
 
 SIDE_NETWORKS = ("mlp", "fcn4", "conv")
 
@@ -125,18 +126,18 @@ class SideLayer(TunerLayer):
         for name in self.active_adapters:
             source, target = self.positions[name]
             x = _get_input(args, kwargs, source)
-            key = _output_key(out, target)
-            b_x = out if key is None else out[key]
-            s_x = self.side_net[name](x)
-            if s_x.shape != b_x.shape:
-                raise ValueError(f"SideConfig.dim / side_module_name: the side network maps {tuple(x.shape)} to "
-                                 f"{tuple(s_x.shape)} but the target output has shape {tuple(b_x.shape)}; pick the "
-                                 f"side network and dim (and side_in_dim) that produce that shape")
-            a = torch.sigmoid(self.side_alpha[name])
-            # R(x) = σ(α) · B(x) + (1 − σ(α)) · S(x)
-            blended = a * b_x + (1 - a) * s_x
-            out = blended if key is None else _replace(out, key, blended)
+            out = apply_to_hidden(out, target, lambda b_x: self._blend(name, x, b_x))
         return out
+
+    def _blend(self, adapter_name: str, x: torch.Tensor, b_x: torch.Tensor) -> torch.Tensor:
+        s_x = self.side_net[adapter_name](x)
+        if s_x.shape != b_x.shape:
+            raise ValueError(f"SideConfig.dim / side_module_name: the side network maps {tuple(x.shape)} to "
+                             f"{tuple(s_x.shape)} but the target output has shape {tuple(b_x.shape)}; pick the "
+                             f"side network and dim (and side_in_dim) that produce that shape")
+        a = torch.sigmoid(self.side_alpha[adapter_name])
+        # R(x) = σ(α) · B(x) + (1 − σ(α)) · S(x)
+        return a * b_x + (1 - a) * s_x
 
 
 def _get_input(args: tuple, kwargs: dict, source: int | str) -> torch.Tensor:
@@ -146,24 +147,6 @@ def _get_input(args: tuple, kwargs: dict, source: int | str) -> torch.Tensor:
         return kwargs[source]
     raise ValueError(f"SideConfig.source_hidden_pos={source!r}: the module was called with {len(args)} positional "
                      f"args and keywords {sorted(kwargs)}; point it at the input tensor")
-
-
-def _output_key(out: Any, target: int | str) -> Any:
-    """None when the output is the tensor itself, else the index / key holding it."""
-    if isinstance(out, torch.Tensor):
-        return None
-    if isinstance(out, dict):  # dicts and transformers' ModelOutput
-        return target if isinstance(target, str) else list(out.keys())[target]
-    return target
-
-
-def _replace(out: Any, key: Any, value: torch.Tensor) -> Any:
-    if isinstance(out, dict):
-        out[key] = value
-        return out
-    items = list(out)
-    items[key] = value
-    return type(out)(items) if isinstance(out, list) else tuple(items)
 
 
 @register_tuner
