@@ -161,24 +161,9 @@ class SwiftModel(nn.Module):
             replace_module(self.base_model, name, replacement)
 
     def _wrap_modules_to_save(self, config: SwiftConfig, adapter_name: str) -> None:
-        targets = getattr(config, "modules_to_save", None)
-        if not targets:
-            return
-        from .modules_to_save import ModulesToSaveLayer
+        from .modules_to_save import wrap_modules_to_save
 
-        wrapped: list[str] = []  # modules_to_save layers: their insides are never matched again
-        for name, module in list(self.base_model.named_modules()):
-            if not name or any(name.startswith(w + ".") for w in wrapped) or not name_matches(name, targets):
-                continue
-            if isinstance(module, ModulesToSaveLayer):  # a copy for one more adapter
-                module.add_adapter(adapter_name, config)
-            elif not isinstance(module, TunerLayer):
-                module = ModulesToSaveLayer(module)
-                module.add_adapter(adapter_name, config)
-                replace_module(self.base_model, name, module)
-            else:
-                continue
-            wrapped.append(name)
+        wrap_modules_to_save(self.base_model, config, adapter_name)
 
     # ---- which parameters belong to an adapter ---------------------------------------------------
     def _layers_of(self, adapter_name: str) -> list[TunerLayer]:
