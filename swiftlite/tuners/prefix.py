@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import NonNegativeFloat, PositiveInt, Target
@@ -181,9 +182,9 @@ class PrefixLayer(TunerLayer):
         k_pre = torch.cat([k for k, _ in pairs])  # (p_total, kv_dim)
         v_pre = torch.cat([v for _, v in pairs])
         d = self.prefix_head_dim
-        # (p, H_kv·d) -> (1, H_kv, p, d)
-        k_pre = k_pre.view(1, -1, self.kv_dim // d, d).transpose(1, 2)
-        v_pre = v_pre.view(1, -1, self.kv_dim // d, d).transpose(1, 2)
+        # split the heads: (p, H_kv·d) -> (1, H_kv, p, d)
+        k_pre = rearrange(k_pre, "p (h d) -> 1 h p d", d=d)
+        v_pre = rearrange(v_pre, "p (h d) -> 1 h p d", d=d)
         token = _ACTIVE_PREFIX.set((self.base_layer, k_pre, v_pre))
         try:
             return self.base_layer(*args, **kwargs)
