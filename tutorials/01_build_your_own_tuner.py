@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -45,9 +47,8 @@ import torch
 import torch.nn as nn
 
 import swiftlite
-from swiftlite import Swift, SwiftConfig, Tuner, TunerLayer, register_tuner
-from swiftlite.core.layer import check_finite
-from swiftlite.testing import check_tuner, models
+from swiftlite import Swift, SwiftConfig, Tuner, TunerLayer, check_finite, register_tuner
+from swiftlite.testing import CHECKS, check_tuner, models
 
 QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # nothing slow here; kept for uniformity
 torch.manual_seed(0)
@@ -154,12 +155,13 @@ print("SSFLinear matches y = γ ⊙ (Wx + b) + β")
 # API: identity at init, perturbed weights change the output, save → load into a fresh base,
 # `disable_adapter`, training touches only tuner parameters, merge / unmerge /
 # `merge_and_unload`, two independent adapters, delete, and that each `_invalid_examples` entry is
-# refused with an error naming the field. It raises `AssertionError("<check>: ...")` at the first
-# broken promise and otherwise returns a report.
+# refused with an error naming the field. Each promise is one function in `swiftlite.testing.CHECKS`
+# and builds its own models, so one broken promise never hides another: `check_tuner` returns a
+# report, or raises one `AssertionError` with a line `"<check>: ..."` per broken promise.
 
 # %%
 report = check_tuner(lambda: SSFConfig(target_modules=["fc1", "fc2"]), models.mlp)
-assert not report.skipped
+assert report.passed == list(CHECKS) and not report.skipped
 report
 
 # %% [markdown]
@@ -173,7 +175,7 @@ check_tuner(lambda: SSFConfig(target_modules=["q_proj", "v_proj", "fc1", "fc2"])
 #
 # A classic slip: iterating over `self.adapter_names` (every adapter) instead of
 # `self.active_adapters` in `forward`. Everything looks fine with one adapter — until someone
-# calls `disable_adapter()` or switches adapters. The kit catches it and says which promise broke.
+# calls `disable_adapter()`, merges or switches adapters. The kit names every promise that broke.
 
 # %%
 class ForgetfulSSFLinear(SSFLinear):
@@ -202,10 +204,13 @@ except AssertionError as err:
 else:
     raise RuntimeError("the kit should have rejected the forgetful tuner")
 print(f"AssertionError: {failure}")
-assert str(failure).startswith("disable:")
+broken = [line.split(":")[0] for line in str(failure).splitlines()]
+assert broken == ["disable", "merge", "two_adapters"]
 
 # %% [markdown]
 # **Where next.** A tuner that ships with swiftlite lives in one file,
 # `swiftlite/tuners/<method>.py`, with the paper and its equation in the docstring, and gets a row
-# in the conformance table `tests/test_conformance.py`. `swiftlite/tuners/lora.py` is the reference
-# pattern; tuners that insert new blocks instead of wrapping a module override `Tuner.inject`.
+# in the conformance table `tests/test_conformance.py`. The smallest real tuner to copy is
+# `swiftlite/tuners/ia3.py` ((IA)³: one learned vector per layer, one layer class for Linear, Conv and
+# GPT-2's Conv1D through a small axis table, mergeable); tuners that insert new blocks instead of
+# wrapping a module (`llamapro.py`) override `Tuner.inject`.
