@@ -138,3 +138,157 @@ def test_from_peft_rejects_unsupported_options():
     peft_dict = peft.LoraConfig(r=4, target_modules=["fc1"], rank_pattern={"fc1": 2}).to_dict()
     with pytest.raises(ValueError, match="rank_pattern"):
         LoRATuner.from_peft(peft_dict, {}, "default")
+
+
+# ---- real PEFT saves on transformers models, both directions ---------------------------------------
+# name -> (model factory, target_modules, modules_to_save); together they cover every LoRA layer type:
+# Linear (q_proj, lm_head, v_proj), Embedding (embed_tokens, wte), Conv1D (GPT-2's c_attn / c_fc),
+# Conv2d (ViT's patch projection); modules_to_save by PEFT's plain suffix ("head" is llama's lm_head).
+HF_SETUPS = {
+    "llama_linear": (models.llama, ["q_proj", "v_proj", "down_proj"], None),
+    "llama_embed_tokens_lm_head": (models.llama, ["embed_tokens", "lm_head", "q_proj"], None),  # PEFT saves their base weights
+    "llama_head_suffix": (models.llama, ["q_proj"], ["head"]),
+    "gpt2_conv1d_wte": (models.gpt2, ["c_attn", "c_fc", "wte"], None),
+    "vit_conv2d_classifier": (models.vit, ["projection", "q_proj", "v_proj"], ["classifier"]),
+}
+
+
+def _hf_config(setup, variant, **kw):
+    _, targets, to_save = HF_SETUPS[setup]
+    return dict(r=4, lora_alpha=8, target_modules=targets, modules_to_save=to_save, **VARIANTS[variant], **kw)
+
+
+def _safetensors_keys(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("setup", list(HF_SETUPS))
+def test_real_peft_save_loads_in_swiftlite(setup, variant, tmp_path):
+    factory = HF_SETUPS[setup][0]
+    model, inputs = factory()
+    pm = peft.get_peft_model(model, peft.LoraConfig(**_hf_config(setup, variant)))
+    _randomize(pm.named_parameters(), seed=3)
+    pm.eval()
+    y = _out(pm, inputs)
+    pm.save_pretrained(str(tmp_path))
+    saved = _safetensors_keys(tmp_path / "adapter_model.safetensors")
+    if setup == "llama_embed_tokens_lm_head":  # the case that used to be rejected
+        assert "base_model.model.model.embed_tokens.base_layer.weight" in saved
+        assert "base_model.model.lm_head.base_layer.weight" in saved
+    if setup == "llama_head_suffix":
+        assert "base_model.model.lm_head.weight" in saved
+    sm = Swift.from_pretrained(factory()[0], str(tmp_path))
+    assert isinstance(sm, SwiftModel)
+    cfg = sm.adapters["default"]
+    assert (cfg.use_dora, cfg.use_rslora) == (variant == "dora", variant == "rslora")
+    torch.testing.assert_close(_out(sm, inputs), y, rtol=1e-5, atol=1e-5)
+    # the same parameters, under the same names as PEFT's (adapter name and wrappers aside)
+    ours = _lora_params(sm.base_model.named_parameters())
+    theirs = _lora_params(pm.named_parameters(), prefix="base_model.model.")
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=0, msg=name)
+    # and back out in PEFT's format: PEFT's own keys and values, less the frozen base weights swiftlite never writes
+    sm.save_pretrained(str(tmp_path / "again"), peft_format=True)
+    again = _safetensors_keys(tmp_path / "again" / "adapter_model.safetensors")
+    assert sorted(again) == sorted(k for k in saved if ".base_layer." not in k)
+    for key in again:
+        torch.testing.assert_close(again[key], saved[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("setup", list(HF_SETUPS))
+def test_swiftlite_peft_format_save_loads_in_real_peft(setup, variant, tmp_path):
+    factory = HF_SETUPS[setup][0]
+    model, inputs = factory()
+    sm = Swift.prepare_model(model, LoRAConfig(**_hf_config(setup, variant)))
+    _randomize(sm.base_model.named_parameters(), seed=4)
+    y = _out(sm, inputs)
+    sm.save_pretrained(str(tmp_path), peft_format=True)
+    pm = peft.PeftModel.from_pretrained(factory()[0], str(tmp_path))
+    pm.eval()
+    torch.testing.assert_close(_out(pm, inputs), y, rtol=1e-5, atol=1e-5)
+    ours = _lora_params(sm.base_model.named_parameters())
+    theirs = _lora_params(pm.named_parameters(), prefix="base_model.model.")
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        torch.testing.assert_close(theirs[name], ours[name], rtol=0, atol=0, msg=name)
+
+
+def _two_peft_configs():
+    """Two adapters on one llama: DoRA on attention + the embedding, rsLoRA on the MLP + a trained lm_head copy."""
+    return {"default": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "embed_tokens"], use_dora=True),
+            "second": dict(r=2, lora_alpha=4, target_modules=["v_proj", "up_proj"], use_rslora=True,
+                           modules_to_save=["lm_head"])}
+
+
+def test_two_adapters_real_peft_save_loads_in_swiftlite(tmp_path):
+    model, inputs = models.llama()
+    configs = _two_peft_configs()
+    pm = peft.get_peft_model(model, peft.LoraConfig(**configs["default"]))
+    pm.add_adapter("second", peft.LoraConfig(**configs["second"]))
+    _randomize(pm.named_parameters(), seed=5)
+    pm.eval()
+    expected = {}
+    for name in configs:
+        pm.set_adapter(name)
+        expected[name] = _out(pm, inputs)
+    pm.save_pretrained(str(tmp_path))
+    assert (tmp_path / "second" / "adapter_config.json").is_file()  # PEFT's layout: default on top, others below
+    sm = Swift.from_pretrained(models.llama()[0], str(tmp_path))
+    assert sorted(sm.adapters) == ["default", "second"]
+    assert sm.adapters["default"].use_dora and sm.adapters["second"].use_rslora
+    for name in configs:
+        sm.set_active_adapters([name])
+        torch.testing.assert_close(_out(sm, inputs), expected[name], rtol=1e-5, atol=1e-5, msg=name)
+    assert not torch.allclose(expected["default"], expected["second"])  # the two adapters really differ
+
+
+def test_two_adapters_swiftlite_peft_format_loads_in_real_peft(tmp_path):
+    model, inputs = models.llama()
+    configs = _two_peft_configs()
+    sm = Swift.prepare_model(model, {name: LoRAConfig(**kw) for name, kw in configs.items()})
+    _randomize(sm.base_model.named_parameters(), seed=6)
+    expected = {}
+    for name in configs:
+        sm.set_active_adapters([name])
+        expected[name] = _out(sm, inputs)
+    sm.save_pretrained(str(tmp_path), peft_format=True)
+    pm = peft.PeftModel.from_pretrained(models.llama()[0], str(tmp_path))
+    pm.load_adapter(str(tmp_path / "second"), adapter_name="second")
+    pm.eval()
+    for name in configs:
+        pm.set_adapter(name)
+        torch.testing.assert_close(_out(pm, inputs), expected[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_peft_saved_base_embedding_is_loaded_into_the_base_layer_as_peft_does(tmp_path):
+    """PEFT saves embed_tokens' frozen weight with an embedding LoRA and loads it back into the base layer.
+    Loading onto a model whose embedding differs must give what PEFT's own loading gives."""
+    model, inputs = models.llama()
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj"]))
+    _randomize(pm.named_parameters(), seed=7)
+    pm.save_pretrained(str(tmp_path))
+    saved_embedding = model.model.embed_tokens.base_layer.weight.detach().clone()
+
+    def other_base():  # the same architecture, a different embedding table
+        base = models.llama()[0]
+        with torch.no_grad():
+            base.model.embed_tokens.weight.add_(1.0)
+        return base
+
+    reference = peft.PeftModel.from_pretrained(other_base(), str(tmp_path)).eval()
+    sm = Swift.from_pretrained(other_base(), str(tmp_path))
+    torch.testing.assert_close(sm.base_model.model.embed_tokens.base_layer.weight, saved_embedding, rtol=0, atol=0)
+    torch.testing.assert_close(_out(sm, inputs), _out(reference, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_peft_checkpoint_with_a_stray_key_is_rejected_by_name():
+    peft_dict = peft.LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["head"]).to_dict()
+    _, weights = LoRATuner.from_peft(peft_dict, {"base_model.model.lm_head.weight": torch.zeros(2)}, "default")
+    assert list(weights) == ["lm_head.weight"]  # PEFT's plain suffix: "head" matches lm_head
+    with pytest.raises(ValueError, match="model.norm.weight.*neither a LORA weight.*nor in modules_to_save"):
+        LoRATuner.from_peft(peft_dict, {"base_model.model.model.norm.weight": torch.zeros(2)}, "default")
