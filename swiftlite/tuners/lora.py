@@ -13,7 +13,7 @@ Options, each one line of math:
 - rsLoRA (Kalajdzievski, 2023, arXiv:2312.03732): s = alpha / sqrt(r).
 - DoRA (Liu et al., 2024, arXiv:2402.09353): W' = m · (W0 + s·BA) / ||W0 + s·BA||_c, with m a
   trainable magnitude per output feature initialised to ||W0||_c and the norm detached (§4.3).
-- LoRA+ (Hayou et al., 2024, arXiv:2402.12354): B learns with lr · `lorap_lr_ratio`.
+- LoRA+ (Hayou et al., 2024, arXiv:2402.12354): B learns with lr · `lorap_lr_ratio` (`lora_plus.py`).
 Elsewhere: ms-swift's `use_merged_linear` / `enable_lora` (LoRA on chosen chunks of a fused qkv
 layer) in `lora_merged.py`; PEFT's `add_weighted_adapter` ("linear", "svd") in `lora_weighted.py`.
 
@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
-from ..core.layer import check_finite, tuner_layers
+from ..core.layer import check_finite
 from ..core.modules import transformers_conv1d, with_transformers_conv1d
 from ..core.peft_format import PeftSpec
 from ..core.targeting import replace_module
@@ -321,9 +321,6 @@ class LoRAEmbedding(LoRALayer):
         return self.base_layer(x)
 
 
-_NO_DECAY = (nn.LayerNorm, nn.GroupNorm)  # LoRA+ (as PEFT / transformers): norms and biases get no weight decay
-
-
 @register_tuner
 class LoRATuner(Tuner):
     config_class = LoRAConfig
@@ -379,32 +376,12 @@ class LoRATuner(Tuner):
     @classmethod
     def optimizer_param_groups(cls, model: nn.Module, config: LoRAConfig, params: dict[str, nn.Parameter],
                                **defaults: Any) -> list[dict[str, Any]] | None:
-        """LoRA+ groups (as PEFT's `create_loraplus_optimizer` and ms-swift), chosen by the module that
-        owns each parameter: "embedding" (an Embedding LoRA's A and B: lorap_emb_lr), "groupB" (B, and
-        1-D parameters such as DoRA's m: lr·ratio), "groupB_no_decay" (biases and norms: lr·ratio, no
-        weight decay) and "groupA" (A and the rest, e.g. modules_to_save weights: lr)."""
+        """LoRA+ groups when `lorap_lr_ratio` is set (see `lora_plus.py`); None: one plain group."""
         if config.lorap_lr_ratio is None:
             return None
-        lr, decay = defaults.get("lr", 1e-3), defaults.get("weight_decay", 0.0)
-        group_of: dict[int, str] = {}  # id(parameter) -> group, from the owning module's type
-        for _, layer in tuner_layers(model):
-            if isinstance(layer, LoRALayer):
-                for p in layer.attr_A.parameters():
-                    group_of[id(p)] = "embedding" if layer.embedding else "groupA"
-                for p in layer.attr_B.parameters():
-                    group_of[id(p)] = "embedding" if layer.embedding else "groupB"
-        for module in model.modules():
-            for leaf, p in module.named_parameters(recurse=False):
-                if id(p) not in group_of and p.dim() == 1:
-                    no_decay = leaf == "bias" or isinstance(module, _NO_DECAY)
-                    group_of[id(p)] = "groupB_no_decay" if no_decay else "groupB"
-        groups: dict[str, list[nn.Parameter]] = {"groupA": [], "embedding": [], "groupB": [], "groupB_no_decay": []}
-        for p in params.values():
-            groups[group_of.get(id(p), "groupA")].append(p)
-        settings = {"groupA": (lr, decay), "embedding": (config.lorap_emb_lr, decay),
-                    "groupB": (lr * config.lorap_lr_ratio, decay), "groupB_no_decay": (lr * config.lorap_lr_ratio, 0.0)}
-        return [{**defaults, "params": ps, "lr": settings[g][0], "weight_decay": settings[g][1], "name": g}
-                for g, ps in groups.items() if ps]
+        from .lora_plus import loraplus_param_groups
+
+        return loraplus_param_groups(model, config, params, **defaults)
 
     @classmethod
     def add_weighted_adapter(cls, swift_model: Any, adapters: list[str], weights: list[float], adapter_name: str,
