@@ -140,6 +140,21 @@ def tuner_layers(model: nn.Module) -> Iterator[tuple[str, TunerLayer]]:
             yield name, module
 
 
+def canonical_name(root: nn.Module, name: str) -> str:
+    """`name` (a module or parameter path inside `root`) without the `base_layer` segments of tuner
+    wrappers: the name it has in the model without tuners. `encoder.layer.0.base_layer.attention`
+    (an Adapter wraps layer 0) -> `encoder.layer.0.attention`."""
+    out: list[str] = []
+    module: nn.Module | None = root
+    for part in name.split(".") if name else []:
+        if part == "base_layer" and isinstance(module, TunerLayer):
+            module = module._modules.get("base_layer")
+            continue
+        out.append(part)
+        module = module._modules.get(part) if module is not None else None
+    return ".".join(out)
+
+
 def check_finite(tensor: torch.Tensor, what: str) -> None:
     """Safe-merge guard: refuse to write NaN/inf into base weights."""
     if not torch.isfinite(tensor).all():

@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from . import io, peft_format
 from .config import TUNERS, SwiftConfig, get_tuner
-from .layer import TunerLayer, tuner_layers
+from .layer import TunerLayer, canonical_name, tuner_layers
 from .targeting import name_matches, replace_module
 
 DEFAULT_ADAPTER = "default"
@@ -173,7 +173,8 @@ class SwiftModel(nn.Module):
         """{adapter: {canonical key: entry}} for every adapter of this model.
 
         A parameter reachable from several layers (a tuner layer inside another adapter's copy,
-        e.g. a LoRA inside a Part copy) belongs to the innermost layer that holds it."""
+        e.g. a LoRA inside a Part copy) belongs to the outermost layer that holds it: the copy is
+        the Part adapter's, whatever it contains, and LoRA's keys stay those of the base model."""
         base = self.base_model
         claims: dict[int, tuple[int, str, _Entry]] = {}
         for path, layer in tuner_layers(base):
@@ -181,8 +182,8 @@ class SwiftModel(nn.Module):
             layer_name = canonical_name(base, path)
             for adapter in layer.adapter_names:
                 for rel, p in layer.adapter_parameters(adapter):
-                    if id(p) not in claims or depth > claims[id(p)][0]:
-                        claims[id(p)] = (depth, adapter, _Entry(p, layer_name, canonical_name(layer, rel)))
+                    if id(p) not in claims or depth < claims[id(p)][0]:
+                        claims[id(p)] = (depth, adapter, _Entry(p, layer_name, _canonical_rel(layer, adapter, rel)))
         table: dict[str, dict[str, _Entry]] = {name: {} for name in self.adapters}
         for _, adapter, entry in claims.values():
             if adapter not in table:
@@ -430,12 +431,13 @@ class SwiftModel(nn.Module):
         self.extra_state_keys += [re.escape(k) for k in extra if k not in known]
 
     def _load_base(self, directory: str) -> None:
-        """A checkpoint of parameter-free tuners only holds the whole base model (see save_pretrained)."""
-        for name in (io.WEIGHTS_NAME, "model.safetensors"):
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
-                break
-        else:
+        """A checkpoint of parameter-free tuners only also holds the whole base model (see save_pretrained).
+
+        A plain module's weights (`adapter_model.safetensors` at the top) are loaded here; a
+        transformers / diffusers base saved through its own `save_pretrained` is read by its own
+        loader (`AutoModel.from_pretrained(dir)`), which knows its checkpoint's key names."""
+        path = os.path.join(directory, io.WEIGHTS_NAME)
+        if not os.path.isfile(path) or os.path.isfile(os.path.join(directory, io.CONFIG_NAME)):
             return
         state = _load_file(path)
         target = self._base_state(params_only=False)
@@ -749,18 +751,18 @@ def read_adapters(directory: str) -> dict[str, tuple[dict[str, Any], str]]:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def canonical_name(root: nn.Module, name: str) -> str:
-    """`name` (a module or parameter path inside `root`) without the `base_layer` segments of tuner
-    wrappers: the name the thing has in the model without tuners."""
-    out: list[str] = []
-    module: nn.Module | None = root
-    for part in name.split(".") if name else []:
-        if part == "base_layer" and isinstance(module, TunerLayer):
-            module = module._modules.get("base_layer")
-            continue
-        out.append(part)
-        module = module._modules.get(part) if module is not None else None
-    return ".".join(out)
+def _canonical_rel(layer: TunerLayer, adapter: str, rel: str) -> str:
+    """Canonical form of a name a layer gives one of its adapter parameters: relative to the layer
+    (`lora_A.default.weight`) or, for a tuner that names a copy's weights like the original's
+    (Part), relative to the adapter's module."""
+    roots = [layer] + [m for _, m in layer.adapter_modules(adapter) if isinstance(m, nn.Module)]
+    for root in roots:
+        module: nn.Module | None = root
+        for part in rel.split(".")[:-1]:
+            module = module._modules.get(part) if module is not None else None
+        if module is not None:
+            return canonical_name(root, rel)
+    return rel
 
 
 def _is_adapter_path(root: nn.Module, name: str) -> Iterator[bool]:

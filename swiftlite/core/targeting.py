@@ -68,18 +68,22 @@ def match_modules(
       `skip_unsupported` (for a tuner's own catch-all rule such as "every nn.Embedding").
     """
     _check_target(target, field_name, config_name)
-    from .layer import TunerLayer
+    from .layer import TunerLayer, canonical_name
 
     where = f"{config_name}.{field_name}"
-    tuner_paths: list[str] = []
+    tuner_paths: list[str] = []  # inside a tuner layer only its base_layer's insides are matched ...
+    wrapped: set[str] = set()  # ... (not the base_layer itself: the tuner layer stands for it)
     names, wrong_type = [], []
     for name, module in model.named_modules():
-        if not name or any(name.startswith(p + ".") for p in tuner_paths):
+        if not name or name in wrapped or any(name.startswith(p + ".") and not any(
+                name.startswith(w + ".") for w in wrapped if w.startswith(p + ".")) for p in tuner_paths):
             continue  # the root, or the internals of a tuner layer
         if isinstance(module, TunerLayer):
             tuner_paths.append(name)
+            wrapped.add(name + ".base_layer")
             module = module.base_layer if module.base_layer is not None else module
-        if isinstance(module, tuple(skip)) or not name_matches(name, target):
+        # Matched under its name in the model without tuners (another tuner's wrapper is invisible).
+        if isinstance(module, tuple(skip)) or not name_matches(canonical_name(model, name), target):
             continue
         if types is not None and not isinstance(module, types):
             wrong_type.append(f"{name} ({type(module).__name__})")
@@ -102,7 +106,7 @@ def match_modules(
     if not names:
         raise ValueError(f"{where}={target!r} matched no module. " + nearest_names_hint(model, target))
     if target is not None and not isinstance(target, str):
-        unmatched = [t for t in target if not any(n == t or n.endswith("." + t) for n in names)]
+        unmatched = [t for t in target if not any(name_matches(canonical_name(model, n), [t]) for n in names)]
         if unmatched:
             raise ValueError(
                 f"{where}: entr{'y' if len(unmatched) == 1 else 'ies'} {unmatched} matched no module (the other "

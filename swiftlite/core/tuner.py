@@ -39,9 +39,20 @@ class Tuner:
 
     @classmethod
     def match(cls, model: nn.Module, config: SwiftConfig) -> list[str]:
-        return match_modules(
+        """The modules `config` attaches to; raises (before anything changes) if the target or, via
+        `check`, a shape-related field does not fit them."""
+        names = match_modules(
             model, config.target_modules, types=cls.supported_types(), config_name=type(config).__name__
         )
+        cls.check(model, config, names)
+        return names
+
+    @classmethod
+    def check(cls, model: nn.Module, config: SwiftConfig, names: list[str]) -> None:
+        """Raise ValueError naming the field when `config` cannot work on the matched modules `names`
+        (a dim that is not their hidden size, an argument position they do not have, ...). Runs
+        inside `match`, so before `prepare_model` changes anything; override it in a tuner file."""
+
 
     @classmethod
     def inject(cls, model: nn.Module, config: SwiftConfig, adapter_name: str) -> None:
@@ -76,3 +87,70 @@ class Tuner:
     ) -> list[dict[str, Any]] | None:
         """Param groups for this adapter's trainable `params` (name -> parameter); None = one group."""
         return None
+
+
+# ---- static shape facts about a module, for `check` ------------------------------------------------
+def feature_width(module: nn.Module, side: str) -> tuple[int, str] | None:
+    """(size of the last axis, name of the layer that says so) of `module`'s input (`side="in"`) or
+    output (`side="out"`), read from its weights without running it; None when unknown.
+
+    A layer with weights answers for itself (Linear, transformers' Conv1D, Embedding, LayerNorm,
+    RMSNorm); a block answers with its first ("in") or last ("out") such layer in registration order,
+    which is how transformers and diffusers blocks are written (LlamaDecoderLayer ends with
+    post_attention_layernorm, BertLayer with output.LayerNorm). Blocks with convolutions answer None:
+    their last axis is spatial, not a feature axis. Tuner layers are looked through.
+    """
+    leaves = list(_weight_leaves(module, ""))
+    if not leaves or any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for _, m in leaves):
+        return None
+    for name, leaf in (leaves if side == "in" else reversed(leaves)):
+        width = _leaf_width(leaf, side)
+        if width is not None:
+            return width, name
+    return None
+
+
+def said_by(found: tuple[int, str]) -> str:
+    """' (its layer "x.y" says so)' for an error message about a `feature_width` answer."""
+    return f" (its layer {found[1]!r} says so)" if found[1] else ""
+
+
+def _weight_leaves(module: nn.Module, prefix: str):
+    if isinstance(module, TunerLayer) and module.base_layer is not None:
+        yield from _weight_leaves(module.base_layer, prefix)
+        return
+    children = list(module.named_children())
+    if not children:
+        yield prefix, module
+    for name, child in children:
+        yield from _weight_leaves(child, f"{prefix}.{name}" if prefix else name)
+
+
+def _leaf_width(leaf: nn.Module, side: str) -> int | None:
+    if isinstance(leaf, nn.Linear):
+        return leaf.in_features if side == "in" else leaf.out_features
+    if isinstance(leaf, nn.Embedding):
+        return None if side == "in" else leaf.embedding_dim
+    if isinstance(leaf, nn.LayerNorm) and leaf.normalized_shape:
+        return leaf.normalized_shape[-1]
+    weight = getattr(leaf, "weight", None)
+    if type(leaf).__name__ == "Conv1D" and isinstance(weight, nn.Parameter) and weight.dim() == 2:
+        return weight.shape[0] if side == "in" else weight.shape[1]  # transformers' Conv1D: (in, out)
+    if type(leaf).__name__.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and weight.dim() == 1:
+        return weight.shape[0]
+    return None
+
+
+def forward_arguments(module: nn.Module, method_name: str = "forward") -> tuple[list[str], bool]:
+    """(names of the explicit arguments of `module.<method_name>`, whether it also takes **kwargs)."""
+    import inspect
+
+    target = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
+    try:
+        signature = inspect.signature(getattr(target, method_name))
+    except (TypeError, ValueError, AttributeError):
+        return [], True  # unknown: accept anything
+    params = signature.parameters.values()
+    names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+

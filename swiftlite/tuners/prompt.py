@@ -44,6 +44,7 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
+from ..core.tuner import feature_width, forward_arguments, said_by
 from ..core.targeting import replace_module
 from ..core.modules import apply_to_hidden
 
@@ -223,6 +224,32 @@ class PromptTuner(Tuner):
     identity_at_init = False
     mergeable = False
     not_mergeable_reason = "prompt tokens are extra inputs to the layers, not a change of their weights"
+
+    @classmethod
+    def check(cls, model: nn.Module, config: PromptConfig, names: list[str]) -> None:
+        if isinstance(config.dim, list) and len(config.dim) != len(names):
+            raise ValueError(f"PromptConfig.dim: {len(config.dim)} dims for {len(names)} matched layers; "
+                             f"give one dim per layer or a single int")
+        for i, name in enumerate(names):
+            module = model.get_submodule(name)
+            base = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
+            if not list(base.children()):
+                raise ValueError(f"PromptConfig.target_modules matched {name!r} ({type(base).__name__}), a single "
+                                 f"layer; prompts are tokens put into the hidden-states sequence of a transformer "
+                                 f"layer: target the layers, e.g. r'.*layers\\.\\d+' or r'.*encoder\\.layer\\.\\d+'")
+            arguments, _ = forward_arguments(base)
+            for field_name in ("embedding_pos", "attention_mask_pos"):
+                pos = getattr(config, field_name)
+                bad = (isinstance(pos, int) and not 0 <= pos < len(arguments)) or (isinstance(pos, str) and pos not in arguments)
+                if bad:
+                    what = f"position {pos} is not an argument" if isinstance(pos, int) else "names no argument"
+                    raise ValueError(f"PromptConfig.{field_name}={pos!r}: {what} of {name!r} ({type(base).__name__}"
+                                     f".forward takes {arguments}); give an index into that list or one of its names")
+            dim = config.dim[i] if isinstance(config.dim, list) else config.dim
+            found = feature_width(module, "in") if config.embedding_pos in (None, 0) else None
+            if found is not None and found[0] != dim:
+                raise ValueError(f"PromptConfig.dim={dim}: the hidden states entering {name!r} ({type(base).__name__}) "
+                                 f"have {found[0]} features{said_by(found)}; set dim={found[0]}")
 
     @classmethod
     def inject(cls, model: nn.Module, config: PromptConfig, adapter_name: str) -> None:
