@@ -406,3 +406,48 @@ def test_offload_and_reactivate_embedding_and_dora(offload):
     torch.testing.assert_close(_out(sm, inputs), _out(models.mlp()[0], inputs), rtol=0, atol=0)
     sm.activate_adapter("default")
     torch.testing.assert_close(_out(sm, inputs), y, rtol=0, atol=0)
+
+
+def test_one_forward_for_every_layer_type():
+    """h = W0 x + s·B A x is written once, in LoRALayer.forward; layer types only say how A and B apply."""
+    from swiftlite.tuners.lora import LoRALayer
+    from swiftlite.tuners.lora_merged import LoRAMergedConv1D, LoRAMergedLinear
+
+    for cls in (LoRALinear, LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRAMergedLinear, LoRAMergedConv1D):
+        assert cls.forward is LoRALayer.forward, cls.__name__
+
+
+def test_lora_plus_groups_by_owning_module_not_by_name():
+    """A base module that happens to be called `lora_B` is a plain Linear: its copy's weight is groupA; a
+    LayerNorm copy's 1-D weight gets no weight decay because of its type, not its name."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = nn.Module()
+            self.block.lora_B = nn.Linear(6, 6)  # a name a substring rule would take for LoRA's B
+            self.block.scale = nn.LayerNorm(6)
+            self.fc = nn.Linear(6, 6)
+
+        def forward(self, x):
+            return self.fc(self.block.scale(self.block.lora_B(x)))
+
+    sm = Swift.prepare_model(Net(), LoRAConfig(target_modules=["fc"], modules_to_save=["lora_B", "scale"],
+                                               lorap_lr_ratio=4.0))
+    groups = {g["name"]: g for g in sm.create_optimizer_param_groups(lr=1e-3, weight_decay=0.1)}
+    names = {id(p): n for n, p in sm.base_model.named_parameters()}
+    members = {g: sorted(names[id(p)] for p in groups[g]["params"]) for g in groups}
+    assert members["groupA"] == ["block.lora_B.modules_to_save.default.weight", "fc.lora_A.default.weight"]
+    assert members["groupB"] == ["fc.lora_B.default.weight"]
+    assert members["groupB_no_decay"] == ["block.lora_B.modules_to_save.default.bias",
+                                          "block.scale.modules_to_save.default.bias",
+                                          "block.scale.modules_to_save.default.weight"]
+
+
+def test_gaussian_init_as_peft():
+    torch.manual_seed(0)
+    sm = Swift.prepare_model(nn.Sequential(nn.Linear(256, 256)), LoRAConfig(target_modules=["0"], r=4,
+                                                                            init_lora_weights="gaussian"))
+    A, B = sm.base_model[0].lora_A["default"].weight, sm.base_model[0].lora_B["default"].weight
+    assert torch.count_nonzero(B) == 0
+    assert abs(A.std().item() - 1 / 4) < 0.02  # PEFT's "gaussian": A ~ N(0, 1/r²)

@@ -292,3 +292,17 @@ def test_peft_checkpoint_with_a_stray_key_is_rejected_by_name():
     assert list(weights) == ["lm_head.weight"]  # PEFT's plain suffix: "head" matches lm_head
     with pytest.raises(ValueError, match="model.norm.weight.*neither a LORA weight.*nor in modules_to_save"):
         LoRATuner.from_peft(peft_dict, {"base_model.model.model.norm.weight": torch.zeros(2)}, "default")
+
+
+def test_peft_init_lora_weights_gaussian_loads_and_base_changing_inits_are_refused(tmp_path):
+    model, inputs = models.llama()
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights="gaussian"))
+    _randomize(pm.named_parameters(), seed=8)
+    pm.eval()
+    pm.save_pretrained(str(tmp_path))
+    sm = Swift.from_pretrained(models.llama()[0], str(tmp_path))
+    assert sm.adapters["default"].init_lora_weights == "gaussian"
+    torch.testing.assert_close(_out(sm, inputs), _out(pm, inputs), rtol=1e-5, atol=1e-5)
+    pissa = peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights="pissa").to_dict()
+    with pytest.raises(ValueError, match="init_lora_weights='pissa'.*peft.PeftModel.from_pretrained"):
+        LoRATuner.from_peft(pissa, {}, "default")
