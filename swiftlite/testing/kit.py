@@ -72,6 +72,12 @@ class Case:
             perturb(model, "default", seed)
         return model, inputs
 
+    def outputs(self) -> tuple[SwiftModel, dict[str, Any], torch.Tensor, torch.Tensor]:
+        """(model with a perturbed 'default' adapter, inputs, base output, tuned output)."""
+        y_base, _ = self.base_output()
+        model, inputs = self.prepared(seed=1)
+        return model, inputs, y_base, run(model, inputs)
+
     def has_parameters(self) -> bool:
         model, _ = self.prepared(seed=None)
         return bool(model.adapter_parameters("default"))
@@ -190,9 +196,7 @@ def check_save_load(case: Case) -> str | None:
 
 
 def check_disable(case: Case) -> str | None:
-    y_base, inputs = case.base_output()
-    model, _ = case.prepared(seed=1)
-    y_tuned = run(model, inputs)
+    model, inputs, y_base, y_tuned = case.outputs()
     with model.disable_adapter():
         _assert_close(run(model, inputs), y_base, case.atol, "disable", "inside disable_adapter() vs base")
     _assert_close(run(model, inputs), y_tuned, case.atol, "disable", "after disable_adapter() vs before")
@@ -230,9 +234,7 @@ def check_merge(case: Case) -> str | None:
     if not tuner.mergeable:
         return tuner.not_mergeable_reason or "not mergeable"
     atol = case.atol * 10
-    y_base, inputs = case.base_output()
-    model, _ = case.prepared(seed=1)
-    y_tuned = run(model, inputs)
+    model, inputs, y_base, y_tuned = case.outputs()
     model.merge()
     _assert_close(run(model, inputs), y_tuned, atol, "merge", "merged vs unmerged")
     with warnings.catch_warnings(record=True) as caught:
@@ -253,9 +255,7 @@ def check_merge(case: Case) -> str | None:
 
 
 def check_two_adapters(case: Case) -> str | None:
-    y_base, inputs = case.base_output()
-    model, _ = case.prepared(seed=1)
-    y_default = run(model, inputs)
+    model, inputs, y_base, y_default = case.outputs()
     Swift.prepare_model(model, {"second": case.config_factory()})
     has_params = bool(model.adapter_parameters("second"))
     if has_params:
@@ -274,9 +274,7 @@ def check_two_adapters(case: Case) -> str | None:
 
 
 def check_delete(case: Case) -> str | None:
-    y_base, inputs = case.base_output()
-    model, _ = case.prepared(seed=1)
-    y_default = run(model, inputs)
+    model, inputs, y_base, y_default = case.outputs()
     Swift.prepare_model(model, {"second": case.config_factory()})
     model.delete_adapter("second")
     _assert_close(run(model, inputs), y_default, case.atol, "delete", "'default' after deleting 'second'")
