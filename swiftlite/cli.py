@@ -3,16 +3,50 @@
     swiftlite zoo build [NAME] [--quick]     build tiny backbones and print their quality figures
     swiftlite zoo list                       list backbones, shipped builds and their figures
     swiftlite show MODEL_DIR                 print the structure tree of a saved transformers model
+    swiftlite --version
+
+A user error (an unknown backbone, a missing or wrong directory, ...) prints one line,
+`swiftlite: error: ...`, on stderr and exits with status 2; only a bug shows a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+USER_ERROR = 2
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; one line is enough
+        raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="swiftlite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        return _main(argv)
+    except UserError as err:
+        return _fail(str(err))
+    except (KeyError, ValueError, OSError) as err:  # raised by the library for bad names / files
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        return _fail(" ".join(str(message).split()))
+
+
+def _fail(message: str) -> int:
+    print(f"swiftlite: error: {message}", file=sys.stderr)
+    return USER_ERROR
+
+
+def _main(argv: list[str]) -> int:
+    from . import __version__
+
+    parser = _Parser(prog="swiftlite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"swiftlite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("zoo", help="build or list the tiny pretrained backbones", add_help=False)
     show = sub.add_parser("show", help="print a model's structure tree")
@@ -23,12 +57,24 @@ def main(argv: list[str] | None = None) -> int:
         return cli_main(argv[1:]) or 0
     args = parser.parse_args(argv)
     if args.command == "show":
-        from transformers import AutoModel
-
-        from .core.inspect import show as show_tree
-
-        print(show_tree(AutoModel.from_pretrained(args.model_dir)))
+        print(_show(args.model_dir))
     return 0
+
+
+def _show(model_dir: str) -> str:
+    if not os.path.isdir(model_dir):
+        what = "is a file, not a directory" if os.path.exists(model_dir) else "no such directory"
+        raise UserError(f"show {model_dir}: {what}; give a folder written by transformers' save_pretrained")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        if os.path.isfile(os.path.join(model_dir, "adapter_config.json")):
+            raise UserError(f"show {model_dir}: this is an adapter checkpoint (adapter_config.json), not a model; "
+                            f"give the base model's folder (the one with config.json)")
+        raise UserError(f"show {model_dir}: no config.json, so this is not a transformers model folder")
+    from transformers import AutoModel
+
+    from .core.inspect import show as show_tree
+
+    return show_tree(AutoModel.from_pretrained(model_dir))
 
 
 if __name__ == "__main__":
