@@ -18,6 +18,9 @@ Two kinds of keys hold no adapter name and are kept as they are (only the prefix
   weights when `embed_tokens` / `lm_head` is a LoRA target (`save_embedding_layers="auto"`), and on
   loading copies them into the base layer. `split_base_weights` / `load_base_weights` do the same.
   swiftlite itself never writes them (PEFT does not need them to load).
+
+Not handled: a whole untargeted embedding (`model.embed_tokens.weight`), which PEFT saves when the
+vocabulary was resized during fine-tuning; such a checkpoint is refused with a message.
 """
 from __future__ import annotations
 
@@ -104,7 +107,9 @@ def from_peft(tuner: type, peft_config: dict[str, Any], weights: dict[str, torch
             out[key] = value  # a modules_to_save copy, already under the module's own names
         else:
             raise ValueError(f"PEFT checkpoint key {key!r} is neither a {tuner.peft_type} weight ({sorted(spec.containers)}) "
-                             f"nor in modules_to_save={to_save!r}")
+                             f"nor in modules_to_save={to_save!r}. (PEFT saves a whole untargeted embedding like this "
+                             f"when the vocabulary was resized; swiftlite does not load that: use "
+                             f"peft.PeftModel.from_pretrained)")
     return config, out
 
 
