@@ -80,3 +80,28 @@ def test_activated_mirrors_activation_and_delete_removes_the_submodule():
     assert head._part_a.activated and not head._part_b.activated
     model.delete_adapter("a")
     assert not hasattr(head, "_part_a") and head.adapter_names == ["b"]
+
+
+def test_part_under_lora_copies_the_base_layer_and_lora_stays_on_top():
+    """ms-swift puts the Part copy on the LoRA layer's base_layer: LoRA's branch adds to whichever copy runs."""
+    from swiftlite.tuners import LoRAConfig
+
+    base, inputs = models.mlp()
+    model = Swift.prepare_model(base, {"lora": LoRAConfig(target_modules=["fc1"], init_lora_weights=False),
+                                       "part": PartConfig(target_modules=["fc1"])})
+    lora_layer = model.base_model.fc1
+    part_layer = lora_layer.base_layer
+    assert isinstance(part_layer, PartLayer) and type(part_layer.base_layer) is nn.Linear
+    assert model.base_model.get_submodule("fc1.base_layer._part_part").activated
+    assert {id(p) for p in model.adapter_parameters("part").values()} == {id(p) for p in part_layer.copy_of("part").parameters()}
+    assert not any("lora" in k for k in model.adapter_parameters("part"))  # the copy holds no LoRA weights
+    x = torch.randn(3, part_layer.base_layer.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        part_layer.copy_of("part").weight.add_(1.0)
+        y_both = lora_layer(x)
+        model.deactivate_adapter("part")
+        y_lora_only = lora_layer(x)
+        delta = x @ torch.ones_like(part_layer.base_layer.weight).T  # (W + 1) x − W x
+    torch.testing.assert_close(y_both - y_lora_only, delta)
+    model.delete_adapter("part")
+    assert type(model.base_model.fc1.base_layer) is nn.Linear

@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 
 import torch.nn as nn
 
-from ..core import SwiftConfig, Tuner, register_tuner
+from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Target
 from ..core.modules_to_save import ModuleCopyLayer
-from ..core.targeting import match_modules
+from ..core.targeting import match_modules, replace_module
 
 
 @dataclass
@@ -94,3 +94,18 @@ class PartTuner(Tuner):
         found = match_modules(model, config.target_modules, config_name=type(config).__name__)
         # A module inside another matched module is already part of that module's copy.
         return [n for n in found if not any(n.startswith(other + ".") for other in found)]
+
+    @classmethod
+    def inject(cls, model: nn.Module, config: PartConfig, adapter_name: str) -> None:
+        """As ms-swift: under another tuner's wrapper (e.g. LoRA) the copy is made of its `base_layer`,
+        so the other tuner keeps working on top of whichever copy runs."""
+        for name in cls.match(model, config):
+            module = model.get_submodule(name)
+            while isinstance(module, TunerLayer) and not isinstance(module, PartLayer) and module.base_layer is not None:
+                name, module = f"{name}.base_layer", module.base_layer
+            if isinstance(module, PartLayer):
+                module.add_adapter(adapter_name, config)
+            else:
+                layer = PartLayer(module)
+                layer.add_adapter(adapter_name, config)
+                replace_module(model, name, layer)
