@@ -362,3 +362,147 @@ def test_modules_to_save_for_two_adapters_and_merge_and_unload():
     merged = sm.merge_and_unload()
     assert isinstance(merged.head, nn.Linear)  # the trained copy is kept, not the frozen original
     torch.testing.assert_close(out(merged, inputs), y["a"])
+
+
+# ---- half-applied state (issue 7) -----------------------------------------------------------------
+def _fingerprint(model):
+    """Everything a failed call must leave as it was: module tree, weights, requires_grad, HF config."""
+    config = getattr(model, "config", None)
+    return ([(n, type(m).__name__) for n, m in model.named_modules()],
+            {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()},
+            config.to_dict() if config is not None else None)
+
+
+def _assert_same(before, after):
+    assert before[0] == after[0] and before[2] == after[2]
+    assert before[1].keys() == after[1].keys()
+    for name, (value, flag) in before[1].items():
+        assert after[1][name][1] == flag, f"{name}: requires_grad changed"
+        torch.testing.assert_close(after[1][name][0], value, msg=name, equal_nan=True)
+
+
+@dataclass
+class _ConfigTouchingConfig(_FlakyConfig):
+    swift_type: str = field(default="_TEST_CONFIG_TOUCHING")
+
+
+@register_tuner
+class _ConfigTouchingTuner(_FlakyTuner):
+    """Writes to the HF config, injects, then fails."""
+
+    config_class = _ConfigTouchingConfig
+
+    @classmethod
+    def inject(cls, model, config, adapter_name):
+        model.config.touched_by_tuner = True
+        model.config.num_hidden_layers = 99
+        super().inject(model, config, adapter_name)
+
+
+def test_prepare_model_rolls_back_every_adapter_of_the_call():
+    model, inputs = models.llama()
+    before, y = _fingerprint(model), out(model, inputs)
+    configs = {"a": LoRAConfig(target_modules=["q_proj"], init_lora_weights=False),
+               "b": _ConfigTouchingConfig(target_modules=["k_proj", "v_proj"])}
+    with pytest.raises(RuntimeError, match="half way"):
+        Swift.prepare_model(model, configs)
+    _assert_same(before, _fingerprint(model))  # "a" is gone too, the base is trainable again, config as before
+    assert not hasattr(model.config, "touched_by_tuner")
+    torch.testing.assert_close(out(model, inputs), y)
+
+
+def test_prepare_model_on_a_swift_model_rolls_back_too():
+    sm, inputs = lora_mlp()
+    before, y = _fingerprint(sm.base_model), out(sm, inputs)
+    with pytest.raises(RuntimeError, match="half way"):
+        Swift.prepare_model(sm, {"a": LoRAConfig(target_modules=["head"]), "b": _FlakyConfig(target_modules=["fc1", "fc2"])})
+    assert list(sm.adapters) == ["default"] and sm.active_adapters == ["default"]
+    _assert_same(before, _fingerprint(sm.base_model))
+    torch.testing.assert_close(out(sm, inputs), y)
+    Swift.prepare_model(sm, {"a": LoRAConfig(target_modules=["head"])})  # the name is free again
+    assert list(sm.adapters) == ["default", "a"]
+
+
+def test_invalid_config_is_refused_before_the_base_is_frozen():
+    model, _ = models.mlp()
+    with pytest.raises(ValueError):
+        Swift.prepare_model(model, {"a": LoRAConfig(target_modules=["fc1"]), "b": LoRAConfig(target_modules=["nope"])})
+    assert all(p.requires_grad for p in model.parameters()) and not list(tuner_layers(model))
+
+
+def test_failed_from_pretrained_restores_requires_grad(tmp_path):
+    sm, _ = lora_mlp(r=4)
+    sm.save_pretrained(tmp_path)
+    import json
+
+    path = tmp_path / "default" / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "r": 2}))
+    fresh, _ = models.mlp()
+    before = _fingerprint(fresh)
+    with pytest.raises(ValueError, match="shape"):
+        Swift.from_pretrained(fresh, str(tmp_path))
+    _assert_same(before, _fingerprint(fresh))
+
+
+def test_adding_an_existing_name_through_base_model_is_refused():
+    sm, inputs = lora_mlp()
+    before, y = _fingerprint(sm.base_model), out(sm, inputs)
+    with pytest.raises(ValueError, match="'default' already exists in this model's tuner layers"):
+        Swift.prepare_model(sm.base_model, LoRAConfig(target_modules=["fc1"]))
+    _assert_same(before, _fingerprint(sm.base_model))  # not re-initialised, not frozen
+    torch.testing.assert_close(out(sm, inputs), y)
+
+
+def test_failed_weighted_adapter_adds_nothing():
+    model, inputs = lora_mlp()
+    Swift.prepare_model(model, {"b": LoRAConfig(target_modules=["fc1", "fc2"], init_lora_weights=False)})
+    with torch.no_grad():
+        model.base_model.fc1.lora_A["b"].weight[0, 0] = float("nan")
+    before = _fingerprint(model.base_model)
+    for combination_type in ("svd", "linear"):  # svd raises inside torch; linear would yield NaN weights
+        with pytest.raises((RuntimeError, ValueError), match="non-finite|NaN"):
+            model.add_weighted_adapter(["default", "b"], [0.5, 0.5], "mix", combination_type=combination_type)
+        assert list(model.adapters) == ["default", "b"]
+        assert all("mix" not in layer.adapter_names for _, layer in tuner_layers(model.base_model))
+        _assert_same(before, _fingerprint(model.base_model))
+
+
+def test_meta_offload_temp_file_save_and_merge(tmp_path):
+    model, inputs, y = _two_adapter_model()
+    expected = {k: v.clone() for k, v in model.state_dict(adapter_name="b").items()}
+    model.set_active_adapters("default", offload="meta")
+    path = model._offloaded["b"]
+    assert os.path.exists(path)
+    saved = model.state_dict(adapter_name="b")  # read back transparently
+    assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
+    model.save_pretrained(tmp_path)
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path), adapter_name="b")
+    torch.testing.assert_close(out(loaded, inputs), y["b"])
+    with pytest.raises(ValueError, match=r"activate_adapter\('b'\)"):
+        model.merge("b")
+    model.delete_adapter("b")
+    assert not os.path.exists(path)
+
+
+def test_none_model_or_config_names_the_argument(tmp_path):
+    with pytest.raises(TypeError, match="^model: expected a torch.nn.Module"):
+        Swift.prepare_model(None, LoRAConfig(target_modules=["fc1"]))
+    with pytest.raises(TypeError, match="^config: expected a SwiftConfig"):
+        Swift.prepare_model(models.mlp()[0], None)
+    lora_mlp()[0].save_pretrained(tmp_path)
+    with pytest.raises(TypeError, match="^model: expected a torch.nn.Module"):
+        Swift.from_pretrained(None, str(tmp_path))
+    with pytest.raises(TypeError, match="^model_id: expected"):
+        Swift.from_pretrained(models.mlp()[0], None)
+
+
+@pytest.mark.parametrize("name, error", [
+    (5, TypeError), (None, TypeError), ("", ValueError), ("training", ValueError), ("forward", ValueError),
+    ("to", ValueError), ("extra_states", ValueError), ("a/b", ValueError), ("a.b", ValueError), ("..", ValueError),
+])
+def test_bad_adapter_names_are_refused_with_one_clear_error(name, error):
+    model, _ = models.mlp()
+    with pytest.raises(error, match="adapter_name") as err:
+        Swift.prepare_model(model, {name: LoRAConfig(target_modules=["fc1"])})
+    assert "e.g." in str(err.value)  # says how to fix it
+    assert all(p.requires_grad for p in model.parameters()) and not list(tuner_layers(model))
