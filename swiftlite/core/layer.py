@@ -14,13 +14,16 @@ which adapter, saving, deleting, offloading — reads them from there, so a tune
 math.
 
 Activation follows ms-swift: by default one activation state for the whole process; with the
-environment variable `USE_UNIQUE_THREAD=0`, each thread keeps its own (a thread that never chose
-sees the process-wide state), so two threads can run one model with different adapters.
+environment variable `USE_UNIQUE_THREAD=0`, each thread keeps its own, so two threads can run one
+model with different adapters. The main thread's choices are the process-wide state, which a thread
+that never chose sees. A thread's own state dies with it: thread ids are reused, and a new thread
+must not inherit a finished thread's choice.
 """
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Iterator
 
 import torch
@@ -30,7 +33,9 @@ _GLOBAL = 0  # key of the process-wide activation state
 
 
 def _thread_key() -> int:
-    return _GLOBAL if os.environ.get("USE_UNIQUE_THREAD", "1") != "0" else threading.get_ident()
+    if os.environ.get("USE_UNIQUE_THREAD", "1") != "0" or threading.current_thread() is threading.main_thread():
+        return _GLOBAL
+    return threading.get_ident()
 
 
 class TunerLayer(nn.Module):
@@ -42,7 +47,8 @@ class TunerLayer(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         self.merged_adapters: list[str] = []
-        self._activation: dict[int, dict[str, bool]] = {}
+        self._activation: dict[int, dict[str, bool]] = {}  # thread key -> {adapter: active}
+        self._activation_owner: dict[int, weakref.ref] = {}  # thread key -> the thread it belongs to
 
     def __getattr__(self, name: str):
         """Fall through to the wrapped module, so code around it keeps working
@@ -97,14 +103,32 @@ class TunerLayer(nn.Module):
         return self.base_layer
 
     # ---- activation (thread aware) -----------------------------------------------------------
-    def set_adapter_active(self, adapter_name: str, active: bool) -> None:
+    def _thread_state(self, create: bool) -> dict[str, bool] | None:
+        """This thread's activation state (None: it never chose; it then sees the process-wide one)."""
         key = _thread_key()
-        if key != _GLOBAL and key not in self._activation:
-            self._activation[key] = dict(self._activation.get(_GLOBAL, {}))
-        self._activation.setdefault(key, {})[adapter_name] = active
+        if key == _GLOBAL:
+            return self._activation.setdefault(_GLOBAL, {}) if create else self._activation.get(_GLOBAL)
+        owners = self.__dict__.setdefault("_activation_owner", {})
+        owner = owners.get(key)
+        if owner is not None and owner() is not threading.current_thread():  # a finished thread's id, reused
+            self._activation.pop(key, None)
+            owners.pop(key, None)
+        state = self._activation.get(key)
+        if state is None and create:
+            for old, ref in list(owners.items()):  # forget finished threads
+                thread = ref()
+                if thread is None or not thread.is_alive():
+                    self._activation.pop(old, None)
+                    owners.pop(old, None)
+            state = self._activation[key] = dict(self._activation.get(_GLOBAL, {}))
+            owners[key] = weakref.ref(threading.current_thread())
+        return state
+
+    def set_adapter_active(self, adapter_name: str, active: bool) -> None:
+        self._thread_state(create=True)[adapter_name] = active
 
     def is_active(self, adapter_name: str) -> bool:
-        state = self._activation.get(_thread_key())
+        state = self._thread_state(create=False)
         if state is None:
             state = self._activation.get(_GLOBAL, {})
         return state.get(adapter_name, False)
