@@ -154,3 +154,69 @@ def forward_arguments(module: nn.Module, method_name: str = "forward") -> tuple[
     names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return names, any(p.kind == p.VAR_KEYWORD for p in params)
 
+
+class _ProbeDone(Exception):
+    pass
+
+
+def probe_outputs(model: nn.Module, names: list[str]) -> dict[str, Any] | None:
+    """One dry forward pass to see what the modules `names` return, for checks that the weights
+    cannot answer (which item of a tuple holds the hidden states). {name: output} of each module's
+    first call, or None when the model offers no sample input (transformers' `dummy_inputs` for a
+    token model) or the pass fails. The pass stops as soon as every module was seen, runs without
+    gradients, and leaves the global RNG state as it was."""
+    import torch
+
+    inputs = getattr(model, "dummy_inputs", None) if getattr(model, "main_input_name", None) == "input_ids" else None
+    if not isinstance(inputs, dict) or any(p.is_meta for p in model.parameters()):
+        return None
+    seen: dict[str, Any] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            seen.setdefault(name, output)
+            if len(seen) == len(names):
+                raise _ProbeDone
+
+        return hook
+
+    handles = [model.get_submodule(n).register_forward_hook(record(n)) for n in names]
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            model(**{k: v.to(device) for k, v in inputs.items()})
+    except _ProbeDone:
+        pass
+    except Exception:  # the probe is a best effort: the real forward will report its own error
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def check_output_position(config_name: str, field_name: str, pos: Any, module_name: str, module: nn.Module,
+                          output: Any) -> None:
+    """Raise ValueError when `pos` (an int index or str key) does not pick a tensor out of `output`."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return  # a single tensor: the position is not needed
+    where = f"{config_name}.{field_name}={pos!r}: {module_name!r} ({type(module).__name__}) returns"
+    if isinstance(output, dict):  # dicts and transformers' ModelOutput
+        keys = list(output.keys())
+        key = pos if isinstance(pos, str) else (keys[pos] if isinstance(pos, int) and -len(keys) <= pos < len(keys) else None)
+        if key is None or key not in output:
+            raise ValueError(f"{where} a {type(output).__name__} with keys {keys}; name one of them")
+        item = output[key]
+    elif isinstance(output, (tuple, list)):
+        if not isinstance(pos, int) or not -len(output) <= pos < len(output):
+            raise ValueError(f"{where} a {type(output).__name__} of {len(output)} items; give an int index "
+                             f"below {len(output)}")
+        item = output[pos]
+    else:
+        return
+    if not isinstance(item, torch.Tensor):
+        kinds = [type(x).__name__ for x in (output.values() if isinstance(output, dict) else output)]
+        raise ValueError(f"{where} {kinds} (seen in a dry run with the model's dummy inputs), and that item is "
+                         f"{type(item).__name__}, not the hidden states; point {field_name} at a tensor")

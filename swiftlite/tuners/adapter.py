@@ -31,7 +31,8 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
-from ..core.tuner import feature_width, said_by
+from ..core.tuner import feature_width
+from ..core.tuner import check_output_position, feature_width, probe_outputs, said_by
 from ..core.modules import apply_to_hidden
 
 # ms-swift takes `act_layer` from transformers' ACT2CLS; these are the same functions in plain torch.
@@ -180,6 +181,21 @@ class AdapterTuner(Tuner):
     identity_at_init = True
     mergeable = False
     not_mergeable_reason = "an adapter is a non-linear bottleneck MLP added after the module; it has no weight to fold into"
+
+    @classmethod
+    def check(cls, model: nn.Module, config: AdapterConfig, names: list[str]) -> None:
+        for name in names:
+            module = model.get_submodule(name)
+            base = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
+            if config.method_name != "forward" and not callable(getattr(base, config.method_name, None)):
+                raise ValueError(f"AdapterConfig.method_name: {name!r} ({type(base).__name__}) has no method "
+                                 f"{config.method_name!r}; use 'forward' or one of its methods")
+            found = feature_width(module, "out") if config.hidden_pos in (None, 0) else None
+            if found is not None and found[0] != config.dim:
+                width, leaf = found
+                raise ValueError(f"AdapterConfig.dim={config.dim}: the output of {name!r} ({type(base).__name__}) has "
+                                 f"{width} features (its layer {leaf or name!r} says so), and the adapter's W_1 reads "
+                                 f"dim features; set dim={width}")
 
     @classmethod
     def check(cls, model: nn.Module, config: AdapterConfig, names: list[str]) -> None:
