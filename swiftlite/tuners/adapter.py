@@ -31,7 +31,6 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
-from ..core.tuner import feature_width
 from ..core.tuner import check_output_position, feature_width, probe_outputs, said_by
 from ..core.modules import apply_to_hidden
 
@@ -194,20 +193,10 @@ class AdapterTuner(Tuner):
             if found is not None and found[0] != config.dim:
                 width, leaf = found
                 raise ValueError(f"AdapterConfig.dim={config.dim}: the output of {name!r} ({type(base).__name__}) has "
-                                 f"{width} features (its layer {leaf or name!r} says so), and the adapter's W_1 reads "
-                                 f"dim features; set dim={width}")
-
-    @classmethod
-    def check(cls, model: nn.Module, config: AdapterConfig, names: list[str]) -> None:
-        for name in names:
-            module = model.get_submodule(name)
-            base = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
-            if config.method_name != "forward" and not callable(getattr(base, config.method_name, None)):
-                raise ValueError(f"AdapterConfig.method_name: {name!r} ({type(base).__name__}) has no method "
-                                 f"{config.method_name!r}; use 'forward' or one of its methods")
-            found = feature_width(module, "out") if config.hidden_pos in (None, 0) else None
-            if found is not None and found[0] != config.dim:
-                width, leaf = found
-                raise ValueError(f"AdapterConfig.dim={config.dim}: the output of {name!r} ({type(base).__name__}) has "
                                  f"{width} features{said_by(found)}, and the adapter's W_1 reads "
                                  f"dim features; set dim={width}")
+        if config.hidden_pos is not None and config.method_name == "forward":
+            outputs = probe_outputs(model, names) or {}  # which item is the hidden states: only a run can say
+            for name, output in outputs.items():
+                check_output_position("AdapterConfig", "hidden_pos", config.hidden_pos, name,
+                                      model.get_submodule(name), output)

@@ -33,7 +33,6 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
-from ..core.tuner import feature_width, forward_arguments
 from ..core.tuner import check_output_position, feature_width, forward_arguments, probe_outputs, said_by
 from ..core.modules import apply_to_hidden
 
@@ -178,34 +177,6 @@ class SideTuner(Tuner):
             out = feature_width(module, "out") if config.target_hidden_pos == 0 else None
             if out is not None and out[0] != config.dim:
                 raise ValueError(f"SideConfig.dim={config.dim}: the output of {name!r} ({type(base).__name__}) has "
-                                 f"{out[0]} features (its layer {out[1]!r} says so), and the side network must "
-                                 f"produce the same; set dim={out[0]}")
-            inp = feature_width(module, "in") if config.side_module_name == "mlp" and pos in (0, arguments[:1]) else None
-            d_in = config.side_in_dim or config.dim
-            if inp is not None and inp[0] != d_in:
-                field_name = "side_in_dim" if config.side_in_dim else "dim"
-                raise ValueError(f"SideConfig.{field_name}={d_in}: the input of {name!r} ({type(base).__name__}) has "
-                                 f"{inp[0]} features (its layer {inp[1]!r} reads them), and the 'mlp' side network "
-                                 f"reads side_in_dim (default: dim) features; set side_in_dim={inp[0]}")
-
-    @classmethod
-    def check(cls, model: nn.Module, config: SideConfig, names: list[str]) -> None:
-        for name in names:
-            module = model.get_submodule(name)
-            if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
-                continue  # refused by `match` with its own message
-            base = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
-            arguments, var_keyword = forward_arguments(base)
-            pos = config.source_hidden_pos
-            if (isinstance(pos, int) and not 0 <= pos < len(arguments)) or (
-                    isinstance(pos, str) and pos not in arguments and not var_keyword):
-                raise ValueError(f"SideConfig.source_hidden_pos={pos!r} names no argument of {name!r} "
-                                 f"({type(base).__name__}.forward takes {arguments}); point it at the input tensor")
-            if config.side_module_name == "conv":
-                continue  # channels, not the last axis: checked at the first forward
-            out = feature_width(module, "out") if config.target_hidden_pos == 0 else None
-            if out is not None and out[0] != config.dim:
-                raise ValueError(f"SideConfig.dim={config.dim}: the output of {name!r} ({type(base).__name__}) has "
                                  f"{out[0]} features{said_by(out)}, and the side network must "
                                  f"produce the same; set dim={out[0]}")
             inp = feature_width(module, "in") if config.side_module_name == "mlp" and pos in (0, *arguments[:1]) else None
@@ -215,6 +186,11 @@ class SideTuner(Tuner):
                 raise ValueError(f"SideConfig.{field_name}={d_in}: the input of {name!r} ({type(base).__name__}) has "
                                  f"{inp[0]} features{said_by(inp)}, and the 'mlp' side network "
                                  f"reads side_in_dim (default: dim) features; set side_in_dim={inp[0]}")
+        if config.target_hidden_pos != 0:
+            outputs = probe_outputs(model, names) or {}  # which item is the hidden states: only a run can say
+            for name, output in outputs.items():
+                check_output_position("SideConfig", "target_hidden_pos", config.target_hidden_pos, name,
+                                      model.get_submodule(name), output)
 
     @classmethod
     def match(cls, model: nn.Module, config: SideConfig) -> list[str]:
