@@ -506,3 +506,66 @@ def test_bad_adapter_names_are_refused_with_one_clear_error(name, error):
         Swift.prepare_model(model, {name: LoRAConfig(target_modules=["fc1"])})
     assert "e.g." in str(err.value)  # says how to fix it
     assert all(p.requires_grad for p in model.parameters()) and not list(tuner_layers(model))
+
+
+# ---- generic merge bookkeeping (TunerLayer.keep_pre_merge) ------------------------------------------
+@dataclass
+class _ShiftConfig(SwiftConfig):
+    swift_type: str = field(default="_TEST_SHIFT")
+    target_modules: object = None
+
+
+class _ShiftLayer(TunerLayer):
+    """y = (W + δ) x: merging adds δ; no `unmerge` written, keep_pre_merge undoes it."""
+
+    adapter_attrs = ("delta",)
+    mergeable = True
+    keep_pre_merge = True
+
+    def __init__(self, base_layer):
+        super().__init__(base_layer)
+        self.delta = nn.ParameterDict()
+
+    def add_adapter(self, adapter_name, config):
+        self.delta[adapter_name] = nn.Parameter(torch.zeros_like(self.base_layer.weight))
+
+    def merge(self, adapter_name, safe_merge=True):
+        merged = self.base_layer.weight.data + self.delta[adapter_name]
+        if safe_merge and not torch.isfinite(merged).all():
+            raise ValueError("safe_merge: NaN")
+        self.base_layer.weight.data = merged
+
+    def forward(self, x):
+        weight = self.base_layer.weight + sum(self.delta[n] for n in self.active_adapters)
+        return nn.functional.linear(x, weight, self.base_layer.bias)
+
+
+@register_tuner
+class _ShiftTuner(Tuner):
+    config_class = _ShiftConfig
+    layer_class = _ShiftLayer
+    mergeable = True
+
+
+def test_keep_pre_merge_undoes_any_merge_order_exactly():
+    model, inputs = models.mlp()
+    w0 = model.fc1.weight.detach().clone()
+    sm = Swift.prepare_model(model, {n: _ShiftConfig(target_modules=["fc1"]) for n in ("a", "b", "c")})
+    with torch.no_grad():
+        for i, n in enumerate(("a", "b", "c")):
+            sm.base_model.fc1.delta[n].normal_(generator=torch.Generator().manual_seed(i))
+    y = out(sm, inputs)
+    sm.merge()
+    torch.testing.assert_close(out(sm, inputs), y)
+    sm.unmerge("a")  # merged first: b and c are folded in again after restoring
+    layer = sm.base_model.fc1
+    assert layer.merged_adapters == ["b", "c"]
+    torch.testing.assert_close(layer.base_layer.weight, w0 + layer.delta["b"] + layer.delta["c"])
+    sm.unmerge()
+    assert torch.equal(layer.base_layer.weight, w0)  # bit-exact, not w0 + δ - δ
+    assert not layer.__dict__.get("_pre_merge")
+    with torch.no_grad():
+        layer.delta["c"][0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        sm.merge()
+    assert torch.equal(layer.base_layer.weight, w0) and layer.merged_adapters == []

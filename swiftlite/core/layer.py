@@ -13,6 +13,15 @@ lists those containers (`("lora_A", "lora_B")`); everything generic — which pa
 which adapter, saving, deleting, offloading — reads them from there, so a tuner file only writes its
 math.
 
+ms-swift style instead: `adapter_prefixes = ("adapter_",)` says each adapter is one child module
+named `<prefix><adapter>` (added with `add_adapter_module`)::
+
+    mlp                         <- an Adapter TunerLayer
+      base_layer                <- the original module
+      adapter_default           <- adapter "default": AdapterModule(linear1, act, linear2)
+
+so its parameters are named `...mlp.adapter_default.linear1.weight`, exactly as ms-swift names them.
+
 Activation follows ms-swift: by default one activation state for the whole process; with the
 environment variable `USE_UNIQUE_THREAD=0`, each thread keeps its own, so two threads can run one
 model with different adapters. The main thread's choices are the process-wide state, which a thread
@@ -42,6 +51,8 @@ class TunerLayer(nn.Module):
     """Base class for injected tuner modules (see module docstring)."""
 
     adapter_attrs: tuple[str, ...] = ()
+    # Prefixes of per-adapter child modules `<prefix><adapter>` (see module docstring).
+    adapter_prefixes: tuple[str, ...] = ()
 
     def __init__(self, base_layer: nn.Module | None = None) -> None:
         super().__init__()
@@ -70,23 +81,43 @@ class TunerLayer(nn.Module):
         names: dict[str, None] = {}
         for attr in self.adapter_attrs:
             names.update(dict.fromkeys(getattr(self, attr).keys()))
+        for key in self._modules:
+            names.update(dict.fromkeys(key[len(p):] for p in self.adapter_prefixes if key.startswith(p)))
         return list(names)
 
+    def add_adapter_module(self, prefix: str, adapter_name: str, module: nn.Module) -> None:
+        """Register `module` as adapter `adapter_name`'s child `<prefix><adapter_name>` (a prefix of
+        `adapter_prefixes`)."""
+        if prefix not in self.adapter_prefixes:
+            raise ValueError(f"{type(self).__name__}: prefix {prefix!r} is not in adapter_prefixes {self.adapter_prefixes}")
+        self.add_module(prefix + adapter_name, module)
+
+    def is_adapter_attribute(self, name: str) -> bool:
+        """Is the child / attribute `name` of this layer an adapter's (a container or a prefixed module)?"""
+        return name in self.adapter_attrs or any(
+            name.startswith(p) and name[len(p):] in self.adapter_names for p in self.adapter_prefixes)
+
     def adapter_modules(self, adapter_name: str) -> Iterator[tuple[str, nn.Module | nn.Parameter]]:
-        """(attribute, module or parameter) pairs that belong to `adapter_name`."""
+        """(attribute, module or parameter) pairs that belong to `adapter_name`; the attribute of a
+        prefixed child is its own name (`adapter_default`)."""
         for attr in self.adapter_attrs:
             container = getattr(self, attr)
             if adapter_name in container:
                 yield attr, container[adapter_name]
+        for prefix in self.adapter_prefixes:
+            if prefix + adapter_name in self._modules:
+                yield prefix + adapter_name, self._modules[prefix + adapter_name]
 
     def adapter_parameters(self, adapter_name: str) -> Iterator[tuple[str, nn.Parameter]]:
-        """(name relative to this layer, parameter) of one adapter, e.g. ('lora_A.default.weight', p)."""
+        """(name relative to this layer, parameter) of one adapter, e.g. ('lora_A.default.weight', p)
+        or, for a prefixed child, ('adapter_default.linear1.weight', p)."""
         for attr, item in self.adapter_modules(adapter_name):
+            path = attr if attr not in self.adapter_attrs else f"{attr}.{adapter_name}"
             if isinstance(item, nn.Parameter):
-                yield f"{attr}.{adapter_name}", item
+                yield path, item
             else:
                 for sub, p in item.named_parameters():
-                    yield f"{attr}.{adapter_name}.{sub}", p
+                    yield f"{path}.{sub}", p
 
     def delete_adapter(self, adapter_name: str) -> None:
         if adapter_name in self.merged_adapters:
@@ -95,6 +126,8 @@ class TunerLayer(nn.Module):
             container = getattr(self, attr)
             if adapter_name in container:
                 del container[adapter_name]
+        for prefix in self.adapter_prefixes:
+            self._modules.pop(prefix + adapter_name, None)
         for state in self._activation.values():
             state.pop(adapter_name, None)
 
@@ -138,14 +171,55 @@ class TunerLayer(nn.Module):
         """Adapters that take part in this thread's forward (merged ones already sit in the weights)."""
         return [n for n in self.adapter_names if self.is_active(n) and n not in self.merged_adapters]
 
-    # ---- merging (tuners that can merge override these) -------------------------------------
+    # ---- merging (tuners that can merge override `merge`, and `unmerge` or `keep_pre_merge`) ------
     mergeable: bool = False
+    # The one generic undo scheme: with `keep_pre_merge = True`, `merge_adapter` keeps the base
+    # layer's tensors as they were before each merge, and `unmerge_adapter` puts them back exactly
+    # (then merges again the adapters merged after it), so the tuner writes only `merge` — the math.
+    # Costs one copy of the base layer's tensors per merged adapter.
+    keep_pre_merge: bool = False
 
     def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot be merged into the base weights")
 
     def unmerge(self, adapter_name: str) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot be merged into the base weights")
+
+    def merge_adapter(self, adapter_name: str, safe_merge: bool = True) -> None:
+        """`merge` plus bookkeeping (`merged_adapters`, pre-merge tensors). SwiftModel calls this."""
+        if self.keep_pre_merge:
+            pre = {k: t.detach().clone() for k, t in self._merge_base().state_dict().items()}
+            try:
+                self.merge(adapter_name, safe_merge=safe_merge)
+            except BaseException:
+                self._merge_base().load_state_dict(pre)
+                raise
+            self.__dict__.setdefault("_pre_merge", {})[adapter_name] = pre
+        else:
+            self.merge(adapter_name, safe_merge=safe_merge)
+        self.merged_adapters.append(adapter_name)
+
+    def unmerge_adapter(self, adapter_name: str) -> None:
+        """Undo `merge_adapter` (the adapter is still in `merged_adapters` while `unmerge` runs)."""
+        pre_merge = self.__dict__.get("_pre_merge", {})
+        if adapter_name not in pre_merge:
+            self.unmerge(adapter_name)
+            self.merged_adapters.remove(adapter_name)
+            return
+        at = self.merged_adapters.index(adapter_name)
+        later = self.merged_adapters[at + 1:]
+        self._merge_base().load_state_dict(pre_merge[adapter_name])  # exactly as before it was merged
+        for name in [adapter_name, *later]:
+            pre_merge.pop(name, None)
+        del self.merged_adapters[at:]
+        for name in later:  # merged after it: fold them in again
+            self.merge_adapter(name, safe_merge=False)
+
+    def _merge_base(self) -> nn.Module:
+        """The module whose tensors a merge writes (the wrapped module by default)."""
+        if self.base_layer is None:
+            raise NotImplementedError(f"{type(self).__name__}: keep_pre_merge needs a base_layer to snapshot")
+        return self.base_layer
 
     # ---- helpers for subclasses ----------------------------------------------------------------
     def _base_device_dtype(self) -> tuple[torch.device, torch.dtype]:

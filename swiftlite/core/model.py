@@ -560,22 +560,19 @@ class SwiftModel(nn.Module):
                     continue
                 for layer in layers:
                     if name not in layer.merged_adapters and layer.mergeable:
-                        layer.merge(name, safe_merge=safe_merge)
-                        layer.merged_adapters.append(name)
+                        layer.merge_adapter(name, safe_merge=safe_merge)
                         done.append((layer, name))
         except BaseException:
             for layer, name in reversed(done):
-                layer.unmerge(name)
-                layer.merged_adapters.remove(name)
+                layer.unmerge_adapter(name)
             raise
 
     def unmerge(self, adapter_name: str | list[str] | None = None) -> None:
         names = [adapter_name] if isinstance(adapter_name, str) else (adapter_name or list(self.adapters))
         for _, layer in tuner_layers(self.base_model):
             for name in reversed(list(layer.merged_adapters)):
-                if name in names:
-                    layer.unmerge(name)
-                    layer.merged_adapters.remove(name)
+                if name in names and name in layer.merged_adapters:
+                    layer.unmerge_adapter(name)
 
     def merge_and_unload(self, safe_merge: bool = True) -> nn.Module:
         """Merge the active adapters and return the plain base model with every tuner removed."""
@@ -769,7 +766,7 @@ def _is_adapter_path(root: nn.Module, name: str) -> Iterator[bool]:
     """True for each point where `name` enters a tuner layer's adapter container (a tuner weight)."""
     module: nn.Module | None = root
     for part in name.split("."):
-        yield isinstance(module, TunerLayer) and part in module.adapter_attrs
+        yield isinstance(module, TunerLayer) and module.is_adapter_attribute(part)
         module = module._modules.get(part) if module is not None else None
 
 
