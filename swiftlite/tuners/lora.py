@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import PositiveFloat, PositiveInt, Probability, Target
 from ..core.layer import check_finite
 from ..core.modules import transformers_conv1d, with_transformers_conv1d
 from ..core.peft_format import PeftSpec
@@ -52,22 +53,22 @@ class LoRAConfig(SwiftConfig):
     """Field names and defaults follow ms-swift's `LoRAConfig` (which extends PEFT's `LoraConfig`)."""
 
     swift_type: str = field(default="LORA")
-    r: int = 8  # rank of the update
-    target_modules: Any = None  # regex (full match) or list of names / dotted suffixes
-    lora_alpha: int = 8  # scaling = lora_alpha / r
-    lora_dropout: float = 0.0  # dropout on the input of A
+    r: PositiveInt = 8  # rank of the update
+    target_modules: Target = None  # regex (full match) or list of names / dotted suffixes
+    lora_alpha: float = 8  # scaling = lora_alpha / r
+    lora_dropout: Probability = 0.0  # dropout on the input of A
     fan_in_fan_out: bool = False  # kept for PEFT configs; Conv1D (weight stored (in, out)) is detected by type
     bias: str = "none"  # LoRA trains no bias
     use_rslora: bool = False  # rsLoRA: scaling = lora_alpha / sqrt(r)
-    modules_to_save: Any = None  # extra modules trained in full (e.g. a new head)
-    init_lora_weights: Any = True  # True: B = 0 (identity at init); 'gaussian': also A ~ N(0, 1/r²); False: random B (tests)
+    modules_to_save: Target = None  # extra modules trained in full (e.g. a new head)
+    init_lora_weights: bool | str = True  # True: B = 0 (identity at init); 'gaussian': also A ~ N(0, 1/r²); False: random B (tests)
     use_dora: bool = False  # DoRA: learn a magnitude vector as well
     use_qa_lora: bool = False  # QA-LoRA needs quantized layers: not supported here
     use_merged_linear: bool = False  # ms-swift's MergedLinear: LoRA on some chunks of a fused (qkv) layer
-    enable_lora: Any = None  # with use_merged_linear: one bool per equal output chunk, e.g. [True, False, True]
+    enable_lora: list[bool] | None = None  # with use_merged_linear: one bool per equal output chunk, e.g. [True, False, True]
     lora_dtype: str | None = None  # None: same dtype as the base layer; else 'float32', 'bfloat16', ...
-    lorap_lr_ratio: float | None = None  # LoRA+: lr(B) = ratio · lr(A); None: plain LoRA (opt-in; ms-swift: 16.0)
-    lorap_emb_lr: float = 1e-6  # LoRA+: lr of embedding A/B
+    lorap_lr_ratio: PositiveFloat | None = None  # LoRA+: lr(B) = ratio · lr(A); None: plain LoRA (opt-in; ms-swift: 16.0)
+    lorap_emb_lr: PositiveFloat = 1e-6  # LoRA+: lr of embedding A/B
 
     _invalid_examples: ClassVar[dict] = {"r": 0, "lora_dropout": 1.5, "target_modules": None, "bias": "all",
                                          "lora_dtype": "int8", "enable_lora": [], "lorap_lr_ratio": -1.0}
