@@ -41,6 +41,15 @@ FAMILY_ORDER = ["mlp", "llama", "bert", "gpt2", "vit", "cnn", "unet"]  # cheapes
 NoneType = type(None)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run ~100x faster on one thread when other processes share the 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---- what a type hint allows (derived here, not by the code under test) --------------------------
 def _allowed_kinds(hint: Any) -> set[type]:
     """Python types a value of `hint` may have; `object` for Any. An int passes for a float."""
