@@ -163,8 +163,8 @@ def probe_outputs(model: nn.Module, names: list[str]) -> dict[str, Any] | None:
     """One dry forward pass to see what the modules `names` return, for checks that the weights
     cannot answer (which item of a tuple holds the hidden states). {name: output} of each module's
     first call, or None when the model offers no sample input (transformers' `dummy_inputs` for a
-    token model) or the pass fails. The pass stops as soon as every module was seen, runs without
-    gradients, and leaves the global RNG state as it was."""
+    token model) or the pass fails. The pass stops as soon as every module was seen, runs in eval
+    mode without gradients, and leaves the train/eval flags and the global RNG state as they were."""
     import torch
 
     inputs = getattr(model, "dummy_inputs", None) if getattr(model, "main_input_name", None) == "input_ids" else None
@@ -181,6 +181,8 @@ def probe_outputs(model: nn.Module, names: list[str]) -> dict[str, Any] | None:
         return hook
 
     handles = [model.get_submodule(n).register_forward_hook(record(n)) for n in names]
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # no dropout, and no BatchNorm statistics updated by the probe
     try:
         device = next(model.parameters()).device
         with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -192,6 +194,8 @@ def probe_outputs(model: nn.Module, names: list[str]) -> dict[str, Any] | None:
     finally:
         for handle in handles:
             handle.remove()
+        for module, training in modes:
+            module.training = training
     return seen
 
 
