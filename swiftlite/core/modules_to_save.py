@@ -6,8 +6,9 @@ One mechanism, two names. A wrapped module f_θ keeps its frozen θ; each adapte
     f(x) = f_θ(x)     otherwise
 
 A copy *replaces* the module, so when several adapters are active the most recently added one runs.
-Merging writes θ' into the module (exact); θ is kept aside until the last `unmerge` restores it.
-Copies replace rather than add, so merges do not stack: the latest merged copy is what the module holds.
+Merging writes θ' into the module (exact): θ ← θ'. Copies replace rather than add, so merges do not
+stack: the latest merged copy is what the module holds. Unmerging uses TunerLayer's generic undo
+(`keep_pre_merge`: the module's tensors from before each merge are kept and put back exactly).
 
 Checkpoint names: a copy's parameters are saved under the module's own names (`classifier.weight`,
 not `classifier.modules_to_save.default.weight`), as PEFT and ms-swift save them; the adapter is
@@ -24,7 +25,6 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterator
 
-import torch
 import torch.nn as nn
 
 from .config import SwiftConfig
@@ -38,10 +38,7 @@ class ModuleCopyLayer(TunerLayer):
     Subclasses say where copies are stored: `copy_of(name)`, `_store_copy`, `_drop_copy`."""
 
     mergeable = True
-
-    def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__(base_layer)
-        self._original: dict[str, torch.Tensor] | None = None  # θ, kept aside while any copy is merged
+    keep_pre_merge = True  # unmerge puts back the module's tensors from before the merge (core/layer.py)
 
     # ---- storage (overridden by the thin subclasses) ------------------------------------------
     def copy_of(self, adapter_name: str) -> nn.Module:
@@ -78,18 +75,7 @@ class ModuleCopyLayer(TunerLayer):
             for key, value in trained.items():
                 if value.is_floating_point():
                     check_finite(value, f"the copy of adapter {adapter_name!r} ({key})")
-        if self._original is None:  # the first merge keeps θ aside
-            self._original = {k: v.detach().clone() for k, v in self.base_layer.state_dict().items()}
         self.base_layer.load_state_dict(trained)  # θ ← θ'
-
-    def unmerge(self, adapter_name: str) -> None:
-        # Merges do not stack: restore the latest other merged copy, else θ.
-        others = [n for n in self.merged_adapters if n != adapter_name]
-        if others:
-            self.base_layer.load_state_dict(self.copy_of(others[-1]).state_dict())
-        else:
-            self.base_layer.load_state_dict(self._original)
-            self._original = None
 
 
 class ModulesToSaveLayer(ModuleCopyLayer):
