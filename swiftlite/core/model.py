@@ -827,7 +827,9 @@ def _precheck(model: nn.Module, configs: dict[str, Any], existing: dict[str, Swi
         if adapter_name in in_layers:
             raise ValueError(f"adapter_name={adapter_name!r} already exists in this model's tuner layers (was it "
                              f"prepared before? pass the SwiftModel, not its .base_model, to add adapters); "
-                             f"pick another name")
+                             f"adding it again would re-initialise it. Pick another name (from_pretrained: "
+                             f"adapter_name={{'new_name': {adapter_name!r}}}), delete_adapter({adapter_name!r}) "
+                             f"first, or load into a freshly built base model")
         config.validate()
         get_tuner(config.swift_type).match(model, config)
     if len(configs) != len(set(configs)):  # pragma: no cover - dict keys are unique
