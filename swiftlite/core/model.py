@@ -33,9 +33,10 @@ from typing import Any, Iterator, NamedTuple
 import torch
 import torch.nn as nn
 
-from . import io, peft_format
+from . import io
 from .config import TUNERS, SwiftConfig, get_tuner
 from .layer import TunerLayer, canonical_name, tuner_layers
+from .peft_format import load_base_weights, split_base_weights
 from .targeting import name_matches, replace_module
 
 DEFAULT_ADAPTER = "default"
@@ -376,7 +377,7 @@ class SwiftModel(nn.Module):
             if "swift_type" not in raw and "peft_type" in raw:
                 tuner = next(t for t in TUNERS.values() if t.peft_type == raw["peft_type"])
                 config, weights = tuner.from_peft(raw, weights or {}, new)
-                weights, base_weights[new] = peft_format.split_base_weights(weights)
+                weights, base_weights[new] = split_base_weights(weights)
                 saved = new
             else:
                 config = SwiftConfig.from_dict(raw)
@@ -393,7 +394,7 @@ class SwiftModel(nn.Module):
             for new, (config, weights, saved) in loaded.items():
                 swift_model.add_adapter(new, config, inference_mode=inference_mode)
                 swift_model._load_saved(new, saved, weights, found[mapping[new]][1])
-                peft_format.load_base_weights(swift_model.base_model, base_weights.get(new, {}))  # as PEFT loads them
+                load_base_weights(swift_model.base_model, base_weights.get(new, {}))  # as PEFT loads them
             if extra:
                 swift_model._load_extra_states(extra, inference_mode)
             if all(not swift_model._adapter_table()[n] for n in loaded):
