@@ -23,11 +23,11 @@ from typing import Annotated, Any, Callable, Union
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import swiftlite.tuners  # noqa: F401  (registers every tuner)
-from swiftlite.core import TUNERS, Swift, SwiftModel
+from swiftlite.core import TUNERS, Swift
 from swiftlite.core.config import MAX_SIZE, ConfigError, Range, field_hints
 from swiftlite.core.io import CheckpointError
 from swiftlite.testing import models
@@ -151,7 +151,9 @@ def _ids(pairs):
 
 
 def _assert_field_error(err: BaseException, config_cls: type, field_name: str) -> None:
-    assert isinstance(err, ValueError), f"expected a ValueError, got {type(err).__name__}: {err}"
+    # ConfigError is a ValueError (as ms-swift / PEFT raise) and a TypeError (for a wrong type)
+    assert isinstance(err, ConfigError), f"expected a ConfigError, got {type(err).__name__}: {err}"
+    assert isinstance(err, ValueError) and isinstance(err, TypeError)
     assert f"{config_cls.__name__}.{field_name}" in str(err), f"the error does not name the field: {err}"
     assert "got" in str(err) or "must" in str(err)
 
@@ -428,6 +430,22 @@ def test_shape_mismatch_found_at_prepare_time(case):
     model, inputs = getattr(models, family)()
     config = make_config()
     refused(model, inputs, lambda: Swift.prepare_model(model, config), ValueError, *needles)
+
+
+def test_the_dry_probe_changes_nothing_in_train_mode():
+    """hidden_pos needs one dry forward; in train mode it must not flip flags, draw random numbers or
+    leave hooks behind."""
+    model, inputs = models.bert()  # dropout 0.1: a train-mode forward draws random numbers
+    model.train()
+    config = T.AdapterConfig(dim=32, target_modules=r".*attention\.self", hidden_pos=1, adapter_length=4)
+    before = snapshot(model, None)
+    rng_state = torch.random.get_rng_state()
+    with pytest.raises(ValueError, match="AdapterConfig.hidden_pos=1"):
+        Swift.prepare_model(model, config)
+    assert torch.equal(rng_state, torch.random.get_rng_state())
+    assert_unchanged(model, None, before)
+    assert model.training and all(m.training for m in model.modules())
+    assert not any(m._forward_hooks for m in model.modules())
 
 
 # ---- 4. adapter names and rollback (core/model.py) -----------------------------------------------------
