@@ -306,3 +306,16 @@ def test_peft_init_lora_weights_gaussian_loads_and_base_changing_inits_are_refus
     pissa = peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights="pissa").to_dict()
     with pytest.raises(ValueError, match="init_lora_weights='pissa'.*peft.PeftModel.from_pretrained"):
         LoRATuner.from_peft(pissa, {}, "default")
+
+
+def test_save_to_peft_format_keeps_a_real_peft_checkpoint_with_base_weights_as_is(tmp_path):
+    pm = peft.get_peft_model(models.llama()[0], peft.LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj"],
+                                                                modules_to_save=["head"]))
+    _randomize(pm.named_parameters(), seed=9)
+    pm.save_pretrained(str(tmp_path / "peft"))
+    Swift.save_to_peft_format(str(tmp_path / "peft"), str(tmp_path / "again"))
+    theirs = _safetensors_keys(tmp_path / "peft" / "adapter_model.safetensors")
+    ours = _safetensors_keys(tmp_path / "again" / "adapter_model.safetensors")
+    assert sorted(ours) == sorted(theirs) and any(".base_layer." in k for k in ours)
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0, msg=key)
