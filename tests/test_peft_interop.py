@@ -319,3 +319,10 @@ def test_save_to_peft_format_keeps_a_real_peft_checkpoint_with_base_weights_as_i
     assert sorted(ours) == sorted(theirs) and any(".base_layer." in k for k in ours)
     for key in ours:
         torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_tuner_without_peft_spec_says_what_it_needs():
+    from swiftlite.tuners import AdapterConfig, AdapterTuner
+
+    with pytest.raises(ValueError, match="AdapterTuner: .*peft_type.*peft_spec"):
+        AdapterTuner.to_peft(AdapterConfig(dim=8, target_modules=["fc"]), {}, "default")

@@ -50,7 +50,7 @@ class PeftSpec:
 def to_peft(tuner: type, config: Any, weights: dict[str, torch.Tensor], adapter_name: str
             ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(adapter_config.json dict, weights) as PEFT's `save_pretrained` writes them."""
-    spec: PeftSpec = tuner.peft_spec
+    spec = _spec_of(tuner)
     for name, value in spec.swift_only.items():
         if getattr(config, name) != value:
             raise ValueError(f"{type(config).__name__}.{name}={getattr(config, name)!r}: PEFT has no such option, "
@@ -76,7 +76,7 @@ def from_peft(tuner: type, peft_config: dict[str, Any], weights: dict[str, torch
               ) -> tuple[Any, dict[str, torch.Tensor]]:
     """Inverse of `to_peft`: (config, swiftlite weights). Base-layer weights PEFT saved are kept under
     their own names (`<module>.base_layer.weight`); take them out with `split_base_weights`."""
-    spec: PeftSpec = tuner.peft_spec
+    spec = _spec_of(tuner)
     for name, only in spec.load_only.items():
         if peft_config.get(name, only) not in (only, *_EMPTY):
             raise ValueError(f"PEFT {tuner.peft_type} config: {name}={peft_config[name]!r} is not supported by "
@@ -111,6 +111,13 @@ def from_peft(tuner: type, peft_config: dict[str, Any], weights: dict[str, torch
                              f"when the vocabulary was resized; swiftlite does not load that: use "
                              f"peft.PeftModel.from_pretrained)")
     return config, out
+
+
+def _spec_of(tuner: type) -> PeftSpec:
+    if tuner.peft_type is None or not isinstance(tuner.peft_spec, PeftSpec):
+        raise ValueError(f"{tuner.__name__}: converting to or from PEFT's format needs both `peft_type` and "
+                         f"`peft_spec = PeftSpec(...)` on the tuner class (see swiftlite/core/peft_format.py)")
+    return tuner.peft_spec
 
 
 def _rename_suffix(key: str, renames: dict[str, str]) -> str:
