@@ -71,7 +71,7 @@ def check_value(value: Any, hint: Any) -> str | None:
     if origin is Annotated:
         problem = check_value(value, args[0])
         if problem is not None:
-            texts = [m for m in args[1:] if isinstance(m, str)]
+            texts = [m if isinstance(m, str) else m.text for m in args[1:] if isinstance(m, (str, Range))]
             return texts[0] if texts else problem
         for mark in args[1:]:
             if isinstance(mark, Range) and value not in mark:

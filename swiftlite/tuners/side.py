@@ -168,7 +168,7 @@ class SideTuner(Tuner):
             base = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
             arguments, var_keyword = forward_arguments(base)
             pos = config.source_hidden_pos
-            if (isinstance(pos, int) and not 0 <= pos < len(arguments)) or (
+            if (isinstance(pos, int) and not -len(arguments) <= pos < len(arguments)) or (
                     isinstance(pos, str) and pos not in arguments and not var_keyword):
                 raise ValueError(f"SideConfig.source_hidden_pos={pos!r} names no argument of {name!r} "
                                  f"({type(base).__name__}.forward takes {arguments}); point it at the input tensor")
