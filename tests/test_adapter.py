@@ -47,13 +47,13 @@ def test_init_is_identity_and_w2_is_zero():
     base, inputs = models.mlp()
     y0 = base(**inputs)
     model = Swift.prepare_model(base, AdapterConfig(dim=24, target_modules=["fc2"], adapter_length=4))
-    adapter = model.base_model.fc2.adapter["default"]
+    adapter = model.base_model.fc2.adapter_default
     assert torch.count_nonzero(adapter.linear2.weight) == 0 and torch.count_nonzero(adapter.linear2.bias) == 0
     assert torch.count_nonzero(adapter.linear1.weight) > 0
     torch.testing.assert_close(model(**inputs), y0, atol=0, rtol=0)
     names = sorted(model.state_dict(adapter_name="default"))
-    assert names == ["fc2.adapter.default.linear1.bias", "fc2.adapter.default.linear1.weight",
-                     "fc2.adapter.default.linear2.bias", "fc2.adapter.default.linear2.weight"]
+    assert names == ["fc2.adapter_default.linear1.bias", "fc2.adapter_default.linear1.weight",
+                     "fc2.adapter_default.linear2.bias", "fc2.adapter_default.linear2.weight"]
 
 
 def test_equation_on_tensor_output():
@@ -63,7 +63,7 @@ def test_equation_on_tensor_output():
     fc_out = block[0](x)
     model = Swift.prepare_model(block, AdapterConfig(dim=6, target_modules=["0"], adapter_length=5))
     _randomize(model)
-    torch.testing.assert_close(model(x), _adapter_ref(fc_out, block[0].adapter["default"]))
+    torch.testing.assert_close(model(x), _adapter_ref(fc_out, block[0].adapter_default))
 
 
 def test_tuple_output_adapts_only_hidden_pos_and_passes_kwargs():
@@ -77,7 +77,7 @@ def test_tuple_output_adapts_only_hidden_pos_and_passes_kwargs():
     out = model.base_model.block(x, scale=0.5)
     assert isinstance(out, tuple) and out[2] == "keep"
     torch.testing.assert_close(out[0], ref[0], atol=0, rtol=0)
-    torch.testing.assert_close(out[1], _adapter_ref(ref[1], model.base_model.block.adapter["default"]))
+    torch.testing.assert_close(out[1], _adapter_ref(ref[1], model.base_model.block.adapter_default))
 
 
 def test_dict_and_model_output():
@@ -92,14 +92,14 @@ def test_dict_and_model_output():
     _randomize(model)
     out = model.base_model.block(x)
     torch.testing.assert_close(out["other"], ref["other"], atol=0, rtol=0)
-    torch.testing.assert_close(out["h"], _adapter_ref(ref["h"], model.base_model.block.adapter["default"]))
+    torch.testing.assert_close(out["h"], _adapter_ref(ref["h"], model.base_model.block.adapter_default))
 
     layer = model.base_model.block
     from swiftlite.tuners.adapter import apply_to_hidden
 
     mo = BaseModelOutput(last_hidden_state=x.clone(), hidden_states=(x,))
-    mo = apply_to_hidden(mo, "last_hidden_state", layer.adapter["default"])
-    torch.testing.assert_close(mo.last_hidden_state, _adapter_ref(x, layer.adapter["default"]))
+    mo = apply_to_hidden(mo, "last_hidden_state", layer.adapter_default)
+    torch.testing.assert_close(mo.last_hidden_state, _adapter_ref(x, layer.adapter_default))
     torch.testing.assert_close(mo[0], mo.last_hidden_state)
 
 
@@ -111,7 +111,7 @@ def test_llama_decoder_layers_keep_hf_kwargs_and_match_forward_hooks():
     model = Swift.prepare_model(base, AdapterConfig(dim=32, target_modules=r"model\.layers\.\d+", adapter_length=8))
     _randomize(model)
     for i, layer in enumerate(reference.model.layers):
-        adapter = model.base_model.model.layers[i].adapter["default"]
+        adapter = model.base_model.model.layers[i].adapter_default
         layer.register_forward_hook(lambda m, a, out, ad=adapter: _adapter_ref(out, ad))
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, atol=1e-5, rtol=1e-5)
@@ -125,7 +125,7 @@ def test_hooking_a_method_equals_adapting_its_submodule():
         dim=32, target_modules=r".*layer\.\d+\.output", adapter_length=8))
     _, inputs = models.bert()
     _randomize(via_method)
-    state = {k.replace(".adapter.", ".output.adapter."): v for k, v in via_method.state_dict(adapter_name="default").items()}
+    state = {k.replace(".adapter_default.", ".output.adapter_default."): v for k, v in via_method.state_dict(adapter_name="default").items()}
     via_module.load_state_dict(state)
     with torch.no_grad():
         y = via_method(**inputs).last_hidden_state
@@ -133,7 +133,7 @@ def test_hooking_a_method_equals_adapting_its_submodule():
         # a deep copy hooks its own copy of the adapter
         clone = copy.deepcopy(via_method)
         torch.testing.assert_close(clone(**inputs).last_hidden_state, y)
-        clone.base_model.encoder.layer[0].adapter["default"].linear2.bias.add_(1.0)
+        clone.base_model.encoder.layer[0].adapter_default.linear2.bias.add_(1.0)
         torch.testing.assert_close(via_method(**inputs).last_hidden_state, y)
     bert_layer = via_method.base_model.encoder.layer[0].base_layer
     assert "feed_forward_chunk" in vars(bert_layer)
@@ -175,7 +175,7 @@ def test_xavier_init_reproduces_ms_swift_and_default_stays_identity():
     x = torch.randn(3, 6)
     torch.manual_seed(7)
     model = Swift.prepare_model(block, AdapterConfig(dim=6, target_modules=["0"], adapter_length=5, init_weights="xavier"))
-    adapter = block[0].adapter["default"]
+    adapter = block[0].adapter_default
     expected = _ms_swift_adapter_weights(6, 5, seed=7)
     for name, p in adapter.named_parameters():  # the same numbers, drawn in the same order
         torch.testing.assert_close(p, expected[name], rtol=0, atol=0, msg=name)
@@ -186,4 +186,4 @@ def test_xavier_init_reproduces_ms_swift_and_default_stays_identity():
     assert AdapterConfig.from_dict(model.adapters["default"].to_dict()).init_weights == "xavier"
     torch.manual_seed(7)
     identity = Swift.prepare_model(nn.Sequential(nn.Linear(6, 6)), AdapterConfig(dim=6, target_modules=["0"], adapter_length=5))
-    assert torch.count_nonzero(identity.base_model[0].adapter["default"].linear2.weight) == 0
+    assert torch.count_nonzero(identity.base_model[0].adapter_default.linear2.weight) == 0

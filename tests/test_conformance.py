@@ -78,7 +78,7 @@ CASES = {
         "gpt2": lambda: T.NEFTuneConfig(),
         "vit": lambda: T.NEFTuneConfig(),
     },
-    "PART": {
+    "part": {
         "mlp": lambda: T.PartConfig(target_modules=["fc2"]),
         "cnn": lambda: T.PartConfig(target_modules=["conv2", "norm"]),
         "bert": lambda: T.PartConfig(target_modules=r"encoder\.layer\.1\.output"),

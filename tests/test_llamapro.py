@@ -164,3 +164,29 @@ def test_custom_block_stack():
     torch.testing.assert_close(model(x), h)
     with pytest.raises(ValueError, match="zero_modules"):
         Swift.prepare_model(Stack(), LLaMAProConfig(num_new_blocks=1, zero_modules=["o_proj"]))
+
+
+@pytest.mark.parametrize("groups,new_indices", [(2, [1, 3]), (1, [2, 3])])
+def test_checkpoint_keys_are_ms_swifts_lengthened_block_list(tmp_path, groups, new_indices):
+    """ms-swift saves a new block under its index in the lengthened list ([L0, N0, L1, N1] -> 1, 3);
+    swiftlite writes the same keys, reads them back, and still reads its older nested keys."""
+    from safetensors.torch import load_file, save_file
+
+    base, inputs = models.llama()
+    model = Swift.prepare_model(base, LLaMAProConfig(num_new_blocks=2, num_groups=groups))
+    _perturb_new_blocks(model, seed=3)
+    layers = model.base_model.model.layers
+    new_blocks = [b for layer in layers if isinstance(layer, LLaMAProLayer) for b in layer.llamapro_block["default"]]
+    expected = {f"model.layers.{j}.{k}": v for j, block in zip(new_indices, new_blocks) for k, v in block.state_dict().items()}
+    model.save_pretrained(str(tmp_path))
+    saved = load_file(str(tmp_path / "default" / "adapter_model.safetensors"))
+    assert sorted(saved) == sorted(expected)
+    assert all(torch.equal(saved[k], expected[k]) for k in saved)
+    with torch.no_grad():
+        y = model(**inputs).logits
+        loaded = Swift.from_pretrained(models.llama()[0], str(tmp_path), adapter_name={"other": "default"})
+        torch.testing.assert_close(loaded(**inputs).logits, y, atol=0, rtol=0)
+        save_file({k: v.contiguous() for k, v in model.state_dict(adapter_name="default").items()},
+                  str(tmp_path / "default" / "adapter_model.safetensors"))  # swiftlite's older nested keys
+        older = Swift.from_pretrained(models.llama()[0], str(tmp_path))
+        torch.testing.assert_close(older(**inputs).logits, y, atol=0, rtol=0)

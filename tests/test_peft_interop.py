@@ -135,9 +135,11 @@ def test_to_peft_config_fields_are_accepted_by_peft():
 
 
 def test_from_peft_rejects_unsupported_options():
-    peft_dict = peft.LoraConfig(r=4, target_modules=["fc1"], rank_pattern={"fc1": 2}).to_dict()
-    with pytest.raises(ValueError, match="rank_pattern"):
+    peft_dict = peft.LoraConfig(r=4, target_modules=["fc1"], lora_bias=True).to_dict()
+    with pytest.raises(ValueError, match="lora_bias"):
         LoRATuner.from_peft(peft_dict, {}, "default")
+    supported = peft.LoraConfig(r=4, target_modules=["fc1"], rank_pattern={"fc1": 2}).to_dict()  # tests/test_lora_patterns.py
+    assert LoRATuner.from_peft(supported, {}, "default")[0].rank_pattern == {"fc1": 2}
 
 
 # ---- real PEFT saves on transformers models, both directions ---------------------------------------

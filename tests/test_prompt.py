@@ -124,7 +124,7 @@ def test_without_extract_the_prompts_stay_and_positions_resolve_either_way():
         y = by_name(**inputs).last_hidden_state
         assert y.shape == (2, 6 + 3, 32)
         torch.testing.assert_close(y, by_index(**inputs).last_hidden_state)
-    assert sorted(by_name.state_dict()) == ["encoder.layer.0.prompt_token.default", "encoder.layer.1.prompt_token.default"]
+    assert sorted(by_name.state_dict()) == ["encoder.layer.0.prompt_default.prompt_token", "encoder.layer.1.prompt_default.prompt_token"]
 
 
 def test_dim_list_and_errors():
@@ -132,7 +132,7 @@ def test_dim_list_and_errors():
     with pytest.raises(ValueError, match="dim"):
         Swift.prepare_model(base, PromptConfig(dim=[32], target_modules=r".*layer\.\d+"))
     model = Swift.prepare_model(base, PromptConfig(dim=[32, 32], target_modules=r".*layer\.\d+", prompt_length=2))
-    assert model.base_model.encoder.layer[1].prompt_token["default"].shape == (1, 2, 32)
+    assert model.base_model.encoder.layer[1].prompt_default.prompt_token.shape == (1, 2, 32)
     with pytest.raises(ValueError, match="position 7"):
         Swift.prepare_model(models.bert()[0], PromptConfig(dim=32, target_modules=r".*layer\.\d+", embedding_pos=7))
     for field, value in [("dim", None), ("prompt_length", 0), ("attention_mask_pos", 0.5), ("target_modules", None)]:

@@ -34,13 +34,13 @@ def test_blend_matches_dense_and_is_half_half_at_init():
     base = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 4))
     model = Swift.prepare_model(base, SideConfig(dim=4, target_modules=["1"], side_module_name="mlp", side_in_dim=5))
     layer = model.base_model[1]
-    assert isinstance(layer, SideLayer) and layer.side_alpha["default"].item() == 0.0
+    assert isinstance(layer, SideLayer) and layer.side_default.alpha.item() == 0.0
     x = torch.randn(3, 6)
     h = base[0](x)
-    B, S = layer.base_layer(h), layer.side_net["default"](h)
+    B, S = layer.base_layer(h), layer.side_default.side_net(h)
     torch.testing.assert_close(model(x), 0.5 * B + 0.5 * S)  # σ(0) = ½
     with torch.no_grad():
-        layer.side_alpha["default"].fill_(1.3)
+        layer.side_default.alpha.fill_(1.3)
     a = torch.sigmoid(torch.tensor(1.3))
     # R(x) = σ(α)·B(x) + (1 − σ(α))·S(x)
     torch.testing.assert_close(model(x), a * B + (1 - a) * S)
@@ -63,9 +63,9 @@ def test_fcn4_side_network_on_images():
     torch.manual_seed(0)
     model = Swift.prepare_model(TinyClassifier(), SideConfig(dim=10, target_modules=["backbone"]))  # default: fcn4
     layer = model.base_model.backbone
-    assert isinstance(layer.side_net["default"], FCN4)
+    assert isinstance(layer.side_default.side_net, FCN4)
     x = torch.randn(2, 3, 16, 16)
-    expected = model.base_model.head(0.5 * layer.base_layer(x) + 0.5 * layer.side_net["default"](x))
+    expected = model.base_model.head(0.5 * layer.base_layer(x) + 0.5 * layer.side_default.side_net(x))
     torch.testing.assert_close(model(pixel_values=x), expected)
 
 
@@ -87,7 +87,7 @@ def test_keyword_input_and_tuple_output_positions():
     x, extra = torch.randn(2, 4), torch.randn(2)
     first, second = layer(extra, hidden_states=x)
     assert torch.equal(first, extra)
-    torch.testing.assert_close(second, 0.5 * block.proj(x) + 0.5 * layer.side_net["default"](x))
+    torch.testing.assert_close(second, 0.5 * block.proj(x) + 0.5 * layer.side_default.side_net(x))
 
 
 def test_clear_errors():

@@ -97,7 +97,15 @@ def check_value(value: Any, hint: Any) -> str | None:
                 return f"{_describe(hint)} (bad item {v!r})"
         return None
     if origin is dict or hint is dict:
-        return None if isinstance(value, dict) else "a dict"
+        if not isinstance(value, dict):
+            return "a dict"
+        key_hint, value_hint = args if len(args) == 2 else (Any, Any)
+        for k, v in value.items():
+            if check_value(k, key_hint) is not None:
+                return f"a dict with keys {check_value(k, key_hint)} (bad key {k!r})"
+            if check_value(v, value_hint) is not None:
+                return f"a dict with values {check_value(v, value_hint)} (bad entry {k!r}: {v!r})"
+        return None
     if hint is type(None) or hint is None:
         return None if value is None else "None"
     if hint is bool:
@@ -141,8 +149,28 @@ def field_hints(config_cls: type) -> dict[str, Any]:
     return cached
 
 
+class _TunerRegistry(dict):
+    """swift_type -> tuner class, looked up case-insensitively: ms-swift writes some types in lower
+    case ('part', 'neftune', 'longlora') and others in upper case ('LORA'), so a checkpoint's string is
+    matched whatever its case; the registered spelling is what swiftlite writes."""
+
+    def _key(self, swift_type: Any) -> Any:
+        if isinstance(swift_type, str) and not dict.__contains__(self, swift_type):
+            return next((k for k in self if k.lower() == swift_type.lower()), swift_type)
+        return swift_type
+
+    def __contains__(self, swift_type: Any) -> bool:
+        return dict.__contains__(self, self._key(swift_type))
+
+    def __getitem__(self, swift_type: Any) -> type:
+        return dict.__getitem__(self, self._key(swift_type))
+
+    def get(self, swift_type: Any, default: Any = None) -> Any:
+        return dict.get(self, self._key(swift_type), default)
+
+
 # swift_type -> tuner class (a subclass of core.tuner.Tuner). Filled by `register_tuner`.
-TUNERS: dict[str, type] = {}
+TUNERS: dict[str, type] = _TunerRegistry()
 
 
 @dataclass
@@ -153,6 +181,11 @@ class SwiftConfig:
 
     # Fields that must not reach adapter_config.json (runtime-only objects, e.g. callables).
     _runtime_fields: ClassVar[tuple[str, ...]] = ()
+    # Fields another library's config has (PEFT's, which ms-swift's configs extend) that this class does
+    # not implement, with the value at which leaving them out is exact. `from_dict` raises when a
+    # checkpoint sets one to anything else (None, {} and [] count as unset): ignoring it would load
+    # without error and compute something else.
+    _unsupported_fields: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.__dict__["_initialised"] = True
@@ -213,6 +246,12 @@ class SwiftConfig:
             target_cls = TUNERS[swift_type].config_class
         names = {f.name for f in dataclasses.fields(target_cls)}
         unknown = sorted(set(data) - names)
+        for name in unknown:
+            harmless = target_cls._unsupported_fields.get(name, data[name])
+            if data[name] not in (harmless, None, {}, []):
+                raise ConfigError(f"{target_cls.__name__}: {name}={data[name]!r} changes what the adapter computes, "
+                                  f"and swiftlite does not implement {name!r}; load this checkpoint with ms-swift "
+                                  f"or PEFT, or remove the field if it was set by mistake")
         if unknown:
             import warnings
 

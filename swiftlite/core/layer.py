@@ -90,6 +90,9 @@ class TunerLayer(nn.Module):
         `adapter_prefixes`)."""
         if prefix not in self.adapter_prefixes:
             raise ValueError(f"{type(self).__name__}: prefix {prefix!r} is not in adapter_prefixes {self.adapter_prefixes}")
+        if hasattr(type(self), prefix + adapter_name) or prefix + adapter_name in self.__dict__:
+            raise ValueError(f"adapter_name={adapter_name!r}: {type(self).__name__} would keep it as "
+                             f"{prefix + adapter_name!r}, which is already an attribute; pick another name")
         self.add_module(prefix + adapter_name, module)
 
     def is_adapter_attribute(self, name: str) -> bool:

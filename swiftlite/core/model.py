@@ -307,6 +307,7 @@ class SwiftModel(nn.Module):
                 folder = "" if name == DEFAULT_ADAPTER else name
             else:
                 config_dict = config.to_dict()
+                weights = get_tuner(config.swift_type).to_saved_state(self.base_model, config, weights, name)
             files.append((folder, config_dict, weights))
         extra = {k: p.detach() for k, p in self._extra_state_params().items()}
         save_base = bool(self.adapters) and not any(self._adapter_table().values())
@@ -416,6 +417,8 @@ class SwiftModel(nn.Module):
             renamed = {f"{e.layer}.{_rename_in(e.rel, new, saved)}" if e.layer else _rename_in(e.rel, new, saved): k
                        for k, e in table.items()}
             weights = {renamed.get(k, k): v for k, v in weights.items()}
+        config = self.adapters[new]
+        weights = get_tuner(config.swift_type).from_saved_state(self.base_model, config, weights, new)
         self.load_state_dict(weights, adapter_name=new)
 
     def _load_extra_states(self, extra: dict[str, torch.Tensor], inference_mode: bool) -> None:

@@ -53,7 +53,6 @@ class Tuner:
         (a dim that is not their hidden size, an argument position they do not have, ...). Runs
         inside `match`, so before `prepare_model` changes anything; override it in a tuner file."""
 
-
     @classmethod
     def inject(cls, model: nn.Module, config: SwiftConfig, adapter_name: str) -> None:
         """Wrap each matched module in `layer_class`, or add the adapter to an existing one."""
@@ -65,6 +64,21 @@ class Tuner:
                 layer = cls.layer_class(module)
                 layer.add_adapter(adapter_name, config)
                 replace_module(model, name, layer)
+
+    @classmethod
+    def to_saved_state(cls, model: nn.Module, config: SwiftConfig, weights: dict[str, Any], adapter_name: str
+                       ) -> dict[str, Any]:
+        """The checkpoint keys of one adapter's weights (`save_pretrained` calls it): canonical keys in
+        (`SwiftModel.state_dict(adapter_name=...)`), the keys ms-swift writes out. The identity unless the
+        tuner's modules sit elsewhere than ms-swift's (LLaMA-Pro); such a tuner also overrides
+        `from_saved_state`. `model` is the base model with its tuners injected."""
+        return weights
+
+    @classmethod
+    def from_saved_state(cls, model: nn.Module, config: SwiftConfig, weights: dict[str, Any], adapter_name: str
+                         ) -> dict[str, Any]:
+        """Inverse of `to_saved_state` (`from_pretrained` calls it before loading the weights)."""
+        return weights
 
     @classmethod
     def to_peft(cls, config: SwiftConfig, weights: dict[str, Any], adapter_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -153,6 +167,7 @@ def forward_arguments(module: nn.Module, method_name: str = "forward") -> tuple[
     params = signature.parameters.values()
     names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
 
 
 class _ProbeDone(Exception):

@@ -14,7 +14,8 @@ CHECKS (in order):
   identity        output == base output right after injection (when the tuner promises it)
   perturbed       output changes once the tuner's weights are perturbed
   save_load       save -> load into a fresh base gives identical outputs; the checkpoint sits in
-                  `<dir>/default/` and holds the adapter's weights only
+                  `<dir>/default/` and holds the adapter's weights only (its state dict, under the
+                  tuner's `to_saved_state` key names)
   disable         `disable_adapter()` gives the base output and restores the state on exit
   train           exactly the tuner's parameters are trainable; after optimizer steps only they changed
   merge           merged == unmerged, unmerge restores, second merge is a no-op (mergeable tuners)
@@ -177,7 +178,10 @@ def check_save_load(case: Case) -> str | None:
 
     model, inputs = case.prepared(seed=1)
     y_tuned = run(model, inputs)
-    expected = set(model.state_dict(adapter_name="default"))
+    config = model.adapters["default"]
+    state = model.state_dict(adapter_name="default")
+    # the state dict under the checkpoint's key names (ms-swift's; differ only for LLaMA-Pro's new blocks)
+    expected = set(get_tuner(config.swift_type).to_saved_state(model.base_model, config, state, "default"))
     with tempfile.TemporaryDirectory(dir=case.tmp_path) as tmp:
         model.save_pretrained(tmp)
         folder = os.path.join(tmp, "default")

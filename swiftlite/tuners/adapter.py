@@ -18,6 +18,10 @@ Differences from the paper / from ms-swift:
   `target_modules` / `method_name` point (e.g. `BertOutput` output is after its LayerNorm).
 - `hidden_pos=None` (ms-swift has no default) means "the output if it is a tensor, else its first element".
 
+Structure and checkpoints as in ms-swift: adapter `<name>` is the submodule `adapter_<name>` of the target
+(an `AdapterModule` with `linear1`, `act`, `linear2`), so its weights are saved as
+`<target>.adapter_<name>.linear1.weight` and load into ms-swift, and ms-swift's into swiftlite, unchanged.
+
 Not mergeable: the adapter is a non-linear MLP, it cannot be folded into the frozen weights.
 """
 from __future__ import annotations
@@ -111,11 +115,10 @@ class AdapterModule(nn.Module):
 class AdapterLayer(TunerLayer):
     """Wraps a module; adapts the output of its `method_name` with every active adapter, in order."""
 
-    adapter_attrs = ("adapter",)
+    adapter_prefixes = ("adapter_",)  # adapter <name> is the child `adapter_<name>`, as in ms-swift
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
-        self.adapter = nn.ModuleDict()
         self.hidden_pos: dict[str, int | str | None] = {}
         self.method_name: str | None = None
         self._original_method = None
@@ -135,9 +138,14 @@ class AdapterLayer(TunerLayer):
             raise ValueError(f"AdapterConfig.method_name: this module already hooks {self.method_name!r}; "
                              f"a second adapter on it must hook the same method, got {config.method_name!r}")
         device, dtype = self._base_device_dtype()
-        self.adapter[adapter_name] = AdapterModule(config.dim, config.adapter_length, config.act_layer, device, dtype,
-                                                   init_weights=config.init_weights)
+        module = AdapterModule(config.dim, config.adapter_length, config.act_layer, device, dtype,
+                               init_weights=config.init_weights)
+        self.add_adapter_module("adapter_", adapter_name, module)
         self.hidden_pos[adapter_name] = config.hidden_pos
+
+    def adapter(self, adapter_name: str) -> AdapterModule:
+        """The bottleneck MLP of `adapter_name` (the child `adapter_<name>`)."""
+        return self._modules["adapter_" + adapter_name]
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
@@ -157,7 +165,7 @@ class AdapterLayer(TunerLayer):
         method = self.base_layer if self.method_name == "forward" else self._original_method
         out = method(*args, **kwargs)
         for name in self.active_adapters:
-            out = apply_to_hidden(out, self.hidden_pos[name], self.adapter[name])
+            out = apply_to_hidden(out, self.hidden_pos[name], self.adapter(name))
         return out
 
 

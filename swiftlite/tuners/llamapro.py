@@ -22,14 +22,21 @@ the adapter is deleted.
 Not mergeable: the new blocks are extra depth, not a change of existing weights; there is nothing
 to fold them into (the expanded model simply keeps them; ms-swift does not merge LLaMA-Pro either).
 
-Differences from ms-swift: ms-swift inserts the copies into the block list (checkpoint keys like
-`model.layers.2.*`); here they sit inside the wrapped block (`model.layers.1.llamapro_block.
-default.0.*`), so adapters are independent. `module_list` / `zero_modules` are swiftlite additions
-that let it run on any stack of residual blocks (ms-swift looks them up from `model_type`).
+Checkpoints as in ms-swift: ms-swift inserts the copies into a lengthened block list, so a new block
+is saved under its index there (2 groups of 2 layers: [L0, N0, L1, N1] -> `model.layers.1.*`,
+`model.layers.3.*`). Here the copies sit inside the wrapped block (`model.layers.1.llamapro_block.
+default.0.*` in `state_dict()`), so adapters stay independent; `to_saved_state` / `from_saved_state`
+translate between the two at save / load time (older swiftlite checkpoints with nested keys load too).
+
+Differences from ms-swift: `module_list` / `zero_modules` are swiftlite additions that let it run on
+any stack of residual blocks (ms-swift looks them up from `model_type`). With `num_groups` <
+`num_new_blocks`, swiftlite adds num_new_blocks / num_groups copies per group, as the paper; ms-swift
+4.6 adds one per group (the checkpoint keys of the extra copies follow the same lengthened-list rule).
 """
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,6 +46,7 @@ import torch.nn as nn
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import ModuleNames, PositiveInt
 from ..core.modules import apply_to_hidden, hidden_of, innermost_base_layer
+from ..core.layer import canonical_name
 from ..core.targeting import replace_module
 
 
@@ -196,3 +204,52 @@ class LLaMAProTuner(Tuner):
                 layer.__dict__["_expansion"] = expansion
                 replace_module(model, name, layer)
         expansion.sync()
+
+    # ---- checkpoint keys: the new blocks at their indices in ms-swift's lengthened block list -------
+    @classmethod
+    def _saved_index(cls, model: nn.Module, config: LLaMAProConfig) -> tuple[str, dict[tuple[int, int], int]]:
+        """(canonical path of the block list, {(block i it follows, copy c): index in the lengthened list})."""
+        path, stack = _find_stack(model, config)
+        stride, copies = len(stack) // config.groups, config.num_new_blocks // config.groups
+        index = {}
+        for g in range(config.groups):
+            i = (g + 1) * stride - 1  # last block of group g
+            for c in range(copies):
+                index[(i, c)] = i + 1 + g * copies + c  # after the g·copies blocks inserted before it
+        return canonical_name(model, path), index
+
+    @classmethod
+    def to_saved_state(cls, model: nn.Module, config: LLaMAProConfig, weights: dict[str, Any], adapter_name: str
+                       ) -> dict[str, Any]:
+        """`model.layers.1.llamapro_block.<adapter>.0.x` -> `model.layers.<index in the lengthened list>.x`."""
+        path, index = cls._saved_index(model, config)
+        nested = re.compile(rf"{re.escape(path)}\.(\d+)\.llamapro_block\.{re.escape(adapter_name)}\.(\d+)\.(.+)")
+        out = {}
+        for key, value in weights.items():
+            found = nested.fullmatch(key)
+            if found is None or (int(found[1]), int(found[2])) not in index:
+                raise ValueError(f"LLaMA-Pro adapter {adapter_name!r}: weight {key!r} is not in a new block "
+                                 f"{path}.<i>.llamapro_block.{adapter_name}.<copy>.*")
+            out[f"{path}.{index[int(found[1]), int(found[2])]}.{found[3]}"] = value
+        return out
+
+    @classmethod
+    def from_saved_state(cls, model: nn.Module, config: LLaMAProConfig, weights: dict[str, Any], adapter_name: str
+                         ) -> dict[str, Any]:
+        """Inverse of `to_saved_state`; keys already nested (older swiftlite checkpoints) pass unchanged."""
+        path, index = cls._saved_index(model, config)
+        block_of = {j: ic for ic, j in index.items()}
+        flat = re.compile(rf"{re.escape(path)}\.(\d+)\.(.+)")
+        out = {}
+        for key, value in weights.items():
+            found = flat.fullmatch(key)
+            if found is None or ".llamapro_block." in key:
+                out[key] = value  # not ms-swift's form: load_state_dict names it if it fits nothing
+                continue
+            if int(found[1]) not in block_of:
+                raise ValueError(f"checkpoint key {key!r}: LLaMA-Pro (num_new_blocks={config.num_new_blocks}, "
+                                 f"num_groups={config.groups}) puts its new blocks at {path}.<j> with j in "
+                                 f"{sorted(block_of)} of the lengthened list; was it saved with another config?")
+            i, c = block_of[int(found[1])]
+            out[f"{path}.{i}.llamapro_block.{adapter_name}.{c}.{found[2]}"] = value
+        return out

@@ -14,6 +14,7 @@ Options, each one line of math:
 - DoRA (Liu et al., 2024, arXiv:2402.09353): W' = m · (W0 + s·BA) / ||W0 + s·BA||_c, with m a
   trainable magnitude per output feature initialised to ||W0||_c and the norm detached (§4.3).
 - LoRA+ (Hayou et al., 2024, arXiv:2402.12354): B learns with lr · `lorap_lr_ratio` (`lora_plus.py`).
+- PEFT's `rank_pattern` / `alpha_pattern`: per-module r and alpha (`LoRAConfig.for_module`).
 Elsewhere: ms-swift's `use_merged_linear` / `enable_lora` (LoRA on chosen chunks of a fused qkv
 layer) in `lora_merged.py`; PEFT's `add_weighted_adapter` ("linear", "svd") in `lora_weighted.py`.
 
@@ -25,11 +26,14 @@ Differences from the paper and PEFT: Embedding LoRA initialises B = 0 and A ~ N(
 B ~ N(0, 1)); the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not).
 Unmerging restores the saved pre-merge weight exactly (PEFT subtracts ΔW again); a DoRA adapter
 unmerged while another merged after it stays merged is undone approximately (as in PEFT). Not
-supported: QA-LoRA, grouped convolutions, PEFT's initialisations that change W0 (PiSSA, OLoRA, LoftQ...).
+supported: QA-LoRA, grouped convolutions, PEFT's initialisations that change W0 (PiSSA, OLoRA, LoftQ...),
+and the PEFT fields in `PEFT_UNSUPPORTED` (a checkpoint that sets one is refused, not loaded approximately).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,10 +43,16 @@ import torch.nn.functional as F
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import PositiveFloat, PositiveInt, Probability, Target
-from ..core.layer import check_finite
+from ..core.layer import canonical_name, check_finite
 from ..core.modules import transformers_conv1d, with_transformers_conv1d
 from ..core.peft_format import PeftSpec
 from ..core.targeting import replace_module
+
+# PEFT LoraConfig fields swiftlite does not implement, with the value at which that is exact: a checkpoint
+# (ms-swift's or PEFT's) setting one to anything else is refused, never silently computed otherwise.
+PEFT_UNSUPPORTED = {"lora_bias": False, "layers_to_transform": None, "exclude_modules": None, "use_qalora": False,
+                    "target_parameters": None, "trainable_token_indices": None, "layer_replication": None,
+                    "alora_invocation_tokens": None, "arrow_config": None}
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -69,9 +79,13 @@ class LoRAConfig(SwiftConfig):
     lora_dtype: str | None = None  # None: same dtype as the base layer; else 'float32', 'bfloat16', ...
     lorap_lr_ratio: PositiveFloat | None = None  # LoRA+: lr(B) = ratio · lr(A); None: plain LoRA (opt-in; ms-swift: 16.0)
     lorap_emb_lr: PositiveFloat = 1e-6  # LoRA+: lr of embedding A/B
+    rank_pattern: dict[str, PositiveInt] = field(default_factory=dict)  # PEFT's: {regex: r} for modules whose name ends with a match
+    alpha_pattern: dict[str, float] = field(default_factory=dict)  # PEFT's: {regex: lora_alpha}, matched the same way
 
     _invalid_examples: ClassVar[dict] = {"r": 0, "lora_dropout": 1.5, "target_modules": None, "bias": "all",
-                                         "lora_dtype": "int8", "enable_lora": [], "lorap_lr_ratio": -1.0}
+                                         "lora_dtype": "int8", "enable_lora": [], "lorap_lr_ratio": -1.0,
+                                         "rank_pattern": {"v_proj": 0}, "alpha_pattern": {"(": 2.0}}
+    _unsupported_fields: ClassVar[dict] = PEFT_UNSUPPORTED
 
     def validate(self) -> None:
         self._require(isinstance(self.r, int) and self.r > 0, "r", f"must be a positive int, got {self.r!r}")
@@ -93,6 +107,23 @@ class LoRAConfig(SwiftConfig):
         self._require(not self.use_qa_lora, "use_qa_lora", "QA-LoRA needs quantized layers; not supported by swiftlite")
         self._require(self.lorap_lr_ratio is None or self.lorap_lr_ratio > 0, "lorap_lr_ratio",
                       f"must be positive or None, got {self.lorap_lr_ratio!r}")
+        for name in ("rank_pattern", "alpha_pattern"):
+            for key in getattr(self, name):
+                try:
+                    re.compile(key)
+                except re.error as err:
+                    self._require(False, name, f"key {key!r} is not a regex ({err}); use a module name such as 'v_proj'")
+
+    def for_module(self, name: str) -> "LoRAConfig":
+        """This config with the `r` / `lora_alpha` that `rank_pattern` / `alpha_pattern` give module `name`.
+
+        As PEFT: the first key `k` (a regex) for which `(.*\\.)?k$` matches the whole name, so 'v_proj'
+        picks every `...v_proj` and 'layers.0.self_attn.v_proj' one of them; no match keeps r / lora_alpha."""
+        r = next((v for k, v in self.rank_pattern.items() if re.match(rf"(.*\.)?({k})$", name)), self.r)
+        alpha = next((v for k, v in self.alpha_pattern.items() if re.match(rf"(.*\.)?({k})$", name)), self.lora_alpha)
+        if (r, alpha) == (self.r, self.lora_alpha):
+            return self
+        return dataclasses.replace(self, r=r, lora_alpha=alpha)
 
 
 class _Magnitude(nn.Module):
@@ -331,13 +362,10 @@ class LoRATuner(Tuner):
     peft_spec = PeftSpec(
         containers=frozenset({"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}),
         fields=("r", "lora_alpha", "target_modules", "lora_dropout", "fan_in_fan_out", "bias", "use_rslora", "use_dora",
-                "modules_to_save", "init_lora_weights"),
+                "modules_to_save", "init_lora_weights", "rank_pattern", "alpha_pattern"),
         renames={"lora_magnitude_vector.weight": "lora_magnitude_vector"},  # PEFT's m is a bare parameter
-        written={"lora_bias": False, "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {},
-                 "alpha_pattern": {}, "exclude_modules": None},
-        load_only={"lora_bias": False, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
-                   "exclude_modules": None, "use_qalora": False, "target_parameters": None,
-                   "trainable_token_indices": None, "layer_replication": None},
+        written={"lora_bias": False, "layers_to_transform": None, "layers_pattern": None, "exclude_modules": None},
+        load_only=PEFT_UNSUPPORTED,
         accepted={"init_lora_weights": (True, False, "gaussian")},  # the others change W0 at init
         swift_only={"use_merged_linear": False},
     )
@@ -361,17 +389,18 @@ class LoRATuner(Tuner):
     def inject(cls, model: nn.Module, config: LoRAConfig, adapter_name: str) -> None:
         for name in cls.match(model, config):
             module = model.get_submodule(name)
+            module_config = config.for_module(canonical_name(model, name))  # rank_pattern / alpha_pattern
             if isinstance(module, LoRALayer):
                 if getattr(module, "merged_chunks", False) != bool(config.use_merged_linear):
                     raise ValueError(f"LoRAConfig.use_merged_linear={config.use_merged_linear}: {name!r} already "
                                      f"holds adapters with the other setting; use one setting per layer")
-                module.add_adapter(adapter_name, config)
+                module.add_adapter(adapter_name, module_config)
                 continue
             if isinstance(module, TunerLayer):
                 raise ValueError(f"LoRAConfig.target_modules: {name!r} is already wrapped by {type(module).__name__}; "
                                  f"add the LoRA adapter before that tuner")
             layer = cls.layer_for(module, config)(module)
-            layer.add_adapter(adapter_name, config)
+            layer.add_adapter(adapter_name, module_config)
             replace_module(model, name, layer)
 
     @classmethod

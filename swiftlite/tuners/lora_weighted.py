@@ -32,9 +32,11 @@ def add_weighted_adapter(swift_model: Any, adapters: list[str], weights: list[fl
         raise ValueError("add_weighted_adapter: use_merged_linear adapters cannot be combined")
     if any(c.use_dora for c in configs):
         raise ValueError("add_weighted_adapter: DoRA adapters cannot be combined (their magnitudes do not add)")
-    ranks = [c.r for c in configs]
-    if len(adapters) == 1:
+    ranks = [max([c.r, *c.rank_pattern.values()]) for c in configs]
+    if len(adapters) == 1 and not configs[0].rank_pattern:
         combination_type = "linear"  # as PEFT: one adapter is just rescaled
+    if combination_type == "linear" and any(c.rank_pattern for c in configs):
+        raise ValueError("combination_type='linear' needs equal ranks, and these adapters set rank_pattern; use 'svd'")
     if combination_type == "linear" and len(set(ranks)) != 1:
         raise ValueError(f"combination_type='linear' needs equal ranks, got r={ranks}; use 'svd'")
     new_rank = ranks[0] if combination_type == "linear" else (svd_rank or max(ranks))
@@ -46,7 +48,8 @@ def add_weighted_adapter(swift_model: Any, adapters: list[str], weights: list[fl
     else:
         raise ValueError("add_weighted_adapter: target_modules mix regex strings and lists; use one kind")
     config = dataclasses.replace(configs[0], r=new_rank, lora_alpha=new_rank, target_modules=new_targets,
-                                 use_rslora=False, modules_to_save=None, init_lora_weights=True)
+                                 use_rslora=False, modules_to_save=None, init_lora_weights=True,
+                                 rank_pattern={}, alpha_pattern={})
     swift_model.add_adapter(adapter_name, config)
     with torch.no_grad():
         for _, layer in tuner_layers(swift_model.base_model):

@@ -40,7 +40,7 @@ from ..core.targeting import match_modules, replace_module
 class PartConfig(SwiftConfig):
     """Field names follow ms-swift's `PartConfig`."""
 
-    swift_type: str = field(default="PART")
+    swift_type: str = field(default="part")  # ms-swift's spelling (SwiftTuners.PART = 'part'); read in any case
     target_modules: Target = None  # regex (full match) or list of names: the modules to train a copy of
 
     _invalid_examples: ClassVar[dict] = {"target_modules": None}
@@ -57,14 +57,7 @@ class PartLayer(ModuleCopyLayer):
     reads the thread-aware activation state of `TunerLayer`."""
 
     PREFIX = "_part_"
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return [key[len(self.PREFIX):] for key in self._modules if key.startswith(self.PREFIX)]
-
-    def adapter_modules(self, adapter_name: str):
-        if adapter_name in self.adapter_names:
-            yield self.PREFIX + adapter_name, self.copy_of(adapter_name)
+    adapter_prefixes = (PREFIX,)  # one child `_part_<adapter>` per adapter (core/layer.py)
 
     def copy_of(self, adapter_name: str) -> nn.Module:
         return self._modules[self.PREFIX + adapter_name]
@@ -72,11 +65,7 @@ class PartLayer(ModuleCopyLayer):
     def _store_copy(self, adapter_name: str, module: nn.Module) -> None:
         module.activated = False
         module.part_name = adapter_name
-        self.add_module(self.PREFIX + adapter_name, module)
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        super().delete_adapter(adapter_name)  # checks it is not merged, forgets its activation
-        self._modules.pop(self.PREFIX + adapter_name, None)
+        self.add_adapter_module(self.PREFIX, adapter_name, module)
 
     def set_adapter_active(self, adapter_name: str, active: bool) -> None:
         super().set_adapter_active(adapter_name, active)

@@ -31,6 +31,9 @@ not supported: each step's single token would be taken for the prompt slot. Seve
 be active together if they target the same layers. Identity at init is not promised (prompts are random,
 as in VPT), but `disable_adapter()` gives exactly the base output.
 
+Structure and checkpoints as in ms-swift: adapter `<name>` is the submodule `prompt_<name>` of each matched
+layer (a `PromptModule` holding `prompt_token` of shape (1, p, d)), saved as `<layer>.prompt_<name>.prompt_token`.
+
 Not mergeable: the prompts are extra tokens in the sequence, not a weight update.
 """
 from __future__ import annotations
@@ -79,24 +82,32 @@ class PromptConfig(SwiftConfig):
                           f"must be None, an argument index (int) or an argument name (str), got {value!r}")
 
 
+class PromptModule(nn.Module):
+    """One adapter's prompts P ∈ R^{1×p×d} in one layer (names as in ms-swift's `PromptModule`)."""
+
+    def __init__(self, prompt_length: int, dim: int, device=None, dtype=None) -> None:
+        super().__init__()
+        token = torch.empty(1, prompt_length, dim, device=device, dtype=dtype)  # (1, p, d)
+        self.prompt_token = nn.Parameter(nn.init.xavier_uniform_(token))
+
+
 class PromptLayer(TunerLayer):
     """Wraps one transformer layer: puts its prompts into the hidden states and pads the mask."""
 
-    adapter_attrs = ("prompt_token",)
+    adapter_prefixes = ("prompt_",)  # adapter <name> is the child `prompt_<name>`, as in ms-swift
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
-        self.prompt_token = nn.ParameterDict()
-        self.prompt_config: dict[str, PromptConfig] = {}
+        self.configs: dict[str, PromptConfig] = {}
         self.role: dict[str, tuple[bool, bool]] = {}  # adapter -> (inserts here, extracts here)
         self.signature = inspect.signature(base_layer.forward)
 
     def add_adapter(self, adapter_name: str, config: PromptConfig, dim: int = None, first: bool = True,
                     last: bool = True) -> None:
         device, dtype = self._base_device_dtype()
-        token = torch.empty(1, config.prompt_length, dim or config.dim, device=device, dtype=dtype)  # (1, p, d)
-        self.prompt_token[adapter_name] = nn.Parameter(nn.init.xavier_uniform_(token))
-        self.prompt_config[adapter_name] = config
+        prompts = PromptModule(config.prompt_length, dim or config.dim, device=device, dtype=dtype)
+        self.add_adapter_module("prompt_", adapter_name, prompts)
+        self.configs[adapter_name] = config
         self.role[adapter_name] = (first, last)
         for pos in (config.embedding_pos, config.attention_mask_pos):
             if pos is not None:
@@ -104,9 +115,13 @@ class PromptLayer(TunerLayer):
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
-        self.prompt_config.pop(adapter_name, None)
+        self.configs.pop(adapter_name, None)
         self.role.pop(adapter_name, None)
 
+
+    def prompts(self, adapter_name: str) -> nn.Parameter:
+        """P of `adapter_name` in this layer, (1, p, d) (the parameter `prompt_<name>.prompt_token`)."""
+        return self._modules["prompt_" + adapter_name].prompt_token
 
     def _param_name(self, pos: int | str) -> str:
         names = [n for n, p in self.signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
@@ -123,15 +138,15 @@ class PromptLayer(TunerLayer):
             return self.base_layer(*args, **kwargs)
         bound = self.signature.bind(*args, **kwargs)
         arguments = _flat_arguments(bound, self.signature)
-        first_config = self.prompt_config[active[0]]
+        first_config = self.configs[active[0]]
         hidden_name = self._param_name(first_config.embedding_pos or 0)
         x = arguments[hidden_name]  # (B, T, d); after the first matched layer T includes the prompts
 
         # Put each adapter's prompts in its slot: front slots count from 0, back slots from the end.
         front, back = 0, 0
         for name in active:
-            cfg, (first, _) = self.prompt_config[name], self.role[name]
-            p = self.prompt_token[name].expand(x.shape[0], -1, -1).to(x.dtype)  # (B, p, d)
+            cfg, (first, _) = self.configs[name], self.role[name]
+            p = self.prompts(name).expand(x.shape[0], -1, -1).to(x.dtype)  # (1, p, d) -> (B, p, d)
             n = cfg.prompt_length
             if cfg.attach_front:
                 # insert: [.., P, X]; later layers overwrite the slot: [.., P, X[p:]]
@@ -154,7 +169,7 @@ class PromptLayer(TunerLayer):
 
         out = self.base_layer(**arguments)
         for name in reversed(active):  # extract from the innermost slot outwards
-            cfg = self.prompt_config[name]
+            cfg = self.configs[name]
             n = cfg.prompt_length
             if cfg.attach_front:
                 front -= n

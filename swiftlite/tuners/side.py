@@ -19,12 +19,18 @@ Side networks (`side_module_name`):
   "conv"  Conv3×3(d_in → dim) → GroupNorm → ReLU → Conv3×3(dim → dim), keeps (H, W) (CNN / U-Net features).
 ms-swift's "alexnet" needs torchvision's downloaded ImageNet weights, which swiftlite does not fetch.
 
+Structure and checkpoints as in ms-swift: adapter `<name>` is the submodule `side_<name>` of the target
+(a `SideModule` holding `alpha` and `side_net`), with ms-swift's layer names inside the side network
+("mlp": `fc1`, `act`, `fc2`; "fcn4": `conv1`..`conv4`, `fc`), so checkpoint keys such as
+`<target>.side_<name>.side_net.fc1.weight` and `<target>.side_<name>.alpha` are ms-swift's.
+
 Differences from the paper: the paper initialises S from the base or by distillation and can
 anneal α on a schedule; here S starts random and α is learned (as in ms-swift). `side_in_dim` is a
 swiftlite addition for modules whose input and output sizes differ.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -72,7 +78,8 @@ class SideConfig(SwiftConfig):
 
 
 class FCN4(nn.Module):
-    """Four conv blocks (3×3, GroupNorm, ReLU), global average pool, linear: (B, C, H, W) -> (B, dim)."""
+    """Four conv blocks (3×3, GroupNorm, ReLU), global average pool, linear: (B, C, H, W) -> (B, dim).
+    Layer names as in ms-swift's `FCN4` (`conv1`..`conv4`, `fc`)."""
 
     def __init__(self, in_channels: int, dim: int) -> None:
         super().__init__()
@@ -81,42 +88,76 @@ class FCN4(nn.Module):
             return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=padding, bias=False),
                                  nn.GroupNorm(2, c_out), nn.ReLU())
 
-        self.convs = nn.Sequential(block(in_channels, 16, 1, 1), block(16, 16, 2, 0), block(16, 32, 2, 0), block(32, 64, 1, 0))
+        self.conv1 = block(in_channels, 16, 1, 1)
+        self.conv2 = block(16, 16, 2, 0)
+        self.conv3 = block(16, 32, 2, 0)
+        self.conv4 = block(32, 64, 1, 0)
         self.fc = nn.Linear(64, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.convs(x).mean(dim=(2, 3))  # (B, 64)
+        h = self.conv4(self.conv3(self.conv2(self.conv1(x)))).mean(dim=(2, 3))  # (B, 64)
         return self.fc(h)  # (B, dim)
+
+
+class Mlp(nn.Module):
+    """fc2(GELU(fc1(x))) on the last axis (layer names as in ms-swift's `Mlp`)."""
+
+    def __init__(self, d_in: int, dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
 
 
 def build_side_network(config: SideConfig) -> nn.Module:
     dim, name = config.dim, config.side_module_name
     if name == "mlp":
-        d_in = config.side_in_dim or dim
-        return nn.Sequential(nn.Linear(d_in, dim), nn.GELU(), nn.Linear(dim, dim))
+        return Mlp(config.side_in_dim or dim, dim)
     if name == "fcn4":
         return FCN4(config.side_in_dim or 3, dim)
     d_in = config.side_in_dim or dim  # "conv"
     return nn.Sequential(nn.Conv2d(d_in, dim, 3, padding=1), nn.GroupNorm(1, dim), nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1))
 
 
+class SideModule(nn.Module):
+    """One adapter: the side network S and the blend weight α (names as in ms-swift's `SideModule`)."""
+
+    def __init__(self, config: SideConfig) -> None:
+        super().__init__()
+        self.side_net = build_side_network(config)
+        self.alpha = nn.Parameter(torch.zeros(()))  # α = 0: σ(α) = ½
+
+    def forward(self, x: torch.Tensor, b_x: torch.Tensor) -> torch.Tensor:
+        s_x = self.side_net(x)
+        if s_x.shape != b_x.shape:
+            raise ValueError(f"SideConfig.dim / side_module_name: the side network maps {tuple(x.shape)} to "
+                             f"{tuple(s_x.shape)} but the target output has shape {tuple(b_x.shape)}; pick the "
+                             f"side network and dim (and side_in_dim) that produce that shape")
+        a = torch.sigmoid(self.alpha)
+        # R(x) = σ(α) · B(x) + (1 − σ(α)) · S(x)
+        return a * b_x + (1 - a) * s_x
+
+
 class SideLayer(TunerLayer):
     """Blends the frozen module's output with a side network's: σ(α)·B(x) + (1 − σ(α))·S(x)."""
 
-    adapter_attrs = ("side_net", "side_alpha")
+    adapter_prefixes = ("side_",)  # adapter <name> is the child `side_<name>`, as in ms-swift
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
-        self.side_net = nn.ModuleDict()
-        self.side_alpha = nn.ParameterDict()
         self.positions: dict[str, tuple[Any, Any]] = {}  # adapter -> (source_hidden_pos, target_hidden_pos)
-
 
     def add_adapter(self, adapter_name: str, config: SideConfig) -> None:
         device, dtype = self._base_device_dtype()
-        self.side_net[adapter_name] = build_side_network(config).to(device=device, dtype=dtype)
-        self.side_alpha[adapter_name] = nn.Parameter(torch.zeros((), device=device, dtype=dtype))  # α = 0
+        self.add_adapter_module("side_", adapter_name, SideModule(config).to(device=device, dtype=dtype))
         self.positions[adapter_name] = (config.source_hidden_pos, config.target_hidden_pos)
+
+    def side(self, adapter_name: str) -> SideModule:
+        """The side network and α of `adapter_name` (the child `side_<name>`)."""
+        return self._modules["side_" + adapter_name]
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
@@ -127,18 +168,8 @@ class SideLayer(TunerLayer):
         for name in self.active_adapters:
             source, target = self.positions[name]
             x = _get_input(args, kwargs, source)
-            out = apply_to_hidden(out, target, lambda b_x: self._blend(name, x, b_x))
+            out = apply_to_hidden(out, target, functools.partial(self.side(name), x))
         return out
-
-    def _blend(self, adapter_name: str, x: torch.Tensor, b_x: torch.Tensor) -> torch.Tensor:
-        s_x = self.side_net[adapter_name](x)
-        if s_x.shape != b_x.shape:
-            raise ValueError(f"SideConfig.dim / side_module_name: the side network maps {tuple(x.shape)} to "
-                             f"{tuple(s_x.shape)} but the target output has shape {tuple(b_x.shape)}; pick the "
-                             f"side network and dim (and side_in_dim) that produce that shape")
-        a = torch.sigmoid(self.side_alpha[adapter_name])
-        # R(x) = σ(α) · B(x) + (1 − σ(α)) · S(x)
-        return a * b_x + (1 - a) * s_x
 
 
 def _get_input(args: tuple, kwargs: dict, source: int | str) -> torch.Tensor:

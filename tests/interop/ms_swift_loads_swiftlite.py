@@ -49,6 +49,8 @@ def cases() -> dict:
         }, {}),
         "extra_state_keys": ("base_llama", LoRAConfig(r=4, lora_alpha=8, target_modules=["q_proj"]),
                              {"extra_state_keys": [r"model\.norm\.weight"]}),
+        "lora_rank_alpha_pattern": ("base_llama", LoRAConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                             rank_pattern={"v_proj": 2}, alpha_pattern={"v_proj": 2}), {}),
     }
 
 
