@@ -148,7 +148,7 @@ def test_layout_and_reload_by_name(tmp_path):
     for name in ("b", "default"):
         assert sorted(os.listdir(tmp_path / name)) == ["adapter_config.json", "adapter_model.safetensors"]
     fresh, _ = models.mlp()
-    loaded = Swift.from_pretrained(fresh, str(tmp_path), adapter_name={"renamed": "b"})
+    loaded = Swift.from_pretrained(fresh, str(tmp_path), adapter_name={"b": "renamed"})  # ms-swift: {saved: new}
     assert list(loaded.adapters) == ["renamed"]
     torch.testing.assert_close(out(loaded, inputs), y["b"])
 

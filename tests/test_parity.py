@@ -262,3 +262,31 @@ def test_from_pretrained_decides_peft_before_loading_anything(tmp_path):
     assert isinstance(loaded, peft.PeftModel)
     sm = Swift.from_pretrained(models.llama()[0], str(tmp_path), adapter_name="mine")
     assert isinstance(sm, SwiftModel) and list(sm.adapters) == ["mine"]
+
+
+# ---- from_pretrained(adapter_name={saved: new}) and ms-swift's extra_states/adapter_config.json ------
+@pytest.mark.parametrize("config", [
+    lambda: LoRAConfig(target_modules=["fc1"], modules_to_save=["head"]),
+    lambda: AdapterConfig(dim=24, target_modules=["fc2"], adapter_length=4),
+    lambda: PartConfig(target_modules=["fc2"]),
+])
+def test_rename_on_load_follows_ms_swift_saved_to_new(config, tmp_path):
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, {"saved": config()})
+    randomize(sm)
+    sm.save_pretrained(tmp_path)
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path), adapter_name={"saved": "new"})
+    assert list(loaded.adapters) == ["new"]
+    torch.testing.assert_close(out(loaded, inputs), out(sm, inputs))
+    with pytest.raises(ValueError, match="'new' is not in"):  # the key is the folder to read
+        Swift.from_pretrained(models.mlp()[0], str(tmp_path), adapter_name={"new": "saved"})
+
+
+def test_extra_state_keys_are_saved_beside_the_weights_as_ms_swift_does(tmp_path):
+    model, _ = models.mlp()
+    sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"]), extra_state_keys=[r"head\..*"])
+    sm.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "extra_states" / "adapter_config.json").read_text()) == {"extra_state_keys": [r"head\..*"]}
+    assert sorted(read_adapters(str(tmp_path))) == ["default"]  # not an adapter
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path), inference_mode=False)
+    assert loaded.extra_state_keys == [r"head\..*"]

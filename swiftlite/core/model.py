@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import os
 import re
 import tempfile
@@ -321,6 +322,7 @@ class SwiftModel(nn.Module):
                     stage.safetensors(weights, os.path.join(folder, io.WEIGHTS_NAME))
             if extra:
                 stage.safetensors(extra, os.path.join(io.EXTRA_STATES_DIR, io.WEIGHTS_NAME))
+                stage.json({"extra_state_keys": self.extra_state_keys}, os.path.join(io.EXTRA_STATES_DIR, io.CONFIG_NAME))
             if save_base:
                 self._save_base(stage)
 
@@ -348,7 +350,8 @@ class SwiftModel(nn.Module):
     ) -> "SwiftModel":
         """Load saved adapters onto `model` (a base model or a SwiftModel to add them to).
 
-        `adapter_name`: None (all found), a name, a list, or {new_name: saved_name}. Reads the
+        `adapter_name`: None (all found), a name, a list, or {saved_name: new_name} (ms-swift's
+        order: the folder to read, the name to load it as). Reads the
         layout `dir/<adapter>/`, the older one with "default" at the top, and PEFT's. All or
         nothing: if anything fails, `model` is left as it was."""
         import swiftlite.tuners  # noqa: F401  (fills the tuner registry)
@@ -385,6 +388,10 @@ class SwiftModel(nn.Module):
             loaded[new] = (config, weights, saved)
         extra_dir = os.path.join(directory, io.EXTRA_STATES_DIR)
         extra = io.load_weights(extra_dir, allow_pickle=allow_pickle) if _has_weights(extra_dir) else {}
+        extra_keys = None  # the saved regexes (ms-swift writes them beside the weights)
+        if extra and os.path.isfile(os.path.join(extra_dir, io.CONFIG_NAME)):
+            with open(os.path.join(extra_dir, io.CONFIG_NAME), encoding="utf-8") as fh:
+                extra_keys = json.load(fh).get("extra_state_keys")
 
         base = model.base_model if isinstance(model, SwiftModel) else model
         _precheck(base, {new: c for new, (c, _, _) in loaded.items()},
@@ -397,7 +404,7 @@ class SwiftModel(nn.Module):
                 swift_model._load_saved(new, saved, weights, found[mapping[new]][1])
                 load_base_weights(swift_model.base_model, base_weights.get(new, {}))  # as PEFT loads them
             if extra:
-                swift_model._load_extra_states(extra, inference_mode)
+                swift_model._load_extra_states(extra, inference_mode, extra_keys)
             if all(not swift_model._adapter_table()[n] for n in loaded):
                 swift_model._load_base(directory)
         except BaseException:
@@ -421,7 +428,8 @@ class SwiftModel(nn.Module):
         weights = get_tuner(config.swift_type).from_saved_state(self.base_model, config, weights, new)
         self.load_state_dict(weights, adapter_name=new)
 
-    def _load_extra_states(self, extra: dict[str, torch.Tensor], inference_mode: bool) -> None:
+    def _load_extra_states(self, extra: dict[str, torch.Tensor], inference_mode: bool,
+                           keys: list[str] | None = None) -> None:
         params = self._base_state()
         missing = [k for k in extra if k not in params]
         if missing:
@@ -432,7 +440,9 @@ class SwiftModel(nn.Module):
                 params[k].copy_(v.to(params[k].dtype))
                 params[k].requires_grad_(not inference_mode)  # trainable again, as when they were saved
         known = set(self._extra_state_params())
-        self.extra_state_keys += [re.escape(k) for k in extra if k not in known]
+        if keys and all(isinstance(k, str) for k in keys):
+            self.extra_state_keys += [k for k in keys if k not in self.extra_state_keys]
+        self.extra_state_keys += [re.escape(k) for k in extra if k not in set(self._extra_state_params()) | known]
 
     def _load_base(self, directory: str) -> None:
         """A checkpoint of parameter-free tuners only also holds the whole base model (see save_pretrained).
@@ -832,7 +842,7 @@ def _precheck(model: nn.Module, configs: dict[str, Any], existing: dict[str, Swi
             raise ValueError(f"adapter_name={adapter_name!r} already exists in this model's tuner layers (was it "
                              f"prepared before? pass the SwiftModel, not its .base_model, to add adapters); "
                              f"adding it again would re-initialise it. Pick another name (from_pretrained: "
-                             f"adapter_name={{'new_name': {adapter_name!r}}}), delete_adapter({adapter_name!r}) "
+                             f"adapter_name={{{adapter_name!r}: 'new_name'}}), delete_adapter({adapter_name!r}) "
                              f"first, or load into a freshly built base model")
         config.validate()
         get_tuner(config.swift_type).match(model, config)
@@ -858,8 +868,10 @@ def _adapter_mapping(adapter_name: Any, found: dict[str, Any], directory: str) -
         mapping = {n: n for n in found}
     elif isinstance(adapter_name, str):
         mapping = {adapter_name: adapter_name}
-    elif isinstance(adapter_name, dict):
-        mapping = dict(adapter_name)
+    elif isinstance(adapter_name, dict):  # ms-swift: {saved folder: new adapter name}
+        mapping = {new: saved for saved, new in adapter_name.items()}
+        if len(mapping) != len(adapter_name):
+            raise ValueError(f"adapter_name={adapter_name!r}: two saved adapters would load under one name")
     else:
         mapping = {n: n for n in adapter_name}
     for new, saved in mapping.items():
