@@ -184,7 +184,7 @@ def test_checkpoint_keys_are_ms_swifts_lengthened_block_list(tmp_path, groups, n
     assert all(torch.equal(saved[k], expected[k]) for k in saved)
     with torch.no_grad():
         y = model(**inputs).logits
-        loaded = Swift.from_pretrained(models.llama()[0], str(tmp_path), adapter_name={"other": "default"})
+        loaded = Swift.from_pretrained(models.llama()[0], str(tmp_path), adapter_name={"default": "other"})
         torch.testing.assert_close(loaded(**inputs).logits, y, atol=0, rtol=0)
         save_file({k: v.contiguous() for k, v in model.state_dict(adapter_name="default").items()},
                   str(tmp_path / "default" / "adapter_model.safetensors"))  # swiftlite's older nested keys
