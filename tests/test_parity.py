@@ -219,15 +219,16 @@ def test_save_to_peft_format_is_idempotent(tmp_path):
     randomize(sm)
     y = out(sm, inputs)
     sm.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "README.md").write_text("trained on ...")  # comes along, as in ms-swift
     Swift.save_to_peft_format(str(tmp_path / "ckpt"), str(tmp_path / "peft"))
     first = {f: (tmp_path / "peft" / f).read_bytes() for f in os.listdir(tmp_path / "peft")}
-    assert sorted(first) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(first) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     torch.testing.assert_close(_peft_out(str(tmp_path / "peft"), inputs), y)
     Swift.save_to_peft_format(str(tmp_path / "ckpt"), str(tmp_path / "peft"))  # twice
     Swift.save_to_peft_format(str(tmp_path / "peft"), str(tmp_path / "peft"))  # on its own output
     assert {f: (tmp_path / "peft" / f).read_bytes() for f in os.listdir(tmp_path / "peft")} == first
     Swift.save_to_peft_format(str(tmp_path / "ckpt"), str(tmp_path / "ckpt"))  # in place
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     torch.testing.assert_close(_peft_out(str(tmp_path / "ckpt"), inputs), y)
     torch.testing.assert_close(out(Swift.from_pretrained(models.mlp()[0], str(tmp_path / "ckpt")), inputs), y)
 

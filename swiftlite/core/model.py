@@ -705,7 +705,8 @@ class Swift:
     def save_to_peft_format(ckpt_dir: str, output_dir: str) -> None:
         """Convert a saved LoRA checkpoint directory into PEFT's format (renaming only).
 
-        "default" goes to the top of `output_dir`, other adapters to sub-folders, as PEFT saves them.
+        "default" goes to the top of `output_dir`, other adapters to sub-folders, as PEFT saves them;
+        other files of `ckpt_dir` (a README, training arguments) are copied along, as ms-swift does.
         Idempotent: a directory already in PEFT's format converts to itself, and `output_dir` may be
         `ckpt_dir`. Raises AssertionError (as ms-swift) for a tuner PEFT cannot load, or extra states."""
         import swiftlite.tuners  # noqa: F401
@@ -737,6 +738,10 @@ class Swift:
             for folder, config_dict, weights in files:
                 stage.json(config_dict, os.path.join(folder, io.CONFIG_NAME))
                 stage.safetensors(weights, os.path.join(folder, io.WEIGHTS_NAME))
+            if os.path.realpath(ckpt_dir) != stage.directory:  # the rest of the folder comes along, as in ms-swift
+                for entry in os.listdir(ckpt_dir):
+                    if entry not in replaces | set(found) and not entry.startswith("."):
+                        io._carry(os.path.join(ckpt_dir, entry), stage.path(entry))
 
 
 # ---- reading a checkpoint without a model -------------------------------------------------------
