@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import swiftlite.tuners  # noqa: F401  (registers every tuner)
-from swiftlite.core import TUNERS, Swift
-from swiftlite.core.config import MAX_SIZE, ConfigError, Range, field_hints
+from swiftlite.core import TUNERS, Swift, Tuner, register_tuner
+from swiftlite.core.config import MAX_SIZE, ConfigError, PositiveInt, Range, SwiftConfig, Target, field_hints
 from swiftlite.core.io import CheckpointError
 from swiftlite.testing import models
 from swiftlite.testing.kit import output_tensor
@@ -285,6 +285,47 @@ def test_message_examples():
         with pytest.raises(ConfigError) as info:
             make()
         assert str(info.value).startswith(message), str(info.value)
+
+
+def test_a_users_tuner_gets_the_field_checks_for_free():
+    """register_tuner: the checks come from the hints, with no code in the user's config."""
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class MyConfig(SwiftConfig):
+        swift_type: str = field(default="_BAD_INPUTS_MINE")
+        target_modules: Target = None
+        size: PositiveInt = 4
+        scale: float = 1.0
+
+    class MyTuner(Tuner):
+        config_class = MyConfig
+
+    register_tuner(MyTuner)
+    try:
+        for bad, needle in [({"size": 0}, "MyConfig.size"), ({"size": True}, "MyConfig.size"),
+                            ({"scale": "1"}, "MyConfig.scale"), ({"target_modules": 3}, "MyConfig.target_modules")]:
+            with pytest.raises(ConfigError, match=needle):
+                MyConfig(**bad)
+        assert MyConfig(size=MAX_SIZE, scale=2).size == MAX_SIZE
+    finally:
+        del TUNERS["_BAD_INPUTS_MINE"]
+
+
+def test_an_unresolvable_type_hint_fails_at_registration():
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Broken(SwiftConfig):
+        swift_type: str = field(default="_BAD_INPUTS_BROKEN")
+        size: "NoSuchType" = 4  # noqa: F821
+
+    class BrokenTuner(Tuner):
+        config_class = Broken
+
+    with pytest.raises(TypeError, match="Broken: cannot resolve the type hints"):
+        register_tuner(BrokenTuner)
+    assert "_BAD_INPUTS_BROKEN" not in TUNERS
 
 
 # ---- model snapshots: nothing may change after a refused call --------------------------------------

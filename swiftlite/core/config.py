@@ -287,6 +287,7 @@ def register_tuner(tuner_cls: type) -> type:
             f"{config_cls.__name__}.swift_type: give it a default, e.g. "
             f"`swift_type: str = field(default='MY_TUNER')`"
         )
+    field_hints(config_cls)  # an unresolvable type hint fails here, not at the first config
     TUNERS[swift_type] = tuner_cls
     return tuner_cls
 
