@@ -117,6 +117,19 @@ def test_llama_decoder_layers_keep_hf_kwargs_and_match_forward_hooks():
         torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, atol=1e-5, rtol=1e-5)
 
 
+def test_adapter_is_a_child_named_as_in_ms_swift_and_a_clashing_name_is_refused():
+    base, inputs = models.mlp()
+    model = Swift.prepare_model(base, {"a": AdapterConfig(dim=24, target_modules=["fc2"], adapter_length=4),
+                                       "b": AdapterConfig(dim=24, target_modules=["fc2"], adapter_length=4)})
+    layer = model.base_model.fc2
+    assert [n for n, _ in layer.named_children()] == ["base_layer", "adapter_a", "adapter_b"]  # setattr(module, f'adapter_{name}')
+    model.delete_adapter("a")
+    assert [n for n, _ in layer.named_children()] == ["base_layer", "adapter_b"]
+    with pytest.raises(ValueError, match="'adapter_names'"):  # the child would shadow TunerLayer.adapter_names
+        Swift.prepare_model(model, {"names": AdapterConfig(dim=24, target_modules=["fc2"], adapter_length=4)})
+    assert list(model.adapters) == ["b"] and layer.adapter_names == ["b"]
+
+
 def test_hooking_a_method_equals_adapting_its_submodule():
     """BertLayer.feed_forward_chunk returns BertOutput's output: adapting either is the same computation."""
     via_method = Swift.prepare_model(models.bert()[0], AdapterConfig(

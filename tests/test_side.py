@@ -67,6 +67,11 @@ def test_fcn4_side_network_on_images():
     x = torch.randn(2, 3, 16, 16)
     expected = model.base_model.head(0.5 * layer.base_layer(x) + 0.5 * layer.side_default.side_net(x))
     torch.testing.assert_close(model(pixel_values=x), expected)
+    # ms-swift's names: SideModule(alpha, side_net=FCN4(conv1..conv4 = Sequential(Conv2d, GroupNorm, ReLU), fc))
+    convs = [f"backbone.side_default.side_net.conv{i}.{k}" for i in range(1, 5) for k in ("0.weight", "1.weight", "1.bias")]
+    expected_keys = ["backbone.side_default.alpha", *convs, "backbone.side_default.side_net.fc.weight",
+                     "backbone.side_default.side_net.fc.bias"]
+    assert sorted(model.state_dict(adapter_name="default")) == sorted(expected_keys)
 
 
 class TupleBlock(nn.Module):
