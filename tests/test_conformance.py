@@ -195,3 +195,13 @@ def test_check_tuner_passes_a_correct_tuner_and_lists_skips():
                          models.mlp)
     assert report.passed == ["perturbed", "save_load", "disable", "train", "two_adapters", "delete", "invalid_config"]
     assert set(report.skipped) == {"identity", "merge"} and not report.failed
+
+
+def test_kit_leaves_the_global_rng_alone():
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_tuner(lambda: swiftlite.tuners.IA3Config(target_modules=["fc1"]), models.mlp)  # its factory seeds torch
+    assert torch.equal(torch.rand(3), expected)

@@ -56,18 +56,24 @@ class Case:
     identity: bool | None = None  # override the tuner's `identity_at_init` promise
     tmp_path: str | None = None  # where checkpoints are written (a temporary folder inside it)
 
+    def build(self) -> tuple[nn.Module, dict[str, Any]]:
+        """`model_factory()`, with the caller's global RNG state restored afterwards (factories may
+        seed it to build a deterministic base; the kit itself never draws from it)."""
+        with torch.random.fork_rng(devices=[]):
+            return self.model_factory()
+
     @property
     def tuner(self) -> type[Tuner]:
         return get_tuner(self.config_factory().swift_type)
 
     def base_output(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """(output of the untouched base model, inputs)."""
-        base, inputs = self.model_factory()
+        base, inputs = self.build()
         return run(base, inputs), inputs
 
     def prepared(self, seed: int | None = 1) -> tuple[SwiftModel, dict[str, Any]]:
         """A fresh base with the adapter 'default'; its weights perturbed with `seed` (None: as initialised)."""
-        base, inputs = self.model_factory()
+        base, inputs = self.build()
         model = Swift.prepare_model(base, self.config_factory())
         if seed is not None:
             perturb(model, "default", seed)
@@ -193,7 +199,7 @@ def check_save_load(case: Case) -> str | None:
         if saved != expected:
             raise AssertionError(f"save_load: checkpoint keys differ from the adapter's state_dict "
                                  f"(extra: {sorted(saved - expected)[:3]}, missing: {sorted(expected - saved)[:3]})")
-        fresh, _ = case.model_factory()
+        fresh, _ = case.build()
         loaded = Swift.from_pretrained(fresh, tmp)
         _assert_close(run(loaded, inputs), y_tuned, case.atol, "save_load", "loaded vs saved model")
     return None
@@ -296,7 +302,7 @@ def check_invalid_config(case: Case) -> str | None:
     if not examples:
         raise AssertionError(f"invalid_config: {type(config).__name__} declares no _invalid_examples")
     for field_name, bad in examples.items():
-        fresh, _ = case.model_factory()
+        fresh, _ = case.build()
         keys = set(fresh.state_dict())
         try:
             Swift.prepare_model(fresh, dataclasses.replace(case.config_factory(), **{field_name: bad}))
