@@ -694,7 +694,7 @@ def test_a_saved_config_with_a_bad_field(ckpt, field_name, value):
     raw = json.load(open(path))
     raw[field_name] = value
     _corrupt(path, json.dumps(raw).encode())
-    load_refused(ckpt, ValueError, f"LoRAConfig.{field_name}")
+    load_refused(ckpt, CheckpointError, path, f"LoRAConfig.{field_name}")
 
 
 def test_weights_of_another_shape(ckpt):

@@ -286,6 +286,20 @@ def read_json(path: str) -> dict[str, Any]:
     return data
 
 
+def _check_config_fields(data: dict[str, Any], path: str) -> None:
+    """Build the config once so that a bad field is reported with the file it came from."""
+    import warnings
+
+    from .config import SwiftConfig
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown fields: the real load warns about them
+            SwiftConfig.from_dict(data)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
 def _check_adapter_type(data: dict[str, Any], path: str) -> None:
     from .config import TUNERS
 
@@ -295,6 +309,7 @@ def _check_adapter_type(data: dict[str, Any], path: str) -> None:
         if data["swift_type"] not in TUNERS:
             raise CheckpointError(f"{path}: swift_type={data['swift_type']!r} is not a registered tuner; known: "
                                   f"{', '.join(sorted(TUNERS))}. Import the module that registers it first.")
+        _check_config_fields(data, path)
         return
     if "peft_type" in data:
         peft_type = data["peft_type"]
