@@ -850,7 +850,8 @@ def _precheck(model: nn.Module, configs: dict[str, Any], existing: dict[str, Swi
                              f"adapter_name={{{adapter_name!r}: 'new_name'}}), delete_adapter({adapter_name!r}) "
                              f"first, or load into a freshly built base model")
         config.validate()
-        get_tuner(config.swift_type).match(model, config)
+        tuner = get_tuner(config.swift_type)
+        tuner.check(model, config, tuner.match(model, config))  # targets, then shapes: before any change
     if len(configs) != len(set(configs)):  # pragma: no cover - dict keys are unique
         raise ValueError("adapter names must be unique")
 

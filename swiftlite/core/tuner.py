@@ -39,19 +39,17 @@ class Tuner:
 
     @classmethod
     def match(cls, model: nn.Module, config: SwiftConfig) -> list[str]:
-        """The modules `config` attaches to; raises (before anything changes) if the target or, via
-        `check`, a shape-related field does not fit them."""
-        names = match_modules(
+        """The modules `config` attaches to; raises if the target does not fit the model."""
+        return match_modules(
             model, config.target_modules, types=cls.supported_types(), config_name=type(config).__name__
         )
-        cls.check(model, config, names)
-        return names
 
     @classmethod
     def check(cls, model: nn.Module, config: SwiftConfig, names: list[str]) -> None:
         """Raise ValueError naming the field when `config` cannot work on the matched modules `names`
-        (a dim that is not their hidden size, an argument position they do not have, ...). Runs
-        inside `match`, so before `prepare_model` changes anything; override it in a tuner file."""
+        (a dim that is not their hidden size, an argument position they do not have, ...).
+        `prepare_model` calls it right after `match`, before it changes anything; a tuner file
+        overrides it (the default checks nothing)."""
 
     @classmethod
     def inject(cls, model: nn.Module, config: SwiftConfig, adapter_name: str) -> None:
