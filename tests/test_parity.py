@@ -291,3 +291,13 @@ def test_extra_state_keys_are_saved_beside_the_weights_as_ms_swift_does(tmp_path
     assert sorted(read_adapters(str(tmp_path))) == ["default"]  # not an adapter
     loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path), inference_mode=False)
     assert loaded.extra_state_keys == [r"head\..*"]
+
+
+def test_from_pretrained_takes_extra_state_keys_as_ms_swift_does(tmp_path):
+    model, _ = models.mlp()
+    Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"])).save_pretrained(tmp_path)
+    loaded = Swift.from_pretrained(models.mlp()[0], str(tmp_path), inference_mode=False, extra_state_keys=[r"norm\..*"])
+    assert loaded.base_model.norm.weight.requires_grad and not loaded.base_model.head.weight.requires_grad
+    assert "norm.weight" in loaded.state_dict()
+    with pytest.raises(ValueError, match="matched no parameter"):
+        Swift.from_pretrained(models.mlp()[0], str(tmp_path), extra_state_keys=["nothing"])

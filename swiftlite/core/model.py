@@ -388,8 +388,8 @@ class SwiftModel(nn.Module):
             loaded[new] = (config, weights, saved)
         extra_dir = os.path.join(directory, io.EXTRA_STATES_DIR)
         extra = io.load_weights(extra_dir, allow_pickle=allow_pickle) if _has_weights(extra_dir) else {}
-        extra_keys = None  # the saved regexes (ms-swift writes them beside the weights)
-        if extra and os.path.isfile(os.path.join(extra_dir, io.CONFIG_NAME)):
+        extra_keys = kwargs.pop("extra_state_keys", None)  # as ms-swift: given, else the saved regexes
+        if extra_keys is None and os.path.isfile(os.path.join(extra_dir, io.CONFIG_NAME)):
             with open(os.path.join(extra_dir, io.CONFIG_NAME), encoding="utf-8") as fh:
                 extra_keys = json.load(fh).get("extra_state_keys")
 
@@ -403,7 +403,7 @@ class SwiftModel(nn.Module):
                 swift_model.add_adapter(new, config, inference_mode=inference_mode)
                 swift_model._load_saved(new, saved, weights, found[mapping[new]][1])
                 load_base_weights(swift_model.base_model, base_weights.get(new, {}))  # as PEFT loads them
-            if extra:
+            if extra or extra_keys:
                 swift_model._load_extra_states(extra, inference_mode, extra_keys)
             if all(not swift_model._adapter_table()[n] for n in loaded):
                 swift_model._load_base(directory)
@@ -435,14 +435,16 @@ class SwiftModel(nn.Module):
         if missing:
             raise ValueError(f"extra_states: key {missing[0]!r} is not a parameter of this model")
         _check_state_dict({k: params[k] for k in extra}, extra, strict=False)
+        if keys is not None and (isinstance(keys, str) or not all(isinstance(k, str) for k in keys)):
+            raise TypeError(f"extra_state_keys: expected a list of regexes, got {keys!r}")
+        self.extra_state_keys += [k for k in keys or [] if k not in self.extra_state_keys]
+        covered = set(self._extra_state_params())
+        self.extra_state_keys += [re.escape(k) for k in extra if k not in covered]
         with torch.no_grad():
             for k, v in extra.items():
                 params[k].copy_(v.to(params[k].dtype))
-                params[k].requires_grad_(not inference_mode)  # trainable again, as when they were saved
-        known = set(self._extra_state_params())
-        if keys and all(isinstance(k, str) for k in keys):
-            self.extra_state_keys += [k for k in keys if k not in self.extra_state_keys]
-        self.extra_state_keys += [re.escape(k) for k in extra if k not in set(self._extra_state_params()) | known]
+        for p in self._extra_state_params().values():
+            p.requires_grad_(not inference_mode)  # trainable again, as when they were saved
 
     def _load_base(self, directory: str) -> None:
         """A checkpoint of parameter-free tuners only also holds the whole base model (see save_pretrained).
