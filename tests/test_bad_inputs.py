@@ -436,9 +436,13 @@ def test_a_regex_that_also_matches_unsupported_modules(swift_type):
 
 def test_part_refuses_the_root_and_everything():
     model, inputs = models.mlp()
-    for target in (".*", "", r"(.*)?"):
+    for target in (".*", "", r"(.*)?", ".+", r"[a-z].*", r"embed|fc1|norm|fc2|head"):
         refused(model, inputs, lambda: Swift.prepare_model(model, T.PartConfig(target_modules=target)),
                 ValueError, "PartConfig.target_modules", "whole model")
+    model, inputs = models.llama()
+    refused(model, inputs, lambda: Swift.prepare_model(model, T.PartConfig(target_modules=".+")),
+            ValueError, "PartConfig.target_modules", "whole model")
+    assert Swift.prepare_model(model, T.PartConfig(target_modules=r"model\.layers\.1"))  # a part is fine
 
 
 # ---- 3. shapes known only at the first forward before: now at prepare_model -------------------------

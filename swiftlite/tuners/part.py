@@ -85,6 +85,14 @@ class PartTuner(Tuner):
         return [n for n in found if not any(n.startswith(other + ".") for other in found)]
 
     @classmethod
+    def check(cls, model: nn.Module, config: PartConfig, names: list[str]) -> None:
+        top = [n for n, child in model.named_children() if any(True for _ in child.parameters())]
+        if isinstance(config.target_modules, str) and top and set(top) <= set(names):
+            raise ValueError(f"PartConfig.target_modules={config.target_modules!r} selects every top-level module "
+                             f"({', '.join(top)}), i.e. a copy of the whole model: that is full fine-tuning, not Part "
+                             f"tuning; narrow the regex to the blocks to train, e.g. r'model\\.layers\\.1'")
+
+    @classmethod
     def inject(cls, model: nn.Module, config: PartConfig, adapter_name: str) -> None:
         """As ms-swift: under another tuner's wrapper (e.g. LoRA) the copy is made of its `base_layer`,
         so the other tuner keeps working on top of whichever copy runs."""
