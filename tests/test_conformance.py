@@ -71,7 +71,7 @@ CASES = {
         "vit": lambda: T.BitFitConfig(),
         "unet": lambda: T.BitFitConfig(),
     },
-    "NEFTUNE": {
+    "neftune": {
         "mlp": lambda: T.NEFTuneConfig(),
         "bert": lambda: T.NEFTuneConfig(),
         "llama": lambda: T.NEFTuneConfig(),
@@ -115,7 +115,7 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
         "mlp": "no attention", "cnn": "no attention",
         "unet": "diffusers' Attention computes attention in processors; a processor-based prefix is not implemented yet",
     },
-    "NEFTUNE": {"cnn": "no token embedding", "unet": "no input token embedding"},
+    "neftune": {"cnn": "no token embedding", "unet": "no input token embedding"},
     "LLAMAPRO": {
         "mlp": "no stack of repeated blocks", "cnn": "no stack of repeated blocks",
         "bert": "post-LN blocks cannot start as the identity", "unet": "U-Net blocks are not a stack of identity-able blocks",

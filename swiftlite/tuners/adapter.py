@@ -36,7 +36,7 @@ import torch.nn as nn
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
 from ..core.tuner import check_output_position, feature_width, probe_outputs, said_by
-from ..core.modules import apply_to_hidden
+from ..core.modules import apply_to_hidden, innermost_base_layer
 
 # ms-swift takes `act_layer` from transformers' ACT2CLS; these are the same functions in plain torch.
 ACTIVATIONS = {
@@ -183,6 +183,8 @@ class _MethodHook:
 
 @register_tuner
 class AdapterTuner(Tuner):
+    """Wraps each matched module; the adapter runs on its output (or on the output of `method_name`)."""
+
     config_class = AdapterConfig
     layer_class = AdapterLayer
     identity_at_init = True
@@ -193,7 +195,7 @@ class AdapterTuner(Tuner):
     def check(cls, model: nn.Module, config: AdapterConfig, names: list[str]) -> None:
         for name in names:
             module = model.get_submodule(name)
-            base = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
+            base = innermost_base_layer(module)
             if config.method_name != "forward" and not callable(getattr(base, config.method_name, None)):
                 raise ValueError(f"AdapterConfig.method_name: {name!r} ({type(base).__name__}) has no method "
                                  f"{config.method_name!r}; use 'forward' or one of its methods")

@@ -180,6 +180,8 @@ class BitFitLayer(TunerLayer):
 
 @register_tuner
 class BitFitTuner(Tuner):
+    """Wraps every layer with a bias (or every norm layer, mode="norm") under the targets."""
+
     config_class = BitFitConfig
     layer_class = BitFitLayer
     mergeable = True

@@ -35,7 +35,7 @@ from ..core.targeting import match_modules
 class NEFTuneConfig(SwiftConfig):
     """`noise_alpha` follows ms-swift's `NEFTuneConfig`; `target_modules` is a swiftlite addition."""
 
-    swift_type: str = field(default="NEFTUNE")
+    swift_type: str = field(default="neftune")  # ms-swift's spelling (SwiftTuners.NEFTUNE); read in any case
     noise_alpha: NonNegativeFloat = 5.0  # α; the paper sweeps 5, 10, 15 (ms-swift's default is 5)
     target_modules: Target = None  # None: get_input_embeddings(), else every nn.Embedding
 

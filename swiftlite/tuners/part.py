@@ -74,6 +74,8 @@ class PartLayer(ModuleCopyLayer):
 
 @register_tuner
 class PartTuner(Tuner):
+    """Wraps each matched module, outermost only; its copy `_part_<adapter>` runs when active."""
+
     config_class = PartConfig
     layer_class = PartLayer
     mergeable = True

@@ -49,7 +49,7 @@ from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
 from ..core.tuner import feature_width, forward_arguments, said_by
 from ..core.targeting import replace_module
-from ..core.modules import apply_to_hidden
+from ..core.modules import apply_to_hidden, innermost_base_layer
 
 
 @dataclass
@@ -234,6 +234,8 @@ def _pad_rotary(cos_sin: tuple[torch.Tensor, torch.Tensor], front: int, back: in
 
 @register_tuner
 class PromptTuner(Tuner):
+    """Wraps each matched transformer layer; its prompt tokens join the layer's input sequence."""
+
     config_class = PromptConfig
     layer_class = PromptLayer
     identity_at_init = False
@@ -247,7 +249,7 @@ class PromptTuner(Tuner):
                              f"give one dim per layer or a single int")
         for i, name in enumerate(names):
             module = model.get_submodule(name)
-            base = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
+            base = innermost_base_layer(module)
             if not list(base.children()):
                 raise ValueError(f"PromptConfig.target_modules matched {name!r} ({type(base).__name__}), a single "
                                  f"layer; prompts are tokens put into the hidden-states sequence of a transformer "

@@ -40,7 +40,7 @@ import torch.nn as nn
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
 from ..core.tuner import check_output_position, feature_width, forward_arguments, probe_outputs, said_by
-from ..core.modules import apply_to_hidden
+from ..core.modules import apply_to_hidden, innermost_base_layer
 
 SIDE_NETWORKS = ("mlp", "fcn4", "conv")
 
@@ -196,7 +196,7 @@ class SideTuner(Tuner):
             module = model.get_submodule(name)
             if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
                 continue  # refused by `match` with its own message
-            base = module.base_layer if isinstance(module, TunerLayer) and module.base_layer is not None else module
+            base = innermost_base_layer(module)
             arguments, var_keyword = forward_arguments(base)
             pos = config.source_hidden_pos
             if (isinstance(pos, int) and not -len(arguments) <= pos < len(arguments)) or (
