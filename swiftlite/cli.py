@@ -66,7 +66,10 @@ def _show(model_dir: str) -> str:
         what = "is a file, not a directory" if os.path.exists(model_dir) else "no such directory"
         raise UserError(f"show {model_dir}: {what}; give a folder written by transformers' save_pretrained")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        if os.path.isfile(os.path.join(model_dir, "adapter_config.json")):
+        # an adapter checkpoint: adapter_config.json at the top (PEFT) or in dir/<adapter>/ (ms-swift's layout)
+        configs = [os.path.join(model_dir, "adapter_config.json")] + [
+            os.path.join(model_dir, entry, "adapter_config.json") for entry in sorted(os.listdir(model_dir))]
+        if any(os.path.isfile(c) for c in configs):
             raise UserError(f"show {model_dir}: this is an adapter checkpoint (adapter_config.json), not a model; "
                             f"give the base model's folder (the one with config.json)")
         raise UserError(f"show {model_dir}: no config.json, so this is not a transformers model folder")

@@ -97,3 +97,11 @@ def test_console_entry_point_exit_status(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == USER_ERROR
     assert "no such directory" in _one_error_line(proc.stderr)
+
+
+def test_show_adapter_directory_in_ms_swift_layout(capsys, tmp_path):
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "adapter_config.json").write_text(json.dumps({"swift_type": "LORA", "r": 4}))
+    code, _, err = _run(capsys, "show", str(tmp_path))
+    assert code == USER_ERROR
+    assert "adapter checkpoint" in _one_error_line(err)
