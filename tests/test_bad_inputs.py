@@ -460,6 +460,12 @@ SHAPE_CASES = {
     "adapter-hidden-pos-key-on-tuple": ("llama", lambda: T.AdapterConfig(dim=32, target_modules=r".*self_attn",
                                                                           hidden_pos="hidden", adapter_length=4),
                                         ["AdapterConfig.hidden_pos='hidden'", "int index"]),
+    "adapter-hidden-pos-vit": ("vit", lambda: T.AdapterConfig(dim=32, target_modules=r".*layers\.\d+\.attention",
+                                                              hidden_pos=3, adapter_length=4),
+                               ["AdapterConfig.hidden_pos=3", "2 items"]),  # probe input built from ViTConfig
+    "adapter-hidden-pos-unet": ("unet", lambda: T.AdapterConfig(dim=16, target_modules=r"down_blocks\.0\.attentions\.0",
+                                                               hidden_pos=2, adapter_length=4),
+                                ["AdapterConfig.hidden_pos=2"]),  # probe input built from the U-Net's config
     "adapter-method-missing": ("mlp", lambda: T.AdapterConfig(dim=24, target_modules=["fc1"], method_name="nope"),
                                ["AdapterConfig.method_name", "nope"]),
     "side-dim-linear": ("mlp", lambda: T.SideConfig(dim=7, target_modules=["fc2"], side_module_name="mlp"),

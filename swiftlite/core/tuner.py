@@ -172,16 +172,38 @@ class _ProbeDone(Exception):
     pass
 
 
+def sample_inputs(model: nn.Module) -> dict[str, Any] | None:
+    """A one-example input built from the model's own config, or None where none can be known:
+    transformers token models (their `dummy_inputs`), transformers image models (`pixel_values` of
+    `num_channels` x `image_size`²) and diffusers' conditional U-Nets (`sample`, `timestep`,
+    `encoder_hidden_states`). A plain nn.Module does not say what it takes: its first forward reports."""
+    import torch
+
+    config = getattr(model, "config", None)
+    main_input = getattr(model, "main_input_name", None)
+    if main_input == "input_ids":
+        inputs = getattr(model, "dummy_inputs", None)
+        return inputs if isinstance(inputs, dict) else None
+    if main_input == "pixel_values" and isinstance(getattr(config, "image_size", None), int):
+        size, channels = config.image_size, getattr(config, "num_channels", 3)
+        return {"pixel_values": torch.zeros(1, channels, size, size)}  # (B, C, H, W)
+    if type(model).__name__ == "UNet2DConditionModel" and isinstance(getattr(config, "sample_size", None), int):
+        size = config.sample_size
+        return {"sample": torch.zeros(1, config.in_channels, size, size), "timestep": torch.tensor([1]),
+                "encoder_hidden_states": torch.zeros(1, 1, config.cross_attention_dim)}  # (B, T, D_cross)
+    return None
+
+
 def probe_outputs(model: nn.Module, names: list[str]) -> dict[str, Any] | None:
     """One dry forward pass to see what the modules `names` return, for checks that the weights
     cannot answer (which item of a tuple holds the hidden states). {name: output} of each module's
-    first call, or None when the model offers no sample input (transformers' `dummy_inputs` for a
-    token model) or the pass fails. The pass stops as soon as every module was seen, runs in eval
+    first call, or None when no sample input can be built from the model (see `sample_inputs`) or
+    the pass fails. The pass stops as soon as every module was seen, runs in eval
     mode without gradients, and leaves the train/eval flags and the global RNG state as they were."""
     import torch
 
-    inputs = getattr(model, "dummy_inputs", None) if getattr(model, "main_input_name", None) == "input_ids" else None
-    if not isinstance(inputs, dict) or any(p.is_meta for p in model.parameters()):
+    inputs = sample_inputs(model)
+    if inputs is None or any(p.is_meta for p in model.parameters()):
         return None
     seen: dict[str, Any] = {}
 
@@ -197,9 +219,10 @@ def probe_outputs(model: nn.Module, names: list[str]) -> dict[str, Any] | None:
     modes = [(m, m.training) for m in model.modules()]
     model.eval()  # no dropout, and no BatchNorm statistics updated by the probe
     try:
-        device = next(model.parameters()).device
+        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+        inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
         with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            model(**{k: v.to(device) for k, v in inputs.items()})
+            model(**inputs)
     except _ProbeDone:
         pass
     except Exception:  # the probe is a best effort: the real forward will report its own error
