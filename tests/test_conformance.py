@@ -96,6 +96,10 @@ CASES = {
         "vit": lambda: T.SideConfig(dim=32, target_modules=r"vit\.layers\.\d+\.mlp", side_module_name="mlp"),
         "unet": lambda: T.SideConfig(dim=32, target_modules=["mid_block"], side_module_name="conv"),
     },
+    "SCETuning": {
+        "unet": lambda: T.SCETuningConfig(dims=[32, 16, 16, 16], target_modules=r"up_blocks\.\d+\.resnets\.\d+"),
+        "cnn": lambda: T.SCETuningConfig(dims=8, target_modules=["conv1"], tuner_mode="encoder"),
+    },
     "LLAMAPRO": {
         "llama": lambda: T.LLaMAProConfig(num_new_blocks=2),
         "gpt2": lambda: T.LLaMAProConfig(num_new_blocks=2, zero_modules=["attn.c_proj", "mlp.c_proj"]),
@@ -116,6 +120,8 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
         "unet": "diffusers' Attention computes attention in processors; a processor-based prefix is not implemented yet",
     },
     "neftune": {"cnn": "no token embedding", "unet": "no input token embedding"},
+    "SCETuning": dict.fromkeys(["mlp", "bert", "llama", "gpt2", "vit"], "no U-Net skip connections (conv feature maps "
+                               "concatenated into a decoder); on tokens it would be the Adapter tuner"),
     "LLAMAPRO": {
         "mlp": "no stack of repeated blocks", "cnn": "no stack of repeated blocks",
         "bert": "post-LN blocks cannot start as the identity", "unet": "U-Net blocks are not a stack of identity-able blocks",

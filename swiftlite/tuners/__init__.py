@@ -16,6 +16,7 @@ from .neftune import NEFTuneConfig, NEFTuneTuner
 from .part import PartConfig, PartTuner
 from .prefix import PrefixConfig, PrefixTuner
 from .prompt import PromptConfig, PromptTuner
+from .scetuning import SCETuningConfig, SCETuningTuner, scetuning_scale
 from .side import SideConfig, SideTuner
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "PartConfig", "PartTuner",
     "PrefixConfig", "PrefixTuner",
     "PromptConfig", "PromptTuner",
+    "SCETuningConfig", "SCETuningTuner", "scetuning_scale",
     "SideConfig", "SideTuner",
 ]
