@@ -16,6 +16,7 @@ from .neftune import NEFTuneConfig, NEFTuneTuner
 from .part import PartConfig, PartTuner
 from .prefix import PrefixConfig, PrefixTuner
 from .prompt import PromptConfig, PromptTuner
+from .restuning import ResTuningConfig, ResTuningTuner
 from .scetuning import SCETuningConfig, SCETuningTuner, scetuning_scale
 from .side import SideConfig, SideTuner
 
@@ -30,6 +31,7 @@ __all__ = [
     "PartConfig", "PartTuner",
     "PrefixConfig", "PrefixTuner",
     "PromptConfig", "PromptTuner",
+    "ResTuningConfig", "ResTuningTuner",
     "SCETuningConfig", "SCETuningTuner", "scetuning_scale",
     "SideConfig", "SideTuner",
 ]

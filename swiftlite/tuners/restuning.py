@@ -1,0 +1,331 @@
+"""Res-Tuning: A Flexible and Efficient Tuning Paradigm via Unbinding Tuner from Backbone
+(Jiang et al., NeurIPS 2023, arXiv:2310.19859) — the memory-efficient Res-Tuning-Bypass, as in ms-swift.
+
+Probes read features of the frozen backbone (x_0 at a root module, s_1..s_N at N stem modules) and
+detach them; a side network of N blocks runs beside the backbone::
+
+    x_i = aux_i( lateral_i(s_i) + vertical_i(x_{i-1}) ),      i = 1..N
+
+lateral / vertical are Res-Adapters `T(h) = h + W_2 · GELU(W_1 · h)` (or group adapters, identity, zero;
+see `restuning_components.py`), aux an optional upsampler between U-Net stages. x_N replaces the
+input of the target module (or its output, `target_modules_hook="output"`): e.g. a ViT's final
+LayerNorm gets x_N instead of the last block's output. Because the probes are detached, gradients
+never enter the backbone: no backbone activation is kept for the backward pass, and several tasks can
+share one backbone forward.
+
+Where things attach (ms-swift's rules): `root_modules` is a regex, the first module it matches gives
+x_0 (its input, `root_modules_hook="input"`, or its output); without a root, x_0 is the input of the
+first stem. `stem_modules` is a regex (modules in model order) or a list of exact names (in list
+order); each gives s_i (its output by default). `target_modules` must select exactly one module.
+`target_hidden_pos` says which positional argument (int) or keyword (str) of the target is replaced,
+or which element of its output.
+
+Structure and checkpoints as in ms-swift: adapter `<name>` is the child `restuning_<name>` of the
+model itself (the module given to `prepare_model`), so its keys are
+`restuning_<name>.bypass_blocks.<i>.{lateral,vertical,aux}_tuner.tuner.ln1.weight` etc.
+
+Differences from ms-swift / the paper:
+- `tuner_cfg=None` (the default) means "res_adapter" (the paper's Res-Adapter); ms-swift crashes on it.
+  `root_modules=None` uses the first stem's input as x_0; ms-swift crashes on it too.
+- `use_bypass=False` runs the same side network on features that are NOT detached, so gradients flow
+  back into the backbone (the paper's Res-Tuning without the bypass' memory saving; ms-swift ignores it).
+- Probe and target hooks are removed by `delete_adapter`; each adapter keeps its own features, so
+  several ResTuning adapters work on one model; a deactivated adapter neither probes nor replaces.
+- Each feature is used once: a target that runs before its stems (or twice per forward) raises
+  instead of silently reading the previous forward's features.
+- A top-level dict `tuner_cfg` ignores `use_upsample` in ms-swift; here that combination is an error.
+- A model that is an `nn.Sequential` is refused (the child `restuning_<name>` would run as a layer).
+- The paper also places Res-Tuners inside the backbone (unbinding without bypass): see `res_attn.py` /
+  the Adapter, Prefix and LoRA tuners for those; this file is the bypass only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Union
+
+import torch
+import torch.nn as nn
+
+from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core.config import Index, PositiveInt, Target
+from ..core.layer import canonical_name
+from ..core.modules import apply_to_hidden, hidden_of
+from ..core.targeting import match_modules, name_matches
+from .restuning_components import ResTunerBypassBlock, parse_sub_cfg
+
+Hook = Literal["input", "output"]
+BLOCK_KEYS = ("lateral_cfg", "vertical_cfg", "aux_cfg")
+
+
+@dataclass
+class ResTuningConfig(SwiftConfig):
+    """Field names and defaults follow ms-swift's `ResTuningConfig`."""
+
+    swift_type: str = field(default="RESTUNING")
+    dims: Union[PositiveInt, list[PositiveInt], None] = None  # width of each stem feature (one int, or one per stem)
+    root_modules: str | None = None  # regex; the first match gives x_0 (None: the first stem's input)
+    root_modules_hook: Hook = "input"  # x_0 is the root's input or its output
+    stem_modules: Target = None  # regex (model order) or list of exact names (list order): s_1..s_N
+    stem_modules_hook: Hook = "output"  # s_i is the stem's output (or its input)
+    target_modules: Target = None  # the one module whose input (or output) x_N replaces
+    target_modules_hook: Hook = "input"
+    target_hidden_pos: Index | str | None = None  # which argument / output element; None: 0 (as ms-swift)
+    tuner_cfg: Union[str, dict, list, None] = None  # "res_adapter", "res_group_adapter", {lateral_cfg, ...}, or one per stem
+    use_upsample: bool = False  # string tuner_cfg: an "upsample" aux tuner after every block but the last (U-Nets)
+    upsample_out_channels: Union[PositiveInt, list[Union[PositiveInt, None]], None] = None  # aux conv widths (None: no conv)
+    zero_init_last: bool = False  # the last block's W_2 starts at 0
+    use_bypass: bool = True  # True: probes are detached (no gradient into the backbone); False: they are not
+
+    _invalid_examples: ClassVar[dict] = {"dims": None, "stem_modules": None, "target_modules": None,
+                                         "tuner_cfg": "adapter", "root_modules_hook": "inputs"}
+
+    def __post_init__(self) -> None:
+        if self.target_hidden_pos is None:
+            self.target_hidden_pos = 0  # ms-swift's rule
+        super().__post_init__()
+
+    def validate(self) -> None:
+        self._require(self.dims is not None, "dims", "is required: the width of the stem features, e.g. 768 for "
+                      "ViT-B, or one width per stem, e.g. [320, 640, 1280] for a U-Net")
+        self._require(self.stem_modules is not None, "stem_modules",
+                      "is required: the backbone modules whose features feed the bypass, e.g. r'vit\\.layers\\.\\d+'")
+        self._require(self.target_modules is not None, "target_modules",
+                      "is required: the one module that receives the bypass output, e.g. 'vit.layernorm'")
+        self._require(self.target_hidden_pos is not None, "target_hidden_pos", "must be an int index or a str key")
+        if isinstance(self.tuner_cfg, dict) and self.use_upsample and "aux_cfg" not in self.tuner_cfg:
+            self._require(False, "use_upsample", "has no effect with a dict tuner_cfg (it only adds aux tuners to "
+                          "a string tuner_cfg); add 'aux_cfg': 'upsample' to tuner_cfg instead")
+        items = self.tuner_cfg if isinstance(self.tuner_cfg, list) else [self.tuner_cfg]
+        problem = None
+        for i, item in enumerate(items):
+            try:
+                block_cfgs(item, self.use_upsample, i, len(items) + 1, validate_only=True)
+            except ValueError as err:
+                problem = problem or str(err)
+        self._require(problem is None, "tuner_cfg", str(problem))
+
+
+def block_cfgs(item: Any, use_upsample: bool, i: int, depth: int, validate_only: bool = False) -> tuple:
+    """(lateral, vertical, aux) sub-tuner configs of block i from one tuner_cfg entry."""
+    where = f"entry {item!r}"
+    if item is None:
+        item = "res_adapter"  # the paper's Res-Adapter (ms-swift crashes here)
+    if isinstance(item, str):
+        if item not in ("res_adapter", "res_group_adapter"):
+            raise ValueError(f"{where}: a string tuner_cfg must be 'res_adapter' or 'res_group_adapter' "
+                             f"(or a dict {{'lateral_cfg': ..., 'vertical_cfg': ..., 'aux_cfg': ...}})")
+        aux = "upsample" if use_upsample and (validate_only or i != depth - 1) else None
+        cfgs = (item, item, aux)
+    elif isinstance(item, dict):
+        unknown = sorted(set(item) - set(BLOCK_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: a dict tuner_cfg takes the keys {list(BLOCK_KEYS)}, got {unknown}; "
+                             f"e.g. {{'lateral_cfg': 'res_adapter', 'vertical_cfg': 'res_adapter'}}")
+        cfgs = tuple(item.get(k) for k in BLOCK_KEYS)
+    else:
+        raise ValueError(f"{where}: expected None, a string, a dict or a list of those (one per stem)")
+    for key, cfg in zip(BLOCK_KEYS, cfgs):
+        kind, _ = parse_sub_cfg(cfg, f"{where} {key}")
+        if (kind == "upsample") != (key == "aux_cfg" and kind is not None):
+            raise ValueError(f"{where} {key}: {kind!r} does not fit there; aux_cfg takes 'upsample' or None, "
+                             f"lateral_cfg / vertical_cfg any other sub-tuner")
+    return cfgs
+
+
+class _Probe:
+    """Forward (pre-)hook that stores one feature of a bypass: detached, unless use_bypass=False."""
+
+    def __init__(self, bypass: "ResTuningBypassModule", slot: int, side: str) -> None:
+        self.bypass, self.slot, self.side = bypass, slot, side
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs_or_output: Any) -> None:
+        if not self.bypass.active_adapters:
+            return
+        if self.side == "input":
+            x = args[0] if args else next(iter(kwargs_or_output.values()))
+        else:
+            x = hidden_of(kwargs_or_output, None)  # a tuple / dict output: its first element
+        self.bypass.features[self.slot] = x.detach() if self.bypass.use_bypass else x
+
+
+class _Target:
+    """Forward (pre-)hook on the target: x_N replaces one of its arguments, or one element of its output."""
+
+    def __init__(self, bypass: "ResTuningBypassModule", pos: int | str, side: str, name: str) -> None:
+        self.bypass, self.pos, self.side, self.name = bypass, pos, side, name
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs_or_output: Any) -> Any:
+        if not self.bypass.active_adapters:
+            return None
+        if self.side == "output":
+            return apply_to_hidden(kwargs_or_output, self.pos, self.bypass.run)
+        args, kwargs = list(args), dict(kwargs_or_output)
+        if isinstance(self.pos, int):
+            if not -len(args) <= self.pos < len(args):
+                raise ValueError(f"ResTuningConfig.target_hidden_pos={self.pos}: {self.name!r} was called with "
+                                 f"{len(args)} positional argument(s) (keywords: {list(kwargs)}); give the index of "
+                                 f"the hidden states, or their keyword as a str")
+            args[self.pos] = self.bypass.run(args[self.pos])
+        elif self.pos in kwargs:
+            kwargs[self.pos] = self.bypass.run(kwargs[self.pos])
+        else:
+            raise ValueError(f"ResTuningConfig.target_hidden_pos={self.pos!r}: {self.name!r} was called without "
+                             f"that keyword (keywords: {list(kwargs)}); use an int index for a positional argument")
+        return tuple(args), kwargs
+
+
+class ResTuningBypassModule(TunerLayer):
+    """The side network of one adapter (`restuning_<name>`, a child of the model) and its hooks."""
+
+    def __init__(self, config: ResTuningConfig, depth: int, adapter_name: str) -> None:
+        super().__init__(None)
+        self.adapter_name: str | None = adapter_name
+        self.use_bypass = config.use_bypass
+        self.depth = depth
+        self.features: dict[int, torch.Tensor] = {}  # slot -> feature of this forward (0: x_0, i: s_i)
+        self.handles: list = []
+        self.slot_names: dict[int, str] = {}
+        per_stem = config.tuner_cfg if isinstance(config.tuner_cfg, list) else [config.tuner_cfg] * depth
+
+        def of(value: Any, i: int) -> Any:
+            return value[i] if isinstance(value, list) else value
+
+        self.bypass_blocks = nn.Sequential(*[
+            ResTunerBypassBlock(*block_cfgs(per_stem[i], config.use_upsample, i, depth), dim=of(config.dims, i),
+                                layer_num=i, depth=depth, zero_init_last=config.zero_init_last,
+                                upsample_out_channels=of(config.upsample_out_channels, i))
+            for i in range(depth)])
+
+    # ---- TunerLayer bookkeeping: one adapter, whose weights are `bypass_blocks` --------------------
+    @property
+    def adapter_names(self) -> list[str]:
+        return [self.adapter_name] if self.adapter_name is not None else []
+
+    def adapter_modules(self, adapter_name: str):
+        if adapter_name == self.adapter_name:
+            yield "bypass_blocks", self.bypass_blocks
+
+    def is_adapter_attribute(self, name: str) -> bool:
+        return name == "bypass_blocks" and self.adapter_name is not None
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        if adapter_name == self.adapter_name:
+            for handle in self.handles:
+                handle.remove()
+            self.handles.clear()
+            self.features.clear()
+            self.adapter_name = None
+
+    def unwrap(self) -> None:
+        return None  # nothing was wrapped: the child is simply removed
+
+    # ---- hooks and the bypass itself ------------------------------------------------------------
+    def probe(self, module: nn.Module, name: str, slot: int, side: str) -> None:
+        self.slot_names[slot] = f"{side} of {name!r}"
+        self._hook(module, _Probe(self, slot, side), side)
+
+    def replace_at(self, module: nn.Module, name: str, pos: int | str, side: str) -> None:
+        self._hook(module, _Target(self, pos, side, name), side)
+
+    def _hook(self, module: nn.Module, hook: Any, side: str) -> None:
+        if side == "input":
+            self.handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        else:
+            self.handles.append(module.register_forward_hook(hook))
+
+    def run(self, origin: torch.Tensor) -> torch.Tensor:
+        """x_N from the features probed in this forward (each is used once, then dropped)."""
+        missing = [self.slot_names[s] for s in range(self.depth + 1) if s not in self.features]
+        if missing:
+            self.features.clear()
+            raise RuntimeError(f"ResTuning adapter {self.adapter_name!r}: the target module ran before the "
+                               f"backbone produced {missing[0]}; the target must come after the root and every "
+                               f"stem in the forward pass (and run once per forward)")
+        x = self.features.pop(0)  # x_0
+        stems = [self.features.pop(i) for i in range(1, self.depth + 1)]  # s_1..s_N
+        for i, block in enumerate(self.bypass_blocks):
+            next_size = stems[i + 1].shape[2:] if i + 1 < self.depth else None  # aux resizes to the next stem
+            # x_i = aux_i( lateral_i(s_i) + vertical_i(x_{i-1}) )
+            x = block(stems[i], x, next_size)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"adapter={self.adapter_name!r}, depth={self.depth}, use_bypass={self.use_bypass}"
+
+
+@register_tuner
+class ResTuningTuner(Tuner):
+    """Adds the child `restuning_<name>` to the model and hooks root, stems and target."""
+
+    config_class = ResTuningConfig
+    identity_at_init = False  # x_N replaces the target's input: the output changes at once
+    mergeable = False
+    not_mergeable_reason = "the bypass is a separate non-linear network whose output replaces a feature"
+
+    @classmethod
+    def locate(cls, model: nn.Module, config: ResTuningConfig) -> tuple[str | None, list[str], str]:
+        """(root, stems in bypass order, target) module names; raises ValueError naming the field."""
+        kw = {"config_name": "ResTuningConfig"}
+        root = None
+        if config.root_modules is not None:
+            root = match_modules(model, config.root_modules, field_name="root_modules", **kw)[0]  # the first, as ms-swift
+        found = match_modules(model, config.stem_modules, field_name="stem_modules", **kw)
+        stems = found if isinstance(config.stem_modules, str) else list(dict.fromkeys(
+            n for entry in config.stem_modules for n in found if name_matches(canonical_name(model, n), [entry])))
+        targets = match_modules(model, config.target_modules, field_name="target_modules", **kw)
+        if len(targets) != 1:
+            raise ValueError(f"ResTuningConfig.target_modules={config.target_modules!r} matched {len(targets)} modules "
+                             f"({', '.join(targets[:4])}); the bypass output replaces ONE module's input: narrow it, "
+                             f"e.g. to {targets[-1]!r}")
+        for field_name, name in [("root_modules", root), *[("stem_modules", s) for s in stems], ("target_modules", targets[0])]:
+            if name is not None and isinstance(model.get_submodule(name), (nn.ModuleList, nn.ModuleDict)):
+                raise ValueError(f"ResTuningConfig.{field_name}: {name!r} is a {type(model.get_submodule(name)).__name__}, "
+                                 f"which is never called; select its items, e.g. r'{name}\\.\\d+'")
+        return root, stems, targets[0]
+
+    @classmethod
+    def match(cls, model: nn.Module, config: ResTuningConfig) -> list[str]:
+        root, stems, target = cls.locate(model, config)
+        return list(dict.fromkeys([*([root] if root else []), *stems, target]))
+
+    @classmethod
+    def check(cls, model: nn.Module, config: ResTuningConfig, names: list[str]) -> None:
+        if isinstance(model, nn.Sequential):
+            raise ValueError("ResTuningConfig: the model is an nn.Sequential, which would run the added child "
+                             "'restuning_<name>' as a layer; wrap it in an nn.Module with its own forward")
+        depth = len(cls.locate(model, config)[1])
+        for field_name in ("dims", "tuner_cfg", "upsample_out_channels"):
+            value = getattr(config, field_name)
+            if isinstance(value, list) and len(value) != depth:
+                raise ValueError(f"ResTuningConfig.{field_name}: a list needs one entry per stem module; "
+                                 f"stem_modules matched {depth}, the list has {len(value)}")
+
+    @classmethod
+    def inject(cls, model: nn.Module, config: ResTuningConfig, adapter_name: str) -> None:
+        root, stems, target = cls.locate(model, config)
+        attribute = f"restuning_{adapter_name}"
+        if hasattr(model, attribute):
+            raise ValueError(f"adapter_name={adapter_name!r}: the model already has an attribute {attribute!r}")
+        bypass = ResTuningBypassModule(config, len(stems), adapter_name)
+        param = next(model.parameters(), None)
+        if param is not None:
+            bypass.to(param.device)  # float32 weights; each sub-tuner casts its input and output
+        if root is not None:
+            bypass.probe(model.get_submodule(root), root, 0, config.root_modules_hook)
+        else:  # ms-swift: without a root, x_0 is the first stem's input
+            bypass.probe(model.get_submodule(stems[0]), stems[0], 0, "input")
+        for i, name in enumerate(stems, start=1):
+            bypass.probe(model.get_submodule(name), name, i, config.stem_modules_hook)
+        bypass.replace_at(model.get_submodule(target), target, config.target_hidden_pos, config.target_modules_hook)
+        model.add_module(attribute, bypass)
+
+    @classmethod
+    def from_saved_state(cls, model: nn.Module, config: ResTuningConfig, weights: dict[str, Any],
+                         adapter_name: str) -> dict[str, Any]:
+        """A checkpoint saved as adapter `x` names its weights `restuning_x.…`: load them as this adapter's."""
+        out = {}
+        for key, value in weights.items():
+            head, _, rest = key.partition(".")
+            out[f"restuning_{adapter_name}.{rest}" if head.startswith("restuning_") else key] = value
+        return out
