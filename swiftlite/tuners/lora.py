@@ -87,11 +87,9 @@ class LoRAConfig(SwiftConfig):
                                          "rank_pattern": {"v_proj": 0}, "alpha_pattern": {"(": 2.0}}
     _unsupported_fields: ClassVar[dict] = PEFT_UNSUPPORTED
 
-    def validate(self) -> None:
-        self._require(isinstance(self.r, int) and self.r > 0, "r", f"must be a positive int, got {self.r!r}")
+    def validate(self) -> None:  # (r, lora_dropout, lorap_lr_ratio: checked from their type hints)
         self._require(self.target_modules is not None, "target_modules",
                       "is required: a regex such as r'.*(q_proj|v_proj)' or a list such as ['q_proj', 'v_proj']")
-        self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
         self._require(self.bias == "none", "bias", f"only 'none' is supported, got {self.bias!r}")
         self._require(self.init_lora_weights in (True, False, "gaussian"), "init_lora_weights",
                       f"True (B = 0), 'gaussian' (B = 0, A ~ N(0, 1/r²)) or False (random B) are supported, "
@@ -105,8 +103,6 @@ class LoRAConfig(SwiftConfig):
                           f"for q, k, v) and at least one True; got {chunks!r}")
         self._require(chunks is None or self.use_merged_linear, "enable_lora", "only applies with use_merged_linear=True")
         self._require(not self.use_qa_lora, "use_qa_lora", "QA-LoRA needs quantized layers; not supported by swiftlite")
-        self._require(self.lorap_lr_ratio is None or self.lorap_lr_ratio > 0, "lorap_lr_ratio",
-                      f"must be positive or None, got {self.lorap_lr_ratio!r}")
         for name in ("rank_pattern", "alpha_pattern"):
             for key in getattr(self, name):
                 try:
