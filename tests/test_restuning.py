@@ -217,3 +217,28 @@ def test_config_defaults_follow_ms_swift():
         "RESTUNING", "input", "output", "input")
     assert cfg.target_hidden_pos == 0 and cfg.use_bypass is True and cfg.tuner_cfg is None
     assert ResTuningConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_features_do_not_outlive_the_forward_and_inactive_adapters_do_not_probe():
+    base, x = toy()
+    model = Swift.prepare_model(base, config(use_bypass=False))
+    model.train()
+    model(x).sum().backward()
+    assert base.restuning_default.features == {}  # with use_bypass=False they would hold the backbone graph
+    model.deactivate_adapter("default")
+    model(x)
+    assert base.restuning_default.features == {}
+
+
+def test_deepcopy_keeps_an_independent_working_copy():
+    import copy
+
+    base, x = toy()
+    model = Swift.prepare_model(base, config())
+    y = model(x)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.adapter_parameters("default").values():
+            p.zero_()  # the original changes; the copy's hooks must use the copy's own bypass
+    torch.testing.assert_close(twin(x), y)
+    assert (model(x) - y).abs().max() > 1e-3

@@ -35,8 +35,10 @@ Differences from ms-swift / the paper:
   instead of silently reading the previous forward's features.
 - A top-level dict `tuner_cfg` ignores `use_upsample` in ms-swift; here that combination is an error.
 - A model that is an `nn.Sequential` is refused (the child `restuning_<name>` would run as a layer).
-- The paper also places Res-Tuners inside the backbone (unbinding without bypass): see `res_attn.py` /
-  the Adapter, Prefix and LoRA tuners for those; this file is the bypass only.
+- Several active ResTuning adapters on one target each replace the same input: the one added last wins
+  (ms-swift chains them and mixes up their stems). Give each task its own target, or switch adapters.
+- The paper also puts Res-Tuners inside the backbone (Res-Tuning without bypass, `x' = OP(x) + T(x)`);
+  the Adapter, Prefix and LoRA tuners cover those. This file is the bypass only.
 """
 from __future__ import annotations
 
@@ -51,10 +53,9 @@ from ..core.config import Index, PositiveInt, Target
 from ..core.layer import canonical_name
 from ..core.modules import apply_to_hidden, hidden_of
 from ..core.targeting import match_modules, name_matches
-from .restuning_components import ResTunerBypassBlock, parse_sub_cfg
+from .restuning_components import ResTunerBypassBlock, block_cfgs
 
 Hook = Literal["input", "output"]
-BLOCK_KEYS = ("lateral_cfg", "vertical_cfg", "aux_cfg")
 
 
 @dataclass
@@ -103,33 +104,6 @@ class ResTuningConfig(SwiftConfig):
             except ValueError as err:
                 problem = problem or str(err)
         self._require(problem is None, "tuner_cfg", str(problem))
-
-
-def block_cfgs(item: Any, use_upsample: bool, i: int, depth: int, validate_only: bool = False) -> tuple:
-    """(lateral, vertical, aux) sub-tuner configs of block i from one tuner_cfg entry."""
-    where = f"entry {item!r}"
-    if item is None:
-        item = "res_adapter"  # the paper's Res-Adapter (ms-swift crashes here)
-    if isinstance(item, str):
-        if item not in ("res_adapter", "res_group_adapter"):
-            raise ValueError(f"{where}: a string tuner_cfg must be 'res_adapter' or 'res_group_adapter' "
-                             f"(or a dict {{'lateral_cfg': ..., 'vertical_cfg': ..., 'aux_cfg': ...}})")
-        aux = "upsample" if use_upsample and (validate_only or i != depth - 1) else None
-        cfgs = (item, item, aux)
-    elif isinstance(item, dict):
-        unknown = sorted(set(item) - set(BLOCK_KEYS))
-        if unknown:
-            raise ValueError(f"{where}: a dict tuner_cfg takes the keys {list(BLOCK_KEYS)}, got {unknown}; "
-                             f"e.g. {{'lateral_cfg': 'res_adapter', 'vertical_cfg': 'res_adapter'}}")
-        cfgs = tuple(item.get(k) for k in BLOCK_KEYS)
-    else:
-        raise ValueError(f"{where}: expected None, a string, a dict or a list of those (one per stem)")
-    for key, cfg in zip(BLOCK_KEYS, cfgs):
-        kind, _ = parse_sub_cfg(cfg, f"{where} {key}")
-        if (kind == "upsample") != (key == "aux_cfg" and kind is not None):
-            raise ValueError(f"{where} {key}: {kind!r} does not fit there; aux_cfg takes 'upsample' or None, "
-                             f"lateral_cfg / vertical_cfg any other sub-tuner")
-    return cfgs
 
 
 class _Probe:

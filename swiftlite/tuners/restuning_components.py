@@ -18,6 +18,10 @@ Options (ms-swift's names): res_adapter `adapter_length` (int, or a list indexed
 (default 4), `scale_factor` (hidden width multiplier, default 2), `dim` (must equal the block's dim),
 `adapter_weight`. `adapter_type` is accepted and ignored, as in ms-swift.
 
+A block's three configs come from one `tuner_cfg` entry (`block_cfgs`): a string gives lateral = vertical =
+that string (aux "upsample" after every block but the last when `use_upsample`); a dict names them
+`{"lateral_cfg": ..., "vertical_cfg": ..., "aux_cfg": ...}` (a missing key: identity); None: "res_adapter".
+
 Module and parameter names are ms-swift's (`lateral_tuner.tuner.ln1.weight`, `aux_tuner.tuner.conv.weight`,
 `...tuner.scaling`), so checkpoints load unchanged either way.
 """
@@ -40,6 +44,7 @@ OPTIONS = {  # the options each sub-tuner understands
     "zero": None,  # anything: its options are never read
 }
 ADAPTER_WEIGHTS = ("gate", "scale", "scale_channel")  # plus "scalar_<float>"
+BLOCK_KEYS = ("lateral_cfg", "vertical_cfg", "aux_cfg")  # a dict tuner_cfg for one block
 
 
 def parse_sub_cfg(cfg: Any, where: str) -> tuple[str | None, dict]:
@@ -73,6 +78,33 @@ def parse_sub_cfg(cfg: Any, where: str) -> tuple[str | None, dict]:
         return kind, options
     raise ValueError(f"{where}: expected None, one of {list(SUB_TUNERS)} or a one-key dict such as "
                      f"{{'res_adapter': {{'adapter_length': 16}}}}, got {cfg!r}")
+
+
+def block_cfgs(item: Any, use_upsample: bool, i: int, depth: int, validate_only: bool = False) -> tuple:
+    """(lateral, vertical, aux) sub-tuner configs of block i from one tuner_cfg entry."""
+    where = f"entry {item!r}"
+    if item is None:
+        item = "res_adapter"  # the paper's Res-Adapter (ms-swift crashes here)
+    if isinstance(item, str):
+        if item not in ("res_adapter", "res_group_adapter"):
+            raise ValueError(f"{where}: a string tuner_cfg must be 'res_adapter' or 'res_group_adapter' "
+                             f"(or a dict {{'lateral_cfg': ..., 'vertical_cfg': ..., 'aux_cfg': ...}})")
+        aux = "upsample" if use_upsample and (validate_only or i != depth - 1) else None
+        cfgs = (item, item, aux)
+    elif isinstance(item, dict):
+        unknown = sorted(set(item) - set(BLOCK_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: a dict tuner_cfg takes the keys {list(BLOCK_KEYS)}, got {unknown}; "
+                             f"e.g. {{'lateral_cfg': 'res_adapter', 'vertical_cfg': 'res_adapter'}}")
+        cfgs = tuple(item.get(k) for k in BLOCK_KEYS)
+    else:
+        raise ValueError(f"{where}: expected None, a string, a dict or a list of those (one per stem)")
+    for key, cfg in zip(BLOCK_KEYS, cfgs):
+        kind, _ = parse_sub_cfg(cfg, f"{where} {key}")
+        if (kind == "upsample") != (key == "aux_cfg" and kind is not None):
+            raise ValueError(f"{where} {key}: {kind!r} does not fit there; aux_cfg takes 'upsample' or None, "
+                             f"lateral_cfg / vertical_cfg any other sub-tuner")
+    return cfgs
 
 
 def _scalar_weight(weight: Any) -> float | None:
