@@ -242,3 +242,55 @@ def test_deepcopy_keeps_an_independent_working_copy():
             p.zero_()  # the original changes; the copy's hooks must use the copy's own bypass
     torch.testing.assert_close(twin(x), y)
     assert (model(x) - y).abs().max() > 1e-3
+
+
+class Decoder(nn.Module):
+    """(B, 8, 2, 2) -> up1 (8 ch, 2x2) -> up2 (4 ch, 4x4) -> norm -> out: a two-stage toy U-Net decoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mid = nn.Conv2d(8, 8, 1)
+        self.up1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.up2 = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(8, 4, 3, padding=1))
+        self.norm = nn.GroupNorm(2, 4)
+        self.out = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(self.up2(self.up1(self.mid(x)))))
+
+
+def group_adapter(h: torch.Tensor, tuner: nn.Module, head: int) -> torch.Tensor:
+    """Channel c·head + g of every pixel goes through group g's copy of the shared MLP, by a loop."""
+    out = h.clone()
+    for g in range(head):
+        channels = list(range(g, h.shape[1], head))
+        pixels = h[:, channels].permute(0, 2, 3, 1)  # (B, H, W, C/head)
+        mlp = F.gelu(pixels @ tuner.ln1.weight.T + tuner.ln1.bias) @ tuner.ln2.weight.T + tuner.ln2.bias
+        out[:, channels] += mlp.permute(0, 3, 1, 2)
+    return out
+
+
+def test_group_adapter_and_upsample_equal_a_loop_computation():
+    torch.manual_seed(0)
+    base, x = Decoder().eval(), torch.randn(2, 8, 2, 2)
+    model = Swift.prepare_model(base, ResTuningConfig(
+        dims=[8, 4], root_modules="mid", root_modules_hook="output", stem_modules=["up1", "up2"],
+        target_modules="norm", tuner_cfg="res_group_adapter", use_upsample=True, upsample_out_channels=[4, None]))
+    block0, block1 = base.restuning_default.bypass_blocks
+    assert torch.count_nonzero(block0.aux_tuner.tuner.conv.weight) == 0  # the upsampling conv starts at zero
+    assert not hasattr(block1, "aux_tuner")  # none after the last block
+    perturb(model)
+    with torch.no_grad(), model.disable_adapter():
+        x0 = base.mid(x)
+        s1, s2 = base.up1(x0), base.up2(base.up1(x0))
+        x1 = group_adapter(s1, block0.lateral_tuner.tuner, 4) + group_adapter(x0, block0.vertical_tuner.tuner, 4)
+        x1 = block0.aux_tuner.tuner.conv(F.interpolate(x1, size=(4, 4), mode="nearest"))  # to s2's 4x4, 8 -> 4 ch
+        x2 = group_adapter(s2, block1.lateral_tuner.tuner, 4) + group_adapter(x1, block1.vertical_tuner.tuner, 4)
+        expected = base.out(base.norm(x2))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+    half = Swift.prepare_model(Decoder().to(torch.bfloat16), model.adapters["default"])  # a bf16 backbone
+    assert half.base_model.restuning_default.bypass_blocks[0].aux_tuner.tuner.conv.weight.dtype == torch.float32
+    with torch.no_grad():
+        assert half(x.to(torch.bfloat16)).dtype == torch.bfloat16  # the float32 bypass casts in and out

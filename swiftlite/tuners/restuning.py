@@ -98,9 +98,9 @@ class ResTuningConfig(SwiftConfig):
                           "a string tuner_cfg); add 'aux_cfg': 'upsample' to tuner_cfg instead")
         items = self.tuner_cfg if isinstance(self.tuner_cfg, list) else [self.tuner_cfg]
         problem = None
-        for i, item in enumerate(items):
+        for item in items:
             try:
-                block_cfgs(item, self.use_upsample, i, len(items) + 1, validate_only=True)
+                block_cfgs(item, self.use_upsample, last_block=False)
             except ValueError as err:
                 problem = problem or str(err)
         self._require(problem is None, "tuner_cfg", str(problem))
@@ -116,6 +116,9 @@ class _Probe:
         if not self.bypass.active_adapters:
             return
         if self.side == "input":
+            if not args and not kwargs_or_output:
+                raise ValueError(f"ResTuning adapter {self.bypass.adapter_name!r}: the {self.bypass.slot_names[self.slot]}"
+                                 f" is empty (the module was called without arguments); hook its output instead")
             x = args[0] if args else next(iter(kwargs_or_output.values()))
         else:
             x = hidden_of(kwargs_or_output, None)  # a tuple / dict output: its first element
@@ -165,7 +168,7 @@ class ResTuningBypassModule(TunerLayer):
             return value[i] if isinstance(value, list) else value
 
         self.bypass_blocks = nn.Sequential(*[
-            ResTunerBypassBlock(*block_cfgs(per_stem[i], config.use_upsample, i, depth), dim=of(config.dims, i),
+            ResTunerBypassBlock(*block_cfgs(per_stem[i], config.use_upsample, i == depth - 1), dim=of(config.dims, i),
                                 layer_num=i, depth=depth, zero_init_last=config.zero_init_last,
                                 upsample_out_channels=of(config.upsample_out_channels, i))
             for i in range(depth)])

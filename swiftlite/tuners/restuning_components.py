@@ -80,8 +80,8 @@ def parse_sub_cfg(cfg: Any, where: str) -> tuple[str | None, dict]:
                      f"{{'res_adapter': {{'adapter_length': 16}}}}, got {cfg!r}")
 
 
-def block_cfgs(item: Any, use_upsample: bool, i: int, depth: int, validate_only: bool = False) -> tuple:
-    """(lateral, vertical, aux) sub-tuner configs of block i from one tuner_cfg entry."""
+def block_cfgs(item: Any, use_upsample: bool, last_block: bool) -> tuple:
+    """(lateral, vertical, aux) sub-tuner configs of one block from its tuner_cfg entry."""
     where = f"entry {item!r}"
     if item is None:
         item = "res_adapter"  # the paper's Res-Adapter (ms-swift crashes here)
@@ -89,7 +89,7 @@ def block_cfgs(item: Any, use_upsample: bool, i: int, depth: int, validate_only:
         if item not in ("res_adapter", "res_group_adapter"):
             raise ValueError(f"{where}: a string tuner_cfg must be 'res_adapter' or 'res_group_adapter' "
                              f"(or a dict {{'lateral_cfg': ..., 'vertical_cfg': ..., 'aux_cfg': ...}})")
-        aux = "upsample" if use_upsample and (validate_only or i != depth - 1) else None
+        aux = "upsample" if use_upsample and not last_block else None
         cfgs = (item, item, aux)
     elif isinstance(item, dict):
         unknown = sorted(set(item) - set(BLOCK_KEYS))
@@ -214,7 +214,9 @@ class Upsample(nn.Module):
             x = F.interpolate(x.float(), scale_factor=2, mode="nearest").type_as(x)
         else:
             x = F.interpolate(x.float(), size=tuple(target_size), mode="nearest").type_as(x)
-        return self.conv(x) if hasattr(self, "conv") else x
+        if not hasattr(self, "conv"):
+            return x
+        return self.conv(x.to(self.conv.weight.dtype)).to(x.dtype)
 
 
 class ResTuner(nn.Module):
