@@ -120,6 +120,9 @@ CASES = {
         "unet": lambda: T.SCETuningConfig(dims=[32, 16, 16, 16], target_modules=r"up_blocks\.\d+\.resnets\.\d+"),
         "cnn": lambda: T.SCETuningConfig(dims=8, target_modules=["conv1"], tuner_mode="encoder"),
     },
+    "longlora": {  # T = 6 tokens: groups of 3, shifted by 1 in training
+        "llama": lambda: T.LongLoRAConfig(target_modules=["q_proj", "v_proj"], group_size_ratio=0.5),
+    },
     "LLAMAPRO": {
         "llama": lambda: T.LLaMAProConfig(num_new_blocks=2),
         "gpt2": lambda: T.LLaMAProConfig(num_new_blocks=2, zero_modules=["attn.c_proj", "mlp.c_proj"]),
@@ -142,6 +145,8 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
     "neftune": {"cnn": "no token embedding", "unet": "no input token embedding"},
     "SCETuning": dict.fromkeys(["mlp", "bert", "llama", "gpt2", "vit"], "no U-Net skip connections (conv feature maps "
                                "concatenated into a decoder); on tokens it would be the Adapter tuner"),
+    "longlora": dict.fromkeys(["mlp", "cnn", "bert", "gpt2", "vit", "unet"], "S²-Attn needs LLaMA-structure causal "
+                              "attention (LlamaAttention, MistralAttention, Qwen2Attention); ms-swift supports only llama"),
     "LLAMAPRO": {
         "mlp": "no stack of repeated blocks", "cnn": "no stack of repeated blocks",
         "bert": "post-LN blocks cannot start as the identity", "unet": "U-Net blocks are not a stack of identity-able blocks",

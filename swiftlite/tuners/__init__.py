@@ -11,6 +11,7 @@ from .adapter import AdapterConfig, AdapterTuner
 from .bitfit import BitFitConfig, BitFitTuner
 from .ia3 import IA3Config, IA3Tuner
 from .llamapro import LLaMAProConfig, LLaMAProTuner
+from .longlora import LongLoRAConfig, LongLoRATuner
 from .lora import LoRAConfig, LoRATuner
 from .neftune import NEFTuneConfig, NEFTuneTuner
 from .part import PartConfig, PartTuner
@@ -26,6 +27,7 @@ __all__ = [
     "BitFitConfig", "BitFitTuner",
     "IA3Config", "IA3Tuner",
     "LLaMAProConfig", "LLaMAProTuner",
+    "LongLoRAConfig", "LongLoRATuner",
     "LoRAConfig", "LoRATuner",
     "NEFTuneConfig", "NEFTuneTuner",
     "PartConfig", "PartTuner",
