@@ -3,8 +3,8 @@
 The fixtures (tests/fixtures/ms_swift/scetuning*/, made by make_scetuning.py with ms-swift 4.6.0 and
 diffusers 0.42.1): a tiny random diffusers U-Net saved with save_pretrained (`scetuning_base/`), one
 ms-swift checkpoint per folder (decoder mode on the up-block resnets; encoder mode on conv_in, an
-attention, a downsampler ModuleList and a resnet ModuleList), every tuner weight perturbed, and ms-swift's
-output on a stored input. The checkpoint keys are ms-swift's `<target>.scetuner_default.tuner_op.ln1.weight`.
+attention, a downsampler ModuleList and a resnet ModuleList; two decoder-mode adapters nested on the same
+resnets), every tuner weight perturbed, and ms-swift's output on a stored input. The checkpoint keys are ms-swift's `<target>.scetuner_default.tuner_op.ln1.weight`.
 """
 from __future__ import annotations
 
@@ -55,6 +55,22 @@ def test_swiftlite_loads_ms_swift_scetuning_checkpoint(name):
     assert set(state) == set(saved)
     for key, value in saved.items():
         assert torch.equal(state[key], value), key
+
+
+def test_two_nested_adapters_as_ms_swift():
+    """alpha then beta on the same resnets: ms-swift nests its patched forwards (beta outermost, so beta
+    tunes the skip first); swiftlite must give the same output, and a different one in the other order."""
+    from swiftlite import Swift
+
+    meta, tensors = _fixture("scetuning_two")
+    assert sorted(meta["configs"]) == ["alpha", "beta"]
+    checkpoint = os.path.join(FIXTURES, "scetuning_two", "checkpoint")
+    model = Swift.from_pretrained(_base(meta), checkpoint, adapter_name=["alpha", "beta"])
+    model.eval()
+    torch.testing.assert_close(_run(model, tensors), tensors["output"], rtol=1e-5, atol=1e-5)
+    swapped = Swift.from_pretrained(_base(meta), checkpoint, adapter_name=["beta", "alpha"])
+    swapped.eval()
+    assert (_run(swapped, tensors) - tensors["output"]).abs().max() > 1e-3
 
 
 def test_swiftlite_writes_ms_swift_keys_and_reloads(tmp_path):

@@ -178,6 +178,42 @@ def test_clear_errors_name_the_field():
     assert not any(isinstance(m, SCETuningLayer) for m in base.modules())  # nothing was changed
 
 
+def test_pipeline_style_module_with_unet_inside():
+    """ms-swift's README tunes a whole pipeline module (target regex with `^unet\\.` in front); the skip
+    widths are still found (and checked) under the `unet.` prefix."""
+
+    class Pipe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unet = models.unet()[0]
+
+        def forward(self, **kwargs):
+            return self.unet(**kwargs)
+
+    target = r"^unet\.up_blocks\.\d+\.resnets\.\d+$"
+    assert unet_skip_widths(Pipe())["unet.up_blocks.0.resnets.0"] == 32
+    with pytest.raises(ValueError, match=r"dims\[0\]=16: .*'unet\.up_blocks\.0\.resnets\.0' has 32 channels"):
+        Swift.prepare_model(Pipe(), SCETuningConfig(dims=[16, 16, 16, 16], target_modules=target))
+    model = Swift.prepare_model(Pipe(), SCETuningConfig(dims=[32, 16, 16, 16], target_modules=target))
+    assert "unet.up_blocks.0.resnets.0.scetuner_default.tuner_op.ln1.weight" in model.state_dict(adapter_name="default")
+
+
+def test_backward_stops_at_the_skips():
+    """Decoder-mode tuners read frozen encoder features: no autograd graph reaches the down blocks, yet
+    every tuner weight gets a gradient."""
+    base, inputs = models.unet()
+    model = Swift.prepare_model(base, SCETuningConfig(dims=[32, 16, 16, 16], target_modules=UP_RESNETS))
+    _perturb(model)
+    model.train()
+    encoder_outputs = []
+    for block in model.base_model.down_blocks:
+        block.register_forward_hook(lambda m, a, out: encoder_outputs.extend(out[1]))  # the skips it produces
+    model(**inputs).sample.square().mean().backward()
+    assert encoder_outputs and not any(t.requires_grad for t in encoder_outputs)
+    params = model.adapter_parameters("default")
+    assert params and all(p.grad is not None and p.grad.abs().sum() > 0 for p in params.values())
+
+
 class SkipNet(nn.Module):
     """A two-level toy U-Net written by hand: the decoder conv reads cat([hidden, skip]), skip wider than hidden."""
 

@@ -164,8 +164,8 @@ class SCETuningLayer(TunerLayer):
 
     def _tune_skip(self, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
         tuner = self.tuner(adapter_name)
-        channels = x.shape[1]
-        if x.dim() < 2 or channels <= tuner.dim:
+        channels = x.shape[1] if x.dim() >= 2 else 0
+        if channels <= tuner.dim:
             raise ValueError(f"SCETuningConfig.dims: decoder mode tunes the last {tuner.dim} channels of the input "
                              f"[hidden, skip], but {type(innermost_base_layer(self)).__name__} got shape "
                              f"{tuple(x.shape)}; set dims to the skip's width (less than {channels})")
@@ -225,20 +225,23 @@ def scetuning_scale(model: nn.Module, scale: float, adapter_name: str | None = N
 
 # ---- where the skips are, statically (for `check`) --------------------------------------------------
 def unet_skip_widths(model: nn.Module) -> dict[str, int]:
-    """{name of an up-block resnet: channels of the skip concatenated onto its input} for a diffusers
-    U-Net (`up_blocks` of blocks with `resnets`, and a `mid_block`); {} for other models.
+    """{name of an up-block resnet: channels of the skip concatenated onto its input} for every diffusers
+    U-Net in `model` (a module with `up_blocks` of blocks with `resnets`, and a `mid_block`, e.g. the model
+    itself or `unet` inside a pipeline module); {} when there is none.
     Resnet i of an up block reads [hidden, skip]: hidden comes from resnet i−1 (i > 0) or, for i = 0, from
     the previous up block (its last resnet; an upsampler keeps channels) or the mid block."""
-    up_blocks, mid = getattr(model, "up_blocks", None), getattr(model, "mid_block", None)
-    if not isinstance(up_blocks, nn.ModuleList) or mid is None or not hasattr(mid, "resnets"):
-        return {}
     widths: dict[str, int] = {}
-    hidden = innermost_base_layer(mid.resnets[-1]).out_channels
-    for j, block in enumerate(up_blocks):
-        for i, resnet in enumerate(block.resnets):
-            resnet = innermost_base_layer(resnet)
-            widths[f"up_blocks.{j}.resnets.{i}"] = resnet.in_channels - hidden
-            hidden = resnet.out_channels
+    for prefix, unet in model.named_modules():
+        up_blocks, mid = getattr(unet, "up_blocks", None), getattr(unet, "mid_block", None)
+        if not isinstance(up_blocks, nn.ModuleList) or not hasattr(mid, "resnets"):
+            continue
+        prefix = f"{prefix}." if prefix else ""
+        hidden = innermost_base_layer(mid.resnets[-1]).out_channels
+        for j, block in enumerate(up_blocks):
+            for i, resnet in enumerate(block.resnets):
+                resnet = innermost_base_layer(resnet)
+                widths[f"{prefix}up_blocks.{j}.resnets.{i}"] = resnet.in_channels - hidden
+                hidden = resnet.out_channels
     return widths
 
 
