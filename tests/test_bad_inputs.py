@@ -557,6 +557,8 @@ def test_injection_failing_midway_rolls_back(swift_type, monkeypatch):
     model, inputs = model_of(swift_type)
     config = valid_config(swift_type)
     layer_class = TUNERS[swift_type].layer_class
+    if layer_class is None:  # no per-module layers (ResTuning: hooks + one child): covered in its own tests
+        pytest.skip(f"{swift_type} injects no per-module layer_class")
     original = layer_class.add_adapter
     calls = []
     n_targets = len(TUNERS[swift_type].match(model, config))

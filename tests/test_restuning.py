@@ -294,3 +294,19 @@ def test_group_adapter_and_upsample_equal_a_loop_computation():
     assert half.base_model.restuning_default.bypass_blocks[0].aux_tuner.tuner.conv.weight.dtype == torch.float32
     with torch.no_grad():
         assert half(x.to(torch.bfloat16)).dtype == torch.bfloat16  # the float32 bypass casts in and out
+
+
+def test_injection_failing_midway_rolls_back(monkeypatch):
+    """The target hook fails after the root and stem probes were registered: the model is left as it was."""
+    base, x = toy()
+    y0, keys = base(x), set(base.state_dict())
+
+    def failing(self, *args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(ResTuningBypassModule, "replace_at", failing)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        Swift.prepare_model(base, config())
+    assert set(base.state_dict()) == keys and not hasattr(base, "restuning_default")
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in base.modules())
+    torch.testing.assert_close(base(x), y0)

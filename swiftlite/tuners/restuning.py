@@ -71,7 +71,7 @@ class ResTuningConfig(SwiftConfig):
     target_modules: Target = None  # the one module whose input (or output) x_N replaces
     target_modules_hook: Hook = "input"
     target_hidden_pos: Index | str | None = None  # which argument / output element; None: 0 (as ms-swift)
-    tuner_cfg: Union[str, dict, list, None] = None  # "res_adapter", "res_group_adapter", {lateral_cfg, ...}, or one per stem
+    tuner_cfg: Union[str, dict, list[Union[str, dict, None]], None] = None  # "res_adapter", "res_group_adapter", {lateral_cfg, ...}, or one per stem
     use_upsample: bool = False  # string tuner_cfg: an "upsample" aux tuner after every block but the last (U-Nets)
     upsample_out_channels: Union[PositiveInt, list[Union[PositiveInt, None]], None] = None  # aux conv widths (None: no conv)
     zero_init_last: bool = False  # the last block's W_2 starts at 0

@@ -82,7 +82,7 @@ def parse_sub_cfg(cfg: Any, where: str) -> tuple[str | None, dict]:
 
 def block_cfgs(item: Any, use_upsample: bool, last_block: bool) -> tuple:
     """(lateral, vertical, aux) sub-tuner configs of one block from its tuner_cfg entry."""
-    where = f"entry {item!r}"
+    where = f"got {item!r}"
     if item is None:
         item = "res_adapter"  # the paper's Res-Adapter (ms-swift crashes here)
     if isinstance(item, str):
@@ -98,7 +98,7 @@ def block_cfgs(item: Any, use_upsample: bool, last_block: bool) -> tuple:
                              f"e.g. {{'lateral_cfg': 'res_adapter', 'vertical_cfg': 'res_adapter'}}")
         cfgs = tuple(item.get(k) for k in BLOCK_KEYS)
     else:
-        raise ValueError(f"{where}: expected None, a string, a dict or a list of those (one per stem)")
+        raise ValueError(f"{where}; expected None, a string, a dict or a list of those (one per stem)")
     for key, cfg in zip(BLOCK_KEYS, cfgs):
         kind, _ = parse_sub_cfg(cfg, f"{where} {key}")
         if (kind == "upsample") != (key == "aux_cfg" and kind is not None):
