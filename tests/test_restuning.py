@@ -310,3 +310,16 @@ def test_injection_failing_midway_rolls_back(monkeypatch):
     assert set(base.state_dict()) == keys and not hasattr(base, "restuning_default")
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in base.modules())
     torch.testing.assert_close(base(x), y0)
+
+
+@pytest.mark.parametrize("use_bypass", [True, False])
+def test_kit_on_a_custom_module(use_bypass, tmp_path):
+    from swiftlite.testing import check_tuner
+
+    def factory():
+        base, x = toy()
+        return base, {"x": x}
+
+    report = check_tuner(lambda: config(use_bypass=use_bypass, zero_init_last=True), factory, tmp_path=str(tmp_path))
+    assert not report.failed, report.failed
+    assert set(report.skipped) == {"identity", "merge"}  # x_N replaces the target's input; nothing to fold
