@@ -68,6 +68,9 @@ def test_two_nested_adapters_as_ms_swift():
     model = Swift.from_pretrained(_base(meta), checkpoint, adapter_name=["alpha", "beta"])
     model.eval()
     torch.testing.assert_close(_run(model, tensors), tensors["output"], rtol=1e-5, atol=1e-5)
+    by_default = Swift.from_pretrained(_base(meta), checkpoint)  # swiftlite loads a folder's adapters sorted by name
+    by_default.eval()
+    torch.testing.assert_close(_run(by_default, tensors), tensors["output"], rtol=1e-5, atol=1e-5)
     swapped = Swift.from_pretrained(_base(meta), checkpoint, adapter_name=["beta", "alpha"])
     swapped.eval()
     assert (_run(swapped, tensors) - tensors["output"]).abs().max() > 1e-3

@@ -36,12 +36,17 @@ element, as in ms-swift (`up_blocks.0.resnets` -> `up_blocks.0.resnets.1`).
 
 Differences from ms-swift / the paper:
 - ms-swift splits the decoder input with `torch.split(x, C - dim)` (a chunk size), which breaks when a
-  skip is wider than the hidden part (three chunks); here the sizes are [C − dim, dim], and `check`
-  compares each `dims` entry with the skip width diffusers' U-Net really feeds that resnet.
+  skip is wider than the hidden part (more than two chunks); here the sizes are [C − dim, dim], and
+  `check` compares each `dims` entry with the skip width diffusers' U-Net really feeds that resnet
+  (ms-swift checks nothing). On other models only dims < the input's channels is checked: at prepare
+  time when the target states `in_channels`, else at the first forward.
 - ms-swift's encoder mode returns only the first item of a tuple output; here the other items stay.
 - `tuner_scale` (default 1.0, exact ms-swift behaviour) is swiftlite's; ms-swift ignores the field.
 - Several adapters on one target nest like ms-swift's patched forwards (the latest outermost): decoder-
-  mode adapters tune the skip latest-first, encoder-mode adapters tune the output oldest-first.
+  mode adapters tune the skip latest-first, encoder-mode adapters tune the output oldest-first (the
+  fixture scetuning_two checks the decoder order against ms-swift). Nested adapters do not commute, and
+  ms-swift reloads a folder's adapters in `os.listdir` order (swiftlite: sorted by name): pass
+  `adapter_name=[...]` in the saved order.
 - `hint_modules` (the Controllable SC-Tuner, CSC-Tuner) is not implemented yet and is refused.
 - A target given as a list entry may also be a dotted suffix (swiftlite's matching); ms-swift needs
   full names. Not mergeable: the tuner is a non-linear MLP on a skip feature.
