@@ -29,7 +29,7 @@ BASES = {"base_llama": ("LlamaForCausalLM", "logits"), "base_bert": ("BertModel"
 
 def cases() -> dict:
     """name -> (base folder, swiftlite config or {adapter: config}, prepare_model kwargs)."""
-    from swiftlite import AdapterConfig, LLaMAProConfig, LoRAConfig, PartConfig, PromptConfig, SideConfig
+    from swiftlite import AdapterConfig, LLaMAProConfig, LoRAConfig, PartConfig, PromptConfig, ResTuningConfig, SideConfig
 
     return {
         "lora": ("base_llama", LoRAConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]), {}),
@@ -51,6 +51,9 @@ def cases() -> dict:
                              {"extra_state_keys": [r"model\.norm\.weight"]}),
         "lora_rank_alpha_pattern": ("base_llama", LoRAConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                              rank_pattern={"v_proj": 2}, alpha_pattern={"v_proj": 2}), {}),
+        "restuning": ("base_bert", ResTuningConfig(
+            dims=32, root_modules="embeddings", root_modules_hook="output", target_modules=r"encoder\.layer\.1\.output\.LayerNorm",
+            stem_modules=["encoder.layer.0", "encoder.layer.1.attention"], tuner_cfg="res_adapter"), {}),
     }
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("swift.tuners", reason="ms-swift is not installed (it lives 
 from tests.interop import ms_swift_loads_swiftlite as interop  # noqa: E402
 
 CASES = ["lora", "lora_dora", "lora_modules_to_save", "adapter", "prompt", "side", "part", "llamapro",
-         "two_adapters", "extra_state_keys", "lora_rank_alpha_pattern"]
+         "two_adapters", "extra_state_keys", "lora_rank_alpha_pattern", "restuning"]
 
 
 def test_cases_cover_the_script():
