@@ -323,3 +323,19 @@ def test_kit_on_a_custom_module(use_bypass, tmp_path):
     report = check_tuner(lambda: config(use_bypass=use_bypass, zero_init_last=True), factory, tmp_path=str(tmp_path))
     assert not report.failed, report.failed
     assert set(report.skipped) == {"identity", "merge"}  # x_N replaces the target's input; nothing to fold
+
+
+def test_features_are_kept_per_thread():
+    """Features probed in another thread are not this thread's: threads may run one model at once."""
+    import threading
+
+    base, x = toy()
+    model = Swift.prepare_model(base, config())
+    worker = threading.Thread(target=lambda: base.b2(base.b1(base.inp(x))))  # probes only, no target
+    worker.start()
+    worker.join()
+    assert base.restuning_default.features == {}
+    with pytest.raises(RuntimeError, match="before the backbone produced"):
+        base.norm(x.new_zeros(2, 5, 8))  # the target, in this thread: nothing was probed here
+    y = model(x)  # a whole forward in this thread works
+    assert torch.isfinite(y).all()

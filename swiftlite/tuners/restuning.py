@@ -29,8 +29,9 @@ Differences from ms-swift / the paper:
   `root_modules=None` uses the first stem's input as x_0; ms-swift crashes on it too.
 - `use_bypass=False` runs the same side network on features that are NOT detached, so gradients flow
   back into the backbone (the paper's Res-Tuning without the bypass' memory saving; ms-swift ignores it).
-- Probe and target hooks are removed by `delete_adapter`; each adapter keeps its own features, so
-  several ResTuning adapters work on one model; a deactivated adapter neither probes nor replaces.
+- Probe and target hooks are removed by `delete_adapter`; each adapter keeps its own features (and each
+  thread its own), so several ResTuning adapters, and threads running one model, do not mix them up;
+  a deactivated adapter neither probes nor replaces.
 - Each feature is used once: a target that runs before its stems (or twice per forward) raises
   instead of silently reading the previous forward's features.
 - A top-level dict `tuner_cfg` ignores `use_upsample` in ms-swift; here that combination is an error.
@@ -42,6 +43,7 @@ Differences from ms-swift / the paper:
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
@@ -122,7 +124,7 @@ class _Probe:
             x = args[0] if args else next(iter(kwargs_or_output.values()))
         else:
             x = hidden_of(kwargs_or_output, None)  # a tuple / dict output: its first element
-        self.bypass.features[self.slot] = x.detach() if self.bypass.use_bypass else x
+        self.bypass.store(self.slot, x.detach() if self.bypass.use_bypass else x)
 
 
 class _Target:
@@ -159,7 +161,9 @@ class ResTuningBypassModule(TunerLayer):
         self.adapter_name: str | None = adapter_name
         self.use_bypass = config.use_bypass
         self.depth = depth
-        self.features: dict[int, torch.Tensor] = {}  # slot -> feature of this forward (0: x_0, i: s_i)
+        # thread -> {slot: feature of this forward} (slot 0: x_0, slot i: s_i); per thread, since threads
+        # may run the model at the same time (USE_UNIQUE_THREAD=0)
+        self._features: dict[int, dict[int, torch.Tensor]] = {}
         self.handles: list = []
         self.slot_names: dict[int, str] = {}
         per_stem = config.tuner_cfg if isinstance(config.tuner_cfg, list) else [config.tuner_cfg] * depth
@@ -191,7 +195,7 @@ class ResTuningBypassModule(TunerLayer):
             for handle in self.handles:
                 handle.remove()
             self.handles.clear()
-            self.features.clear()
+            self._features.clear()
             self.adapter_name = None
 
     def unwrap(self) -> None:
@@ -211,16 +215,25 @@ class ResTuningBypassModule(TunerLayer):
         else:
             self.handles.append(module.register_forward_hook(hook))
 
+    @property
+    def features(self) -> dict[int, torch.Tensor]:
+        """The features this thread has probed and the target has not used yet."""
+        return self._features.get(threading.get_ident(), {})
+
+    def store(self, slot: int, feature: torch.Tensor) -> None:
+        self._features.setdefault(threading.get_ident(), {})[slot] = feature
+
     def run(self, origin: torch.Tensor) -> torch.Tensor:
-        """x_N from the features probed in this forward (each is used once, then dropped)."""
-        missing = [self.slot_names[s] for s in range(self.depth + 1) if s not in self.features]
+        """x_N from the features this thread probed in this forward; each is used once, then dropped.
+        `origin` (the value x_N replaces) is not read: the bypass starts from x_0."""
+        features = self._features.pop(threading.get_ident(), {})
+        missing = [self.slot_names[s] for s in range(self.depth + 1) if s not in features]
         if missing:
-            self.features.clear()
             raise RuntimeError(f"ResTuning adapter {self.adapter_name!r}: the target module ran before the "
                                f"backbone produced {missing[0]}; the target must come after the root and every "
                                f"stem in the forward pass (and run once per forward)")
-        x = self.features.pop(0)  # x_0
-        stems = [self.features.pop(i) for i in range(1, self.depth + 1)]  # s_1..s_N
+        x = features[0]  # x_0
+        stems = [features[i] for i in range(1, self.depth + 1)]  # s_1..s_N
         for i, block in enumerate(self.bypass_blocks):
             next_size = stems[i + 1].shape[2:] if i + 1 < self.depth else None  # aux resizes to the next stem
             # x_i = aux_i( lateral_i(s_i) + vertical_i(x_{i-1}) )
