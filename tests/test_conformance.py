@@ -123,6 +123,12 @@ CASES = {
     "longlora": {  # T = 6 tokens: groups of 3, shifted by 1 in training
         "llama": lambda: T.LongLoRAConfig(target_modules=["q_proj", "v_proj"], group_size_ratio=0.5),
     },
+    "reft": {  # the first nn.ModuleList is the layer stack
+        "llama": lambda: T.ReftConfig(layers=[0, 1]),
+        "gpt2": lambda: T.ReftConfig(intervention_type="NoreftIntervention"),
+        "bert": lambda: T.ReftConfig(layer_key="encoder.layer", intervention_type="DireftIntervention"),
+        "vit": lambda: T.ReftConfig(r=2),
+    },
     "LLAMAPRO": {
         "llama": lambda: T.LLaMAProConfig(num_new_blocks=2),
         "gpt2": lambda: T.LLaMAProConfig(num_new_blocks=2, zero_modules=["attn.c_proj", "mlp.c_proj"]),
@@ -147,6 +153,9 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
                                "concatenated into a decoder); on tokens it would be the Adapter tuner"),
     "longlora": dict.fromkeys(["mlp", "cnn", "bert", "gpt2", "vit", "unet"], "S²-Attn needs LLaMA-structure causal "
                               "attention (LlamaAttention, MistralAttention, Qwen2Attention); ms-swift supports only llama"),
+    "reft": {"mlp": "no stack of layers (nn.ModuleList) whose outputs are token hidden states",
+             "cnn": "no stack of layers (nn.ModuleList) whose outputs are token hidden states",
+             "unet": "its block outputs are conv feature maps (B, C, H, W), not token hidden states"},
     "LLAMAPRO": {
         "mlp": "no stack of repeated blocks", "cnn": "no stack of repeated blocks",
         "bert": "post-LN blocks cannot start as the identity", "unet": "U-Net blocks are not a stack of identity-able blocks",

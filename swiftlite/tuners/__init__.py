@@ -17,6 +17,7 @@ from .neftune import NEFTuneConfig, NEFTuneTuner
 from .part import PartConfig, PartTuner
 from .prefix import PrefixConfig, PrefixTuner
 from .prompt import PromptConfig, PromptTuner
+from .reft import ReftConfig, ReftTuner
 from .restuning import ResTuningConfig, ResTuningTuner
 from .scetuning import SCETuningConfig, SCETuningTuner, scetuning_scale
 from .side import SideConfig, SideTuner
@@ -33,6 +34,7 @@ __all__ = [
     "PartConfig", "PartTuner",
     "PrefixConfig", "PrefixTuner",
     "PromptConfig", "PromptTuner",
+    "ReftConfig", "ReftTuner",
     "ResTuningConfig", "ResTuningTuner",
     "SCETuningConfig", "SCETuningTuner", "scetuning_scale",
     "SideConfig", "SideTuner",
