@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["plot_history", "bar_compare", "figures_dir", "save_figure", "adapter_switch_widget"]
+__all__ = ["plot_history", "plot_evals", "bar_compare", "grouped_bars", "heatmap", "figures_dir", "save_figure",
+           "adapter_switch_widget"]
 
 BASE_MODEL_OPTION = "(base model: disable_adapter)"
 
@@ -70,9 +71,120 @@ def plot_history(history: Any, labels: str | Sequence[str] | None = None, ax=Non
     return ax
 
 
-def bar_compare(rows: Sequence[Mapping[str, Any]], metric: str, ax=None, title: str | None = None):
+def plot_evals(history: Any, metric: str, labels: str | Sequence[str] | None = None, ax=None,
+               start: float | Sequence[float] | None = None, ylabel: str | None = None, title: str | None = None):
+    """Curves of an evaluation metric over training: `history.evals` holds `(step, {metric: value})`
+    pairs (`train(eval_fn=..., eval_every=...)`). `history` is one History, a list or a dict
+    {label: history}, as in `plot_history`. `start` (one value or one per run) is drawn at step 0,
+    the value before training. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if isinstance(history, Mapping):
+        labels, runs = list(history), list(history.values())
+    elif hasattr(history, "evals"):
+        runs = [history]
+    else:
+        runs = list(history)
+    labels = [labels] if isinstance(labels, str) else list(labels) if labels is not None else [f"run {i}" for i in range(len(runs))]
+    starts = [None] * len(runs) if start is None else [start] * len(runs) if isinstance(start, (int, float)) else list(start)
+    if len(labels) != len(runs) or len(starts) != len(runs):
+        raise ValueError(f"plot_evals: got {len(labels)} labels and {len(starts)} start values for {len(runs)} histories")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.2))
+    for run, label, first in zip(runs, labels, starts):
+        points = [(step, m[metric]) for step, m in run.evals if metric in m]
+        if not points:
+            raise ValueError(f"plot_evals: history {label!r} has no {metric!r} in its evals "
+                             f"(train with eval_fn returning {{{metric!r}: ...}} and eval_every=...)")
+        if first is not None:
+            points = [(0, float(first))] + points
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker="o", markersize=3, linewidth=1.8, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel or metric)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return ax
+
+
+def heatmap(values: Sequence[Sequence[float]], row_labels: Sequence[str], col_labels: Sequence[str], ax=None,
+            fmt: str = "{:.1%}", vmin: float | None = None, vmax: float | None = None, cmap: str = "viridis",
+            colorbar_label: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
+            title: str | None = None):
+    """A table of numbers as a coloured grid, each cell annotated with `fmt.format(value)`
+    (rows top to bottom in the given order). Returns the axes."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    if data.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"heatmap: values have shape {data.shape}, labels give ({len(row_labels)}, {len(col_labels)})")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.3 * len(col_labels) + 2.2, 0.6 * len(row_labels) + 1.2))
+    image = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), labels=list(col_labels))
+    ax.set_yticks(range(len(row_labels)), labels=list(row_labels))
+    low, high = image.norm.vmin, image.norm.vmax
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            dark = (data[i, j] - low) < 0.5 * (high - low)  # light text on the dark end of viridis
+            ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", color="white" if dark else "black")
+    colorbar = ax.figure.colorbar(image, ax=ax)
+    if colorbar_label:
+        colorbar.set_label(colorbar_label)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def grouped_bars(names: Sequence[str], groups: Mapping[str, Sequence[float]], ax=None, xlabel: str | None = None,
+                 reference: float | None = None, reference_label: str | None = None, title: str | None = None,
+                 fmt: str = "{:.2f}"):
+    """Horizontal bars, one bar per group (e.g. {"paper": [...], "ours": [...]}) beside each other
+    for every name, one colour per group with a legend; the value axis starts at 0. `reference`
+    draws a dashed line (e.g. 1 for ratios) labelled `reference_label`. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if any(len(v) != len(names) for v in groups.values()):
+        raise ValueError(f"grouped_bars: every group needs {len(names)} values, got "
+                         f"{ {k: len(v) for k, v in groups.items()} }")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 0.55 * len(names) * max(1, len(groups)) / 2 + 1.2))
+    height = 0.8 / len(groups)
+    colors = ["#8c8c8c", "#4c72b0", "#dd8452", "#55a868"]
+    for k, (group, values) in enumerate(groups.items()):
+        ys = [i - 0.4 + height * (k + 0.5) for i in range(len(names))]
+        bars = ax.barh(ys, [float("nan") if v is None else v for v in values], height=height,
+                       color=colors[k % len(colors)], label=group)
+        for bar, v in zip(bars, values):
+            if v is not None:
+                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + fmt.format(v), va="center", fontsize=7)
+    ax.set_yticks(range(len(names)), labels=list(names))
+    ax.invert_yaxis()  # first name on top
+    finite = [v for vs in groups.values() for v in vs if v is not None]
+    ax.set_xlim(0, 1.2 * max(finite + [reference or 0.0, 0.0]) or 1.0)  # from 0: bar lengths stay comparable
+    if reference is not None:
+        ax.axvline(reference, color="gray", linestyle="--", linewidth=1, label=reference_label)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    return ax
+
+
+def bar_compare(rows: Sequence[Mapping[str, Any]], metric: str, ax=None, title: str | None = None,
+                xlabel: str | None = None, log: bool = False):
     """Horizontal bars of `row[metric]` per `row["name"]` (rows from `swiftlite.bench.measure` /
-    `compare`). `*_bytes` metrics are drawn in MiB; `*_ratio` metrics get a line at 1. Returns the axes."""
+    `compare`). `*_bytes` metrics are drawn in MiB; `*_ratio` metrics get a line at 1. `xlabel`
+    replaces the metric's name on the axis; `log=True` draws the values on a log axis (for values
+    that span decades). A linear axis always starts at 0. Returns the axes."""
     import matplotlib.pyplot as plt
 
     missing = [r.get("name", i) for i, r in enumerate(rows) if not isinstance(r.get(metric), (int, float))]
@@ -90,8 +202,12 @@ def bar_compare(rows: Sequence[Mapping[str, Any]], metric: str, ax=None, title: 
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.3g}{unit}", va="center", fontsize=8)
     if metric.endswith("_ratio"):
         ax.axvline(1.0, color="gray", linestyle="--", linewidth=1)
-    ax.set_xlabel(f"{metric} (MiB)" if unit else metric)
-    ax.margins(x=0.2)
+    ax.set_xlabel(xlabel or (f"{metric} (MiB)" if unit else metric))
+    if log:
+        ax.set_xscale("log")
+        ax.margins(x=0.2)
+    else:
+        ax.set_xlim(0, 1.25 * max(values + [0.0]) or 1.0)  # from 0: bar lengths stay comparable
     if title:
         ax.set_title(title)
     return ax

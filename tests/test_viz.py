@@ -88,3 +88,34 @@ def test_adapter_switch_widget_switches_and_disables():
     assert box.renders == 3
     with pytest.raises(ValueError, match="unknown adapters"):
         viz.adapter_switch_widget(model, inputs, render, options=["zzz"])
+
+
+def test_plot_evals_heatmap_grouped_bars_and_bar_axes():
+    runs = {"a": History(loss=[1.0], evals=[(5, {"acc": 0.5}), (10, {"acc": 0.9})]),
+            "b": History(loss=[1.0], evals=[(10, {"acc": 0.7})])}
+    ax = viz.plot_evals(runs, "acc", start=0.1, ylabel="accuracy")
+    assert list(ax.lines[0].get_xdata()) == [0, 5, 10] and list(ax.lines[0].get_ydata()) == [0.1, 0.5, 0.9]
+    assert ax.get_ylabel() == "accuracy" and [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    with pytest.raises(ValueError, match="no 'loss'"):
+        viz.plot_evals(runs, "loss")
+
+    ax = viz.heatmap([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]], ["base", "up", "down"], ["x", "y"], vmin=0, vmax=1)
+    assert [t.get_text() for t in ax.texts] == ["10.0%", "90.0%", "80.0%", "20.0%", "50.0%", "50.0%"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["base", "up", "down"]
+    with pytest.raises(ValueError, match="shape"):
+        viz.heatmap([[1.0]], ["a", "b"], ["x"])
+
+    ax = viz.grouped_bars(["full", "lora"], {"paper": [1.0, 0.4], "ours": [1.0, 0.8]}, xlabel="memory / full FT",
+                          reference=1.0, reference_label="full FT")
+    bars = [p for p in ax.patches]
+    assert [b.get_width() for b in bars] == [1.0, 0.4, 1.0, 0.8]
+    assert len({b.get_facecolor() for b in bars}) == 2  # one colour per group
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["full FT", "ours", "paper"]
+    assert ax.get_xlim()[0] == 0 and ax.get_xlabel() == "memory / full FT"
+
+    rows = [{"name": "full", "p": 100.0}, {"name": "ln", "p": 0.1}]
+    ax = viz.bar_compare(rows, "p", xlabel="trainable parameters (% of the model, log scale)", log=True)
+    assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("trainable")
+    ax = viz.bar_compare([{"name": "a", "loss": 3.0}, {"name": "b", "loss": 2.5}], "loss")
+    assert ax.get_xlim()[0] == 0  # the loss axis is not truncated
+    plt.close("all")
