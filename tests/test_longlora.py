@@ -123,6 +123,18 @@ def test_eval_mode_is_plain_lora():
     assert (logits(model, inputs, train=True) - logits(lora, inputs, train=True)).abs().max() > 1e-3
 
 
+def test_a_base_in_eval_mode_stays_in_full_attention_without_calling_eval_again():
+    """The wrapper follows the attention module's mode (a new nn.Module starts in training mode)."""
+    base, _ = models.llama()  # returned in eval mode
+    lora_base, _ = models.llama()
+    config = dict(target_modules=TARGETS, init_lora_weights=False)
+    model = Swift.prepare_model(base, LongLoRAConfig(group_size_ratio=0.5, embedder_and_normalizer=[], **config))
+    lora = Swift.prepare_model(lora_base, LoRAConfig(**config))
+    lora.load_state_dict(model.state_dict(adapter_name="default"), adapter_name="default")
+    with torch.no_grad():  # no .eval() / .train() call after prepare_model
+        torch.testing.assert_close(model(**batch()).logits, lora(**batch()).logits)
+
+
 def test_sequence_not_divisible_into_groups_is_refused_in_training():
     model = longlora(group_size_ratio=0.4)
     model.train()

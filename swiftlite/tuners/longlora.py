@@ -203,6 +203,7 @@ class ShiftedSparseAttention(TunerLayer):
         if ATTN_NAME not in AttentionInterface():
             AttentionInterface.register(ATTN_NAME, _s2_attention)
         base_layer.config = _AttnConfigView(base_layer.config)
+        self.train(base_layer.training)
 
     def add_adapter(self, adapter_name: str, config: LongLoRAConfig) -> None:
         self.s2_attn[adapter_name] = GroupSpec(config.group_size_ratio)
@@ -219,7 +220,7 @@ class ShiftedSparseAttention(TunerLayer):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         active = self.active_adapters
-        if not (self.training and active):
+        if not (self.base_layer.training and active):  # the attention module's own mode (a wrapper starts in train mode)
             return self.base_layer(*args, **kwargs)  # full attention
         token = _ACTIVE_S2.set((self.base_layer, self.s2_attn[active[-1]].group_size_ratio))
         try:
