@@ -120,3 +120,12 @@ def test_config_follows_ms_swift():
     base, _ = models.llama()
     model = Swift.prepare_model(base, ReftConfig(args='{"dropout": 0.1}'))
     assert model.base_model.model.layers[0].reft_default.dropout.p == 0.1
+
+
+def test_dropout_follows_the_base_mode():
+    base, inputs = models.llama()  # in eval mode
+    model = Swift.prepare_model(base, ReftConfig(args={"dropout": 0.5}))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, model(**inputs).logits)  # no dropout in eval mode
+        model.train()
+        assert (model(**inputs).logits - model(**inputs).logits).abs().max() > 0  # dropout in training

@@ -25,7 +25,7 @@ Differences from the paper / ms-swift:
 - Positions: the edit is applied to the hidden states at every position of every forward pass (prompt
   and generated tokens). The paper and pyreft intervene on chosen positions only (e.g. the first and
   last p prompt tokens, passed as `intervention_locations`), and not on generated tokens; ms-swift
-  without `intervention_locations` intervenes at every position too.
+  hands pyreft the batch's `intervention_locations` when the dataset provides them.
 - Native code, no pyreft/pyvene; the checkpoint is swiftlite's layout (not pyreft's
   `save_intervention` files), so checkpoints do not convert between the two.
 - `args` (ms-swift: a JSON string of extra intervention arguments) takes only {"dropout": p}, applied
@@ -127,6 +127,7 @@ class ReftLayer(TunerLayer):
         device, dtype = self._base_device_dtype()
         module = ReftIntervention(hidden_size(self.base_layer), config.r, config.intervention_type,
                                   config.parsed_args().get("dropout", 0.0), device, dtype)
+        module.train(self.base_layer.training)  # dropout follows the wrapped layer's mode, not nn.Module's default
         self.add_adapter_module("reft_", adapter_name, module)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
