@@ -101,6 +101,26 @@ def test_one_group_covering_the_sequence_is_full_attention():
                                    atol=1e-5, rtol=1e-5)
 
 
+def test_eager_and_sdpa_give_the_same_training_output():
+    outputs = []
+    for impl in ("sdpa", "eager"):
+        base, _ = models.llama()
+        base.set_attn_implementation(impl)
+        model = Swift.prepare_model(base, LongLoRAConfig(target_modules=TARGETS, init_lora_weights=False,
+                                                         group_size_ratio=0.5))
+        outputs.append(logits(model, batch(pad=3), train=True))
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
+
+
+def test_heads_sharing_a_kv_head_across_the_halves_are_refused():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=1)  # one kv head for all 4 query heads
+    with pytest.raises(ValueError, match="halves would share"):
+        Swift.prepare_model(LlamaForCausalLM(cfg), LongLoRAConfig(target_modules=TARGETS))
+
+
 def test_smaller_groups_change_training_but_not_inference():
     model = longlora(group_size_ratio=0.5)
     inputs = batch()
