@@ -6,8 +6,8 @@ Two changes to LoRA make long-context fine-tuning cheap:
    G = group_size_ratio · T and each token attends (causally) within its group only; in half of the
    heads the groups are shifted by G/2 tokens, so information flows between neighbouring groups::
 
-       heads h <  H/2:  token i attends to j  iff  j ≤ i  and   ⌊i / G⌋ == ⌊j / G⌋
-       heads h >= H/2:  token i attends to j  iff  j ≤ i  and   ⌊(i − G/2) mod T / G⌋ == ⌊(j − G/2) mod T / G⌋
+       heads h <  H/2:  i attends to j  iff  j ≤ i  and  ⌊i / G⌋ == ⌊j / G⌋
+       heads h >= H/2:  i attends to j  iff  j ≤ i  and  ⌊((i − G/2) mod T) / G⌋ == ⌊((j − G/2) mod T) / G⌋
 
    computed as the paper's pseudocode does: roll the shifted heads of Q, K, V by −G/2 tokens, fold the
    groups into the batch, (B, H, n·G, d) -> (B·n, H, G, d), run the model's own attention, unfold,
@@ -89,8 +89,8 @@ class LongLoRAConfig(LoRAConfig):
             try:
                 re.compile(self.embedder_and_normalizer)
             except re.error as err:
-                self._require(False, "embedder_and_normalizer",
-                              f"{self.embedder_and_normalizer!r} is not a regex ({err}); e.g. r'.*(embed_tokens|norm).*'")
+                self._require(False, "embedder_and_normalizer", f"{self.embedder_and_normalizer!r} is not a regex "
+                                                                 f"({err}); e.g. r'.*(embed_tokens|norm).*'")
 
     def selects_parameter(self, name: str) -> bool:
         """ms-swift's rule: a str must match the whole name, a list entry be a substring of it."""
@@ -114,7 +114,7 @@ def shifted_sparse_attention(module: nn.Module, query: torch.Tensor, key: torch.
     attention function) as the attention inside each group. query (B, H, T, d); key, value (B, H_kv, T, d)."""
     b, h, t, _ = query.shape
     h_kv, g, s = key.shape[1], group_size, group_size // 2
-    h_half, kv_half = h // 2, (h // 2) * key.shape[1] // h  # unshifted query heads / the kv heads they use
+    h_half, kv_half = h // 2, (h // 2) * h_kv // h  # unshifted query heads / the kv heads they use
     if attention_mask is None:  # what sdpa would do with is_causal: an explicit causal mask (additive)
         causal = torch.ones(t, t, dtype=torch.bool, device=query.device).tril()
         attention_mask = torch.zeros(t, t, dtype=query.dtype, device=query.device).masked_fill(
@@ -155,9 +155,9 @@ def _s2_attention(module: nn.Module, query, key, value, attention_mask, **kwargs
                          f"{key.shape[2]} keys (a cache?); call model.eval() to generate, or pass use_cache=False")
     group_size = int(t * active[1])
     if group_size < 1 or t % group_size:
-        raise ValueError(f"LongLoRAConfig.group_size_ratio={active[1]}: a sequence of {t} tokens does not split into "
-                         f"groups of G = int({t} · {active[1]}) = {group_size} tokens; pad the batch to a length L for "
-                         f"which int(L · ratio) divides L (for ratio = 1/k: a multiple of k)")
+        raise ValueError(f"LongLoRAConfig.group_size_ratio={active[1]}: a sequence of {t} tokens does not split "
+                         f"into groups of G = int({t} · {active[1]}) = {group_size} tokens; pad the batch to a length "
+                         f"L for which int(L · ratio) divides L (for ratio = 1/k: a multiple of k)")
     return shifted_sparse_attention(module, query, key, value, attention_mask, group_size, original, **kwargs)
 
 
@@ -220,7 +220,8 @@ class ShiftedSparseAttention(TunerLayer):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         active = self.active_adapters
-        if not (self.base_layer.training and active):  # the attention module's own mode (a wrapper starts in train mode)
+        # the attention module's own mode (a new wrapper starts in training mode, whatever the base's)
+        if not (self.base_layer.training and active):
             return self.base_layer(*args, **kwargs)  # full attention
         token = _ACTIVE_S2.set((self.base_layer, self.s2_attn[active[-1]].group_size_ratio))
         try:

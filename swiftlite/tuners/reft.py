@@ -3,7 +3,7 @@
 Instead of weights, ReFT edits hidden representations. LoReFT edits the hidden state h ∈ R^d output
 by a chosen layer inside an r-dimensional subspace::
 
-    Φ(h) = h + Rᵀ(W h + b − R h)        R ∈ R^{r×d} with orthonormal rows (R Rᵀ = I), W ∈ R^{r×d}, b ∈ R^r
+    Φ(h) = h + Rᵀ(W h + b − R h)       R ∈ R^{r×d}, orthonormal rows (R Rᵀ = I); W ∈ R^{r×d}, b ∈ R^r
 
 i.e. the component of h in the row space of R, R h, is replaced by W h + b; the rest of h is kept. R
 stays orthonormal through training by `torch.nn.utils.parametrizations.orthogonal`.
@@ -86,7 +86,8 @@ class ReftConfig(SwiftConfig):
             parsed = json.loads(self.args)
         except json.JSONDecodeError as err:
             self._require(False, "args", f"{self.args!r} is not JSON ({err}); e.g. '{{\"dropout\": 0.05}}'")
-        self._require(isinstance(parsed, dict), "args", f"must be a JSON object such as '{{\"dropout\": 0.05}}', got {self.args!r}")
+        self._require(isinstance(parsed, dict), "args",
+                      f"must be a JSON object such as '{{\"dropout\": 0.05}}', got {self.args!r}")
         return parsed
 
 
