@@ -175,7 +175,8 @@ def grouped_bars(names: Sequence[str], groups: Mapping[str, Sequence[float]], ax
         ax.set_xlabel(xlabel)
     if title:
         ax.set_title(title)
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 if xlabel else -0.1),
+              ncol=1)  # below the axes: never over a bar, nor over a neighbouring axes' legend
     return ax
 
 
