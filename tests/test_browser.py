@@ -150,7 +150,7 @@ _JS_STATE = """() => {
 
 def _wait_idle(page, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
-    settled = 0
+    settled, state = 0, {"status": "unknown", "pending": "?"}
     while time.monotonic() < deadline:
         state = page.evaluate(_JS_STATE)
         settled = settled + 1 if state["status"] == "idle" and state["pending"] == 0 else 0
