@@ -569,3 +569,17 @@ def test_keep_pre_merge_undoes_any_merge_order_exactly():
     with pytest.raises(ValueError, match="NaN"):
         sm.merge()
     assert torch.equal(layer.base_layer.weight, w0) and layer.merged_adapters == []
+
+
+def test_new_tuner_modules_follow_the_mode_of_the_module_they_wrap():
+    """An eval-mode model stays deterministic after prepare_model (LoRA dropout off), a train-mode one trains."""
+    model, inputs = models.llama()
+    model.eval()
+    tuned = Swift.prepare_model(model, LoRAConfig(r=4, target_modules=["q_proj"], lora_dropout=0.9))
+    assert not any(m.training for m in tuned.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(tuned(**inputs).logits, tuned(**inputs).logits)
+    model, _ = models.llama()
+    model.train()
+    tuned = Swift.prepare_model(model, LoRAConfig(r=4, target_modules=["q_proj"], lora_dropout=0.9))
+    assert all(m.training for m in tuned.base_model.modules())

@@ -72,6 +72,7 @@ class SwiftModel(nn.Module):
         snapshot = _Snapshot(model)
         try:
             self.base_model = model
+            self.training = model.training  # the wrapper takes the model's train / eval mode
             self.adapters: dict[str, SwiftConfig] = {}
             self.extra_state_keys: list[str] = list(extra_state_keys or [])
             self._offloaded: dict[str, str] = {}  # adapter -> temp file holding its weights (offload="meta")
@@ -126,6 +127,7 @@ class SwiftModel(nn.Module):
             self._wrap_modules_to_save(config, adapter_name)
             for layer in self._layers_of(adapter_name):
                 layer.set_adapter_active(adapter_name, True)
+                _follow_training_mode(layer)
             for p in self.adapter_parameters(adapter_name).values():
                 p.requires_grad_(not inference_mode)
 
@@ -769,6 +771,19 @@ def read_adapters(directory: str) -> dict[str, tuple[dict[str, Any], str]]:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+def _follow_training_mode(layer: TunerLayer) -> None:
+    """New modules are built in training mode; give a layer's own modules (not the wrapped one's) the
+    mode of the module it wraps, so an eval-mode model stays deterministic (no LoRA dropout) after
+    prepare_model. PEFT leaves them in training mode until the next `.eval()`."""
+    base = layer.base_layer
+    if base is None:
+        return
+    inside_base = {id(m) for m in base.modules()}
+    for module in layer.modules():
+        if id(module) not in inside_base:
+            module.training = base.training
+
+
 def _canonical_rel(layer: TunerLayer, adapter: str, rel: str) -> str:
     """Canonical form of a name a layer gives one of its adapter parameters: relative to the layer
     (`lora_A.default.weight`) or, for a tuner that names a copy's weights like the original's
