@@ -27,8 +27,9 @@
 # other.
 #
 # **Running time** on a shared 2-core CPU, measured with `jupyter nbconvert --execute`
-# (2026-11-29): full mode 6 min 50 s (three 300-step trainings of a 0.16 M-parameter model, 84 s
-# each, while other jobs shared the CPU), quick mode (`SWIFTLITE_QUICK=1`) 1 min 30 s. Section 8 prints
+# (2026-11-29, other jobs sharing the CPU): full mode 6 min 50 s and 15 min 42 s in two runs
+# (three 300-step trainings of a 0.16 M-parameter model, 84 s and 437 s each: the load decides),
+# both with the same results; quick mode (`SWIFTLITE_QUICK=1`) 1 min 30 s. Section 8 prints
 # this run's times.
 #
 # **You will learn**
