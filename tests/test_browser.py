@@ -4,7 +4,8 @@ What a reader does: open the notebook in `jupyter lab`, Run > Run All Cells, loo
 what they would see: no error output, every ipywidget drawn as a widget (not its text repr such as
 `VBox(children=...)`), one interaction per interactive widget changing the output that depends on
 it, and each figure drawn as an image. A screenshot of each notebook goes to a folder the test
-prints (under pytest's tmp dir, never the repository).
+prints (under pytest's tmp dir, never the repository); JupyterLab runs on copies of the notebooks,
+since it saves what it opens.
 
 Setup: `jupyter lab` runs headless on a free port of 127.0.0.1 with a token, `--allow-root`,
 isolated config/settings/runtime folders, and the kernel environment of the notebook tests
@@ -88,11 +89,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
                 "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                 "JUPYTER_CONFIG_DIR": str(base / "config"), "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
                 "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces")})
+    # JupyterLab saves what it opens (autosave, with outputs): run copies, never the repository's notebooks.
+    work = base / "work"
+    shutil.copytree(TUTORIALS, work / "tutorials", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     port = _free_port()
     log = open(base / "jupyter-lab.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-         "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={ROOT}",
+         "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={work}",
          "--LabApp.expose_app_in_browser=True"],
         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -51,9 +51,14 @@ def test_label_mask_covers_exactly_the_prompt(tokenizer):
 
 def test_truncation_and_dataset_columns(tokenizer):
     pairs = instruction_pairs(16, seed=0)
-    ds = build_sft_dataset(pairs, tokenizer, max_length=40)
+    full = build_sft_dataset(pairs, tokenizer)
+    # a limit that cuts some responses but leaves every one a few tokens (the tokenizer decides where)
+    prompt_lengths = [labels.index(next(y for y in labels if y != IGNORE_INDEX)) for labels in full["labels"]]
+    max_length = max(prompt_lengths) + 4
+    assert max(full["length"]) > max_length  # truncation really happens
+    ds = build_sft_dataset(pairs, tokenizer, max_length=max_length)
     assert set(ds.column_names) == {"input_ids", "labels", "attention_mask", "length"}
-    assert max(ds["length"]) <= 40
+    assert max(ds["length"]) <= max_length
     assert all(any(y != IGNORE_INDEX for y in labels) for labels in ds["labels"])
     with pytest.raises(ValueError, match="max_length"):
         build_sft_dataset(pairs, tokenizer, max_length=3)  # the chat header alone is longer than 3 tokens
