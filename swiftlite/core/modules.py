@@ -82,3 +82,43 @@ def apply_to_hidden(out: Any, pos: int | str | None, fn: Callable[[torch.Tensor]
     items = list(out)
     items[key] = fn(items[key])
     return type(out)(items)
+
+
+class AttentionConfigView:
+    """A module's config as a tuner shows it to the module: the same object (reads and writes go
+    through), except that `_attn_implementation` names the tuner's attention function."""
+
+    def __init__(self, config: Any, implementation: str) -> None:
+        object.__setattr__(self, "base", config)
+        object.__setattr__(self, "_attn_implementation", implementation)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "base" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.base, name, value)
+
+
+def route_attention(module: nn.Module, name: str, function: Callable) -> None:
+    """Make a transformers attention module compute attention with `function`: register it with
+    `transformers.AttentionInterface` under `name` (once) and give the module a config view whose
+    implementation is `name`. `function` finds the model's own implementation in
+    `module.config.base._attn_implementation`; undo with `module.config = module.config.base`."""
+    from transformers import AttentionInterface
+
+    if name not in AttentionInterface():
+        AttentionInterface.register(name, function)
+    module.config = AttentionConfigView(module.config, name)
+
+
+def model_attention(module: nn.Module, config_name: str) -> Callable:
+    """The attention function the model itself would use for `module` (sdpa or eager), seen from
+    inside a function installed by `route_attention`. flash-attention is refused: it takes no mask."""
+    impl = module.config.base._attn_implementation
+    if impl and "flash" in impl:
+        raise ValueError(f"{config_name}: attn_implementation={impl!r} is not supported; load the model with "
+                         f"attn_implementation='sdpa' or 'eager'")
+    source = sys.modules[type(module).__module__]  # the modeling file: its registry and its eager function
+    return source.ALL_ATTENTION_FUNCTIONS.get_interface(impl or "eager", source.eager_attention_forward)

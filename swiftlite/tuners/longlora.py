@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextvars
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Union
 
@@ -50,6 +49,7 @@ from einops import rearrange
 from ..core import TunerLayer, register_tuner
 from ..core.config import Range
 from ..core.layer import canonical_name
+from ..core.modules import model_attention, route_attention
 from ..core.modules_to_save import ModulesToSaveLayer
 from ..core.targeting import replace_module
 from .lora import LoRAConfig, LoRATuner
@@ -140,12 +140,7 @@ def shifted_sparse_attention(module: nn.Module, query: torch.Tensor, key: torch.
 
 def _s2_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     """The registered attention function: S²-Attn while a LongLoRA adapter trains, else the model's own."""
-    impl = module.config.base._attn_implementation
-    if impl and "flash" in impl:
-        raise ValueError(f"LongLoRAConfig: attn_implementation={impl!r} is not supported; load the model with "
-                         f"attn_implementation='sdpa' or 'eager'")
-    source = sys.modules[type(module).__module__]  # the modeling file: its registry and its eager function
-    original = source.ALL_ATTENTION_FUNCTIONS.get_interface(impl or "eager", source.eager_attention_forward)
+    original = model_attention(module, "LongLoRAConfig")
     active = _ACTIVE_S2.get()
     if active is None or active[0] is not module:
         return original(module, query, key, value, attention_mask, **kwargs)
@@ -159,23 +154,6 @@ def _s2_attention(module: nn.Module, query, key, value, attention_mask, **kwargs
                          f"into groups of G = int({t} · {active[1]}) = {group_size} tokens; pad the batch to a length "
                          f"L for which int(L · ratio) divides L (for ratio = 1/k: a multiple of k)")
     return shifted_sparse_attention(module, query, key, value, attention_mask, group_size, original, **kwargs)
-
-
-class _AttnConfigView:
-    """The wrapped module's config, except that its attention implementation is `_s2_attention`."""
-
-    _attn_implementation = ATTN_NAME
-
-    def __init__(self, config) -> None:
-        object.__setattr__(self, "base", config)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "base" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.base, name, value)
 
 
 class GroupSpec(nn.Module):
@@ -198,11 +176,7 @@ class ShiftedSparseAttention(TunerLayer):
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
         self.s2_attn = nn.ModuleDict()
-        from transformers import AttentionInterface
-
-        if ATTN_NAME not in AttentionInterface():
-            AttentionInterface.register(ATTN_NAME, _s2_attention)
-        base_layer.config = _AttnConfigView(base_layer.config)
+        route_attention(base_layer, ATTN_NAME, _s2_attention)
         self.train(base_layer.training)
 
     def add_adapter(self, adapter_name: str, config: LongLoRAConfig) -> None:

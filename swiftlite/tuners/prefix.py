@@ -43,6 +43,7 @@ from einops import rearrange
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import NonNegativeFloat, PositiveInt, Target
+from ..core.modules import model_attention, route_attention
 from ..core.targeting import match_modules
 
 ATTN_NAME = "swiftlite_prefix"
@@ -92,12 +93,7 @@ def decompose_prefix_attention(q, k, v, k_pre, v_pre):
 
 def _prefix_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     """The registered attention function: prepend K_pre / V_pre, then run the model's own implementation."""
-    impl = module.config.base._attn_implementation
-    if impl and "flash" in impl:
-        raise ValueError(f"PrefixConfig: attn_implementation={impl!r} is not supported; load the model with "
-                         f"attn_implementation='sdpa' or 'eager'")
-    source = sys.modules[type(module).__module__]  # the modeling file: its registry and its eager function
-    original = source.ALL_ATTENTION_FUNCTIONS.get_interface(impl or "eager", source.eager_attention_forward)
+    original = model_attention(module, "PrefixConfig")
     active = _ACTIVE_PREFIX.get()
     if active is None or active[0] is not module:
         return original(module, query, key, value, attention_mask, **kwargs)
@@ -118,23 +114,6 @@ def _prefix_attention(module: nn.Module, query, key, value, attention_mask, **kw
     return original(module, query, key, value, attention_mask, **kwargs)
 
 
-class _AttnConfigView:
-    """The wrapped module's config, except that its attention implementation is `_prefix_attention`."""
-
-    _attn_implementation = ATTN_NAME
-
-    def __init__(self, config) -> None:
-        object.__setattr__(self, "base", config)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "base" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.base, name, value)
-
-
 class PrefixLayer(TunerLayer):
     adapter_attrs = ("prefix_key", "prefix_value", "prefix_mlp")
 
@@ -148,8 +127,7 @@ class PrefixLayer(TunerLayer):
         head_dim = getattr(base_layer, "head_dim", None) or getattr(base_layer, "attention_head_size", None) \
             or config.hidden_size // config.num_attention_heads
         self.kv_dim, self.prefix_head_dim = heads_kv * head_dim, head_dim
-        _register_attention_function()
-        base_layer.config = _AttnConfigView(config)
+        route_attention(base_layer, ATTN_NAME, _prefix_attention)
 
     def add_adapter(self, adapter_name: str, config: PrefixConfig) -> None:
         device, dtype = self._base_device_dtype()
@@ -190,13 +168,6 @@ class PrefixLayer(TunerLayer):
             return self.base_layer(*args, **kwargs)
         finally:
             _ACTIVE_PREFIX.reset(token)
-
-
-def _register_attention_function() -> None:
-    from transformers import AttentionInterface
-
-    if ATTN_NAME not in AttentionInterface():
-        AttentionInterface.register(ATTN_NAME, _prefix_attention)
 
 
 # Attention classes known to hand Q, K, V to `ALL_ATTENTION_FUNCTIONS` (checked against the installed
