@@ -1,0 +1,45 @@
+"""Diffusion helpers around diffusers: text-to-image fine-tuning, guided sampling, metrics.
+
+    from swiftlite.diffusion import text_to_image_dataset, TextToImageLoss, sample, sample_grid
+    from swiftlite.diffusion import style_accuracy, prompt_adherence, mask_iou, edge_agreement
+
+* :mod:`swiftlite.diffusion.training` — a shapes-world caption/image dataset tokenised with the
+  pipeline's tokenizer, and the loss (ε / v / x₀ target read from the scheduler's
+  ``prediction_type``) that :func:`swiftlite.train.train` optimises for any Swift-tuned U-Net.
+* :mod:`swiftlite.diffusion.sampling` — classifier-free guidance with any diffusers scheduler
+  (DDPM, DDIM, ... built with ``from_config``), seeded, with a ``condition=`` that is handed to a
+  caller-supplied context manager (how a Controllable SC-Tuner or a ControlNet receives its hint),
+  and a sample-grid figure.
+* :mod:`swiftlite.diffusion.metrics` — style-classifier accuracy, prompt adherence by the zoo's
+  judge, mask IoU against a condition mask, edge agreement.
+
+Names load lazily: importing this package does not import diffusers or transformers.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # training
+    "text_to_image_dataset": "training", "TextToImageLoss": "training", "diffusion_target": "training",
+    "PREDICTION_TYPES": "training",
+    # sampling
+    "sample": "sampling", "make_scheduler": "sampling", "sample_grid": "sampling", "unet_output": "sampling",
+    # metrics
+    "StyleClassifier": "metrics", "style_classifier": "metrics", "style_accuracy": "metrics",
+    "prompt_adherence": "metrics", "object_mask": "metrics", "mask_iou": "metrics", "mask_edges": "metrics",
+    "edge_agreement": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'swiftlite.diffusion' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {"training", "sampling", "metrics", "controlnet"})
