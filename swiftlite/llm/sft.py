@@ -53,7 +53,8 @@ def _prompt_text(tokenizer, prompt: str, template: str) -> str:
 
 
 def encode_pair(tokenizer, prompt: str, response: str, *, template: str = "chat",
-                max_length: int | None = None) -> dict[str, list[int]]:
+                max_length: int | None = None, loss_scale: Mapping[str, tuple[float, float]] | None = None
+                ) -> dict[str, list]:
     """Token ids and SFT labels of one (prompt, response) pair.
 
     Returns ``{"input_ids", "labels"}`` of equal length: ``input_ids = prompt_ids + response_ids +
@@ -61,24 +62,41 @@ def encode_pair(tokenizer, prompt: str, response: str, *, template: str = "chat"
     ``template="chat"`` renders the prompt with the tokenizer's chat template (user turn plus the
     assistant generation header), ``"plain"`` as ``prompt + "\\n"``. ``max_length`` truncates
     from the right (the response's tail is lost first).
+
+    ``loss_scale`` (a span map such as :data:`swiftlite.llm.loss_scale.REACT_LOSS_SCALE`) adds a
+    ``"loss_scale"`` list: one weight per token (prompt 0, the closing eos 1, response tokens from
+    the map); response tokens of weight 0 get the label -100. See :mod:`swiftlite.llm.loss_scale`.
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("encode_pair: the tokenizer has no eos_token_id; the response must end with one.")
     prompt_ids = tokenizer(_prompt_text(tokenizer, prompt, template), add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if loss_scale is None:
+        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        weights = [1.0] * len(response_ids)
+    else:
+        from .loss_scale import token_loss_scale
+
+        response_ids, weights = token_loss_scale(tokenizer, response, loss_scale)
+    response_ids, weights = response_ids + [tokenizer.eos_token_id], weights + [1.0]
     input_ids = prompt_ids + response_ids
-    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids  # the SFT label mask
+    labels = [IGNORE_INDEX] * len(prompt_ids) + [  # the SFT label mask (weight 0: not scored either)
+        t if w > 0 else IGNORE_INDEX for t, w in zip(response_ids, weights)]
+    out: dict[str, list] = {"input_ids": input_ids, "labels": labels}
+    if loss_scale is not None:
+        out["loss_scale"] = [0.0] * len(prompt_ids) + weights
     if max_length is not None:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return {"input_ids": input_ids, "labels": labels}
+        out = {k: v[:max_length] for k, v in out.items()}
+    return out
 
 
 def build_sft_dataset(pairs, tokenizer, *, template: str = "chat", max_length: int | None = 128,
-                      prompt_column: str = "prompt", response_column: str = "output"):
+                      prompt_column: str = "prompt", response_column: str = "output",
+                      loss_scale: Mapping[str, tuple[float, float]] | None = None):
     """Tokenize instruction pairs (e.g. :func:`swiftlite.data.instruction_pairs`) for SFT.
 
     Returns a ``datasets.Dataset`` with ``input_ids``, ``labels`` (prompt masked to -100, see the
-    module docstring), ``attention_mask`` and ``length``. Examples whose response is truncated
+    module docstring), ``attention_mask`` and ``length``, plus ``loss_scale`` (per-token weights,
+    :mod:`swiftlite.llm.loss_scale`) when a ``loss_scale`` map is given. Examples whose response is truncated
     away entirely (no label left) are dropped, since they would add 0/0 to the loss; if that
     leaves nothing, a ValueError asks for a larger ``max_length``.
     """
@@ -89,12 +107,15 @@ def build_sft_dataset(pairs, tokenizer, *, template: str = "chat", max_length: i
             raise KeyError(f"build_sft_dataset: no column {column!r}; columns are {pairs.column_names}. "
                            "Pass prompt_column= / response_column=.")
     rows: dict[str, list] = {"input_ids": [], "labels": [], "attention_mask": [], "length": []}
+    if loss_scale is not None:
+        rows["loss_scale"] = []
     for prompt, response in zip(pairs[prompt_column], pairs[response_column]):
-        enc = encode_pair(tokenizer, prompt, response, template=template, max_length=max_length)
+        enc = encode_pair(tokenizer, prompt, response, template=template, max_length=max_length,
+                          loss_scale=loss_scale)
         if all(label == IGNORE_INDEX for label in enc["labels"]):
             continue
-        rows["input_ids"].append(enc["input_ids"])
-        rows["labels"].append(enc["labels"])
+        for key in enc:
+            rows[key].append(enc[key])
         rows["attention_mask"].append([1] * len(enc["input_ids"]))
         rows["length"].append(len(enc["input_ids"]))
     if not rows["input_ids"]:
@@ -113,8 +134,9 @@ class SFTCollator:
     """Right-pads a list of SFT examples into a batch of tensors.
 
     ``input_ids`` are padded with ``pad_token_id``, ``attention_mask`` with 0 and ``labels`` with
-    -100, so padding is neither attended to nor scored. Examples may hold lists or tensors (a 🤗
-    dataset in torch format). Extra columns (``length``, text) are dropped.
+    -100, so padding is neither attended to nor scored; a ``loss_scale`` column (per-token
+    weights) is padded with 0 and kept. Examples may hold lists or tensors (a 🤗 dataset in torch
+    format). Other extra columns (``length``, text) are dropped.
     """
 
     pad_token_id: int = 0  # any id works: padded positions are masked out of attention and loss
@@ -138,17 +160,30 @@ class SFTCollator:
             input_ids[i, :len(s)] = s
             attention_mask[i, :len(s)] = 1
             label_ids[i, :len(y)] = y
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+        if "loss_scale" in examples[0]:
+            scale = torch.zeros((B, T), dtype=torch.float32)  # (B, T)
+            for i, (s, e) in enumerate(zip(seqs, examples)):
+                w = torch.as_tensor(e["loss_scale"], dtype=torch.float32)
+                if len(w) != len(s):
+                    raise ValueError(f"SFTCollator: example {i} has {len(s)} input_ids but {len(w)} loss_scale weights.")
+                scale[i, :len(w)] = w
+            batch["loss_scale"] = scale
+        return batch
 
 
-def _token_nll(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token NLL over labelled positions, and their count."""
+def _token_nll(model: nn.Module, batch: Mapping[str, torch.Tensor],
+               weighted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token NLL over labelled positions (times ``loss_scale`` if ``weighted``), and their count."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits  # (B, T, V)
     logits = logits[:, :-1]  # (B, T-1, V): position t predicts token t+1
     targets = batch["labels"][:, 1:].to(logits.device)  # (B, T-1)
     nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                      ignore_index=IGNORE_INDEX, reduction="sum")
-    return nll, (targets != IGNORE_INDEX).sum()
+                                      ignore_index=IGNORE_INDEX, reduction="none")  # (B*(T-1),), 0 where ignored
+    if weighted and batch.get("loss_scale") is not None:
+        w_t = batch["loss_scale"][:, 1:].to(nll.device).reshape(-1)  # (B*(T-1),) weight of the predicted token
+        nll = w_t * nll
+    return nll.sum(), (targets != IGNORE_INDEX).sum()
 
 
 def sft_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -157,8 +192,10 @@ def sft_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tenso
     The same value as ``model(**batch).loss`` of a 🤗 causal LM (shift by one, ignore -100, mean
     over labelled tokens), computed here so that tuners which change the sequence length inside
     the model still get scored on the caller's tokens. Usable as ``train(..., loss_fn=sft_loss)``.
+    If the batch has a ``loss_scale`` (per-token weights w_t, see :mod:`swiftlite.llm.loss_scale`)
+    each term is multiplied by w_t: -(1/|R|) Σ_{t∈R} w_t log p_θ(x_t | x_<t).
     """
-    nll, count = _token_nll(model, batch)
+    nll, count = _token_nll(model, batch, weighted=True)
     if count.item() == 0:
         raise ValueError("sft_loss: the batch has no labelled token (every label is -100).")
     return nll / count
@@ -166,7 +203,9 @@ def sft_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tenso
 
 def evaluate_loss(model: nn.Module, dataset, *, batch_size: int = 32, collate_fn: Callable | None = None) -> float:
     """Held-out SFT loss: NLL per response token, summed over ``dataset`` then divided (not a mean
-    of batch means), in eval mode under ``torch.no_grad``; the train/eval mode is restored."""
+    of batch means), in eval mode under ``torch.no_grad``; the train/eval mode is restored.
+    Unweighted: a ``loss_scale`` column is ignored (tokens of weight 0 stay unscored, as their
+    label is -100), so runs trained with and without loss scale compare on one scale."""
     collate_fn = collate_fn or SFTCollator()
     device = next(model.parameters()).device
     was_training = model.training
