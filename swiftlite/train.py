@@ -326,6 +326,7 @@ def train(
     optimizer=None,
     shuffle: bool = True,
     max_grad_norm: float | None = 1.0,
+    on_step_begin: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
 ) -> History:
     """Train ``model`` in place for ``steps`` optimizer steps and return its :class:`History`.
 
@@ -351,6 +352,8 @@ def train(
         optimizer: None (AdamW), an optimizer class/factory called as
             ``optimizer(param_groups, lr=..., weight_decay=...)``, or an optimizer instance.
         max_grad_norm: clip the global grad norm to this value; None disables clipping.
+        on_step_begin: None or ``f(step, model, optimizer)``, called before the first micro-batch of
+            every optimizer step (``step`` 0-based; the unwrapped model); e.g. LISA's layer switch.
     """
     if steps < 1 or grad_accum < 1 or batch_size < 1:
         raise ValueError(f"train(): steps, grad_accum and batch_size must be >= 1, got {steps}, {grad_accum}, {batch_size}.")
@@ -385,6 +388,8 @@ def train(
     start = time.perf_counter()
     step, loss_sum, micro = 0, torch.zeros((), device=accelerator.device), 0
     while step < steps:
+        if on_step_begin is not None and micro == 0:
+            on_step_begin(step, unwrapped, opt)
         batch = next(batches)
         with accelerator.accumulate(model):
             with accelerator.autocast():
