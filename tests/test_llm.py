@@ -128,3 +128,21 @@ def test_compare_tuners_two_configs(tokenizer):
     assert lora["peak_memory_bytes"] < full["peak_memory_bytes"]
     with pytest.raises(KeyError, match="LoRA"):
         compare_tuners(factory, configs, train_ds, eval_ds, steps=1, lr={"full": 1e-3}, batch_size=8)
+
+
+def test_compare_tuners_lisa_row(tokenizer):
+    from swiftlite.llm.lisa import LISAConfig
+
+    torch.set_num_threads(1)
+    train_ds = build_sft_dataset(instruction_pairs(32, seed=0), tokenizer)
+    eval_ds = build_sft_dataset(instruction_pairs(8, seed=1), tokenizer)
+    factory = lambda: tiny_llama(len(tokenizer))  # noqa: E731
+    configs = {"full": None, "LISA": LISAConfig(lisa_activated_layers=1, lisa_step_interval=2)}
+    full, lisa = compare_tuners(factory, configs, train_ds, eval_ds, steps=4, lr=1e-3, batch_size=8, seed=0,
+                                measure_steps=1, measure_warmup=0, progress=False,
+                                collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id))
+    one_layer = sum(p.numel() for p in factory().model.layers[0].parameters())
+    assert lisa["total_params"] == full["total_params"]  # no weights added: it tunes the base
+    assert lisa["trainable_params"] == full["total_params"] - one_layer  # one of the 2 layers frozen
+    assert lisa["peak_memory_bytes"] < full["peak_memory_bytes"]
+    assert lisa["eval_loss"] != lisa["eval_loss_init"]

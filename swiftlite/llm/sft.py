@@ -262,7 +262,9 @@ def compare_tuners(
     """Fine-tune a fresh ``model_factory()`` with each config and return one row per config.
 
     ``configs`` maps a display name to a tuner config, a ``{adapter_name: config}`` dict (several
-    tuners at once, e.g. LoRA + NEFTune), or None for full fine-tuning. ``lr`` is one learning
+    tuners at once, e.g. LoRA + NEFTune), None for full fine-tuning, or a
+    :class:`swiftlite.llm.lisa.LISAConfig` (full fine-tuning of γ layers at a time: measured with
+    its first draw trainable, trained with the :class:`~swiftlite.llm.lisa.LISA` callback). ``lr`` is one learning
     rate or ``{name: lr}`` (a name missing from the dict is an error). Every run uses the same
     ``seed``, data order, ``steps`` and ``lr_schedule``.
 
@@ -298,10 +300,17 @@ def compare_tuners(
     if measure_rounds < 1:
         raise ValueError(f"compare_tuners(measure_rounds={measure_rounds}): expected >= 1.")
 
+    from .lisa import LISA, LISAConfig
+
     models: dict[str, nn.Module] = {}
+    lisas: dict[str, LISA] = {}
     for name, config in configs.items():
         torch.manual_seed(seed)  # tuner weights are initialised from the same RNG state in every run
-        models[name] = _prepare(model_factory(), config)
+        if isinstance(config, LISAConfig):  # a training technique: the base model, γ layers trainable
+            models[name] = model_factory()
+            lisas[name] = LISA(models[name], config)
+        else:
+            models[name] = _prepare(model_factory(), config)
 
     rows: dict[str, dict[str, Any]] = {}
     rounds: dict[str, list[float]] = {name: [] for name in configs}
@@ -324,9 +333,11 @@ def compare_tuners(
         run_lr = float(lr[name]) if isinstance(lr, Mapping) else float(lr)
         eval_loss_init = evaluate_loss(model, eval_ds, batch_size=eval_batch_size, collate_fn=collate_fn)
         start = time.perf_counter()
+        lisa = lisas.pop(name, None)
         history = train(model, train_ds, sft_loss, steps=steps, batch_size=batch_size, lr=run_lr,
                         collate_fn=collate_fn, seed=seed, progress=False, lr_schedule=lr_schedule,
-                        warmup_steps=warmup_steps)
+                        warmup_steps=warmup_steps, optimizer=lisa.make_optimizer(run_lr) if lisa else None,
+                        on_step_begin=lisa)
         seconds = time.perf_counter() - start
         tail = history.loss[-max(1, steps // 10):]
         row.update(lr=run_lr, eval_loss_init=eval_loss_init,
