@@ -9,10 +9,20 @@ Every tutorial and the zoo call :func:`train`; nobody writes their own loop. One
     θ_ema  = β θ_ema + (1 - β) θ                     # optional exponential moving average
 
 Accelerate prepares the model, optimizer and data loader, so the same code runs on CPU, one GPU, or
-several processes under ``accelerate launch``; mixed precision ("fp16"/"bf16") is Accelerate's
-autocast. The learning-rate schedule is stepped here once per optimizer step (it is *not* handed to
-``accelerator.prepare``, which would step it once per process), so ``steps`` always means optimizer
-steps of this process.
+several processes; mixed precision ("fp16"/"bf16") is Accelerate's autocast. The learning-rate
+schedule is stepped here once per optimizer step (it is *not* handed to ``accelerator.prepare``,
+which would step it once per process), so ``steps`` always means optimizer steps of this process.
+
+Several processes (data parallel, DDP). Start the unchanged script with
+``torchrun --nproc_per_node N script.py`` or ``accelerate launch --multi_gpu --num_processes N
+script.py``; without GPUs, :func:`train` asks Accelerate for CPU processes (gloo), which it would
+otherwise set up as N independent single-process runs. ``accelerate launch --cpu --num_processes N``
+starts a single process (its CPU path needs MPI): :func:`train` warns when a launch meant for
+several processes ends up alone. With N processes, each takes its own ``batch_size`` rows per
+micro-batch (a global batch of N·batch_size, gradients averaged by DDP), ``loss_fn`` gets the model
+itself (DDP wraps the whole loss computation), the parameters of inactive adapters are frozen while
+training (DDP waits for a gradient of every trainable parameter), and process 0 alone writes
+checkpoints.
 
 Checkpoints hold tuner weights only: a swiftlite ``SwiftModel`` writes its adapters with
 ``save_pretrained``; any other module writes just its ``requires_grad`` parameters to
@@ -21,9 +31,11 @@ Checkpoints hold tuner weights only: a swiftlite ``SwiftModel`` writes its adapt
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -105,7 +117,8 @@ def trainable_param_groups(model: nn.Module, lr: float, weight_decay: float) -> 
     if not groups:
         raise ValueError(
             "train(): the model has no parameters with requires_grad=True, so there is nothing to train. "
-            "Wrap it with Swift.prepare_model(model, config) or set requires_grad on the parts to tune."
+            "Wrap it with Swift.prepare_model(model, config) or set requires_grad on the parts to tune "
+            "(the adapters of a SwiftModel that are not active are not trained: activate them first)."
         )
     return groups
 
@@ -179,7 +192,9 @@ def _is_step_callable(dataset) -> bool:
     return callable(dataset) and not hasattr(dataset, "__getitem__") and not hasattr(dataset, "__iter__")
 
 
-def _make_dataloader(dataset, batch_size: int, shuffle: bool, collate_fn, seed: int) -> torch.utils.data.DataLoader:
+def _make_dataloader(dataset, batch_size: int, shuffle: bool, collate_fn, seed: int,
+                     num_processes: int = 1) -> torch.utils.data.DataLoader:
+    """The loader that Accelerate then shards: with N processes, process r takes batches r, N + r, ..."""
     if hasattr(dataset, "with_format") and getattr(dataset, "format", {}).get("type", None) is None:
         dataset = dataset.with_format("torch")  # 🤗 datasets: rows as tensors, so default_collate stacks them
     if not isinstance(dataset, torch.utils.data.Dataset) and not hasattr(dataset, "__getitem__"):
@@ -198,7 +213,10 @@ def _make_dataloader(dataset, batch_size: int, shuffle: bool, collate_fn, seed: 
         shuffle=shuffle and not iterable,
         collate_fn=collate_fn,
         generator=generator,
-        drop_last=sized and len(dataset) >= batch_size,  # every step sees a full batch
+        # every process sees a full batch at every step: drop an epoch's incomplete last batches
+        # while there are enough rows for N full ones (else Accelerate's even_batches fills the
+        # shards up by wrapping around to the epoch's first rows)
+        drop_last=sized and len(dataset) >= batch_size * num_processes,
     )
 
 
@@ -253,6 +271,14 @@ def _save_checkpoint(model: nn.Module, save_dir: str | os.PathLike) -> None:
         save_trainable(model, save_dir)
 
 
+def _save_on_main(accelerator, model: nn.Module, save_dir: str | os.PathLike) -> None:
+    """Process 0 writes the checkpoint; every process returns once it is on disk."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _save_checkpoint(model, save_dir)
+    accelerator.wait_for_everyone()
+
+
 # ----------------------------------------------------------------------------------------------
 # Loop
 # ----------------------------------------------------------------------------------------------
@@ -277,16 +303,102 @@ def _make_accelerator(grad_accum: int, mixed_precision: str):
     # sync_with_dataloader=False: we cycle epochs ourselves, so an optimizer step is exactly every
     # `grad_accum` micro-batches and never forced at the end of an epoch.
     plugin = GradientAccumulationPlugin(num_steps=grad_accum, sync_with_dataloader=False)
+
+    def make(cpu: bool = False):
+        return Accelerator(gradient_accumulation_plugin=plugin, mixed_precision=mixed_precision, cpu=cpu)
+
     try:
-        return Accelerator(gradient_accumulation_plugin=plugin, mixed_precision=mixed_precision)
+        accelerator = make()
     except ValueError as err:
         # Accelerate keeps one process-wide state; a notebook that trained in "no" then asks for
         # "bf16" would be refused. In a single process that state holds nothing else, so reset it.
         state = AcceleratorState()
-        if "already been initialized" in str(err) and state.num_processes == 1:
-            AcceleratorState._reset_state()
-            return Accelerator(gradient_accumulation_plugin=plugin, mixed_precision=mixed_precision)
-        raise
+        if "already been initialized" not in str(err) or state.num_processes != 1:
+            raise
+        AcceleratorState._reset_state()
+        accelerator = make()
+    launched = _launched_world_size()
+    if launched > 1 and accelerator.num_processes == 1:
+        # torchrun (or `accelerate launch --multi_gpu`) started several processes, but Accelerate
+        # found no GPU (or other device) for them and, not told to use the CPU, set each one up
+        # alone: N independent runs that all save. No process group exists yet, so start again
+        # asking for CPU processes, which Accelerate joins with gloo.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        accelerator = make(cpu=True)
+    _warn_if_alone(accelerator.num_processes, launched)
+    return accelerator
+
+
+def _launched_world_size() -> int:
+    """How many processes the launcher says it started (torchrun's or MPI's variables; 1 if none)."""
+    from accelerate.utils import get_int_from_env
+
+    return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
+
+
+_LAUNCH_HELP = ("Start N CPU processes with `torchrun --nproc_per_node N script.py` or "
+               "`accelerate launch --multi_gpu --num_processes N script.py` (README: 'More than one process').")
+
+
+def _warn_if_alone(num_processes: int, launched: int) -> None:
+    """Warn when a launch meant for several processes ended with a world of one."""
+    if num_processes > 1:
+        return
+    if launched > 1:
+        why = f"the launcher started {launched} processes but Accelerate set this one up alone"
+    elif os.environ.get("MASTER_ADDR") and "WORLD_SIZE" not in os.environ:
+        # `accelerate launch --num_processes N` sets MASTER_ADDR for N processes, then starts one
+        # plain process when it takes its simple path (`--cpu`, or no GPU found; N CPU processes
+        # there need MPI and a hostfile)
+        why = ("the launcher prepared a multi-process run (MASTER_ADDR is set) but started only this process, "
+               "as `accelerate launch --cpu --num_processes N` (or `--num_processes N` without GPUs) does")
+    else:
+        return
+    warnings.warn(f"train(): world size 1: {why}. Training goes on in this one process. {_LAUNCH_HELP}",
+                  RuntimeWarning, stacklevel=4)  # points at the call of train()
+
+
+class _LossModule(nn.Module):
+    """``forward(batch) = loss_fn(model, batch)``: the module that DDP wraps with several processes.
+
+    DDP reduces gradients only for a forward pass that goes through its own ``forward``, while
+    ``loss_fn`` wants the model itself (``model.config``, ``model.active_adapters``, its
+    submodules). Wrapping the whole loss computation gives both.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "loss_fn", loss_fn)  # not a submodule: its parameters are not trained
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+@contextlib.contextmanager
+def _inactive_adapters_frozen(model: nn.Module) -> Iterator[None]:
+    """Inside the block, the trainable parameters of a SwiftModel's inactive adapters are frozen.
+
+    An inactive adapter takes no part in the forward pass, so its parameters get no gradient. One
+    process skips them (the optimizer ignores a parameter whose grad is None), but DDP waits for a
+    gradient of every trainable parameter and fails. ``requires_grad`` is restored on exit.
+    """
+    frozen: list[nn.Parameter] = []
+    if _is_swift_model(model) and hasattr(model, "active_adapters") and hasattr(model, "adapter_parameters"):
+        active = set(model.active_adapters)
+        in_use = {id(p) for name in active for p in model.adapter_parameters(name).values()}
+        for name in model.adapters:
+            if name in active:
+                continue
+            for p in model.adapter_parameters(name).values():
+                if p.requires_grad and id(p) not in in_use:
+                    p.requires_grad_(False)
+                    frozen.append(p)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _run_eval(eval_fn, model: nn.Module) -> dict[str, float]:
@@ -368,86 +480,93 @@ def train(
     set_seed(seed)  # python, numpy and torch RNGs
     loss_fn = loss_fn or _default_loss
     accelerator = _make_accelerator(grad_accum, mixed_precision)
+    n_proc, rank = accelerator.num_processes, accelerator.process_index
 
-    opt = make_optimizer(model, lr, weight_decay, optimizer)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(lr_schedule, steps, warmup_steps))
-    if _is_step_callable(dataset):
-        model, opt = accelerator.prepare(model, opt)
-        batches = (send_to_device(dataset(i), accelerator.device) for i in range(steps * grad_accum))
-    else:
-        loader = _make_dataloader(dataset, batch_size, shuffle, collate_fn, seed)
-        model, opt, loader = accelerator.prepare(model, opt, loader)
-        batches = _cycle(loader)
-    unwrapped = accelerator.unwrap_model(model)
-    ema_params = [p.detach().clone().float() for p in params] if ema is not None else None
+    with _inactive_adapters_frozen(model):
+        opt = make_optimizer(model, lr, weight_decay, optimizer)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(lr_schedule, steps, warmup_steps))
+        # With several processes DDP wraps the whole loss computation, so loss_fn still gets `model`.
+        wrapped = _LossModule(model, loss_fn) if n_proc > 1 else model
+        if _is_step_callable(dataset):
+            wrapped, opt = accelerator.prepare(wrapped, opt)
+            # process r of N takes micro-batches r, N + r, 2N + r, ...: its own data, as a loader's shard
+            batches = (send_to_device(dataset(i * n_proc + rank), accelerator.device) for i in range(steps * grad_accum))
+        else:
+            loader = _make_dataloader(dataset, batch_size, shuffle, collate_fn, seed, n_proc)
+            wrapped, opt, loader = accelerator.prepare(wrapped, opt, loader)
+            batches = _cycle(loader)
+        trainable = [p.requires_grad for p in model.parameters()]  # the set DDP was built for
+        ema_params = [p.detach().clone().float() for p in params] if ema is not None else None
 
-    history = History()
-    bar = tqdm(total=steps, desc="train", disable=not progress or not accelerator.is_local_main_process)
-    model.train()
-    start = time.perf_counter()
-    step, loss_sum, micro = 0, torch.zeros((), device=accelerator.device), 0
-    while step < steps:
-        if on_step_begin is not None and micro == 0:
-            on_step_begin(step, unwrapped, opt)
-        batch = next(batches)
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                loss = loss_fn(model, batch)
-            if loss.dim() != 0:
-                raise ValueError(f"train(): loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}.")
-            accelerator.backward(loss)  # divides by grad_accum
-            loss_sum += loss.detach().float()
-            micro += 1
-            if accelerator.sync_gradients and max_grad_norm is not None:
-                norm = accelerator.clip_grad_norm_(params, max_grad_norm)
-                history.grad_norm.append(float(norm))
-            opt.step()  # Accelerate skips it on accumulation micro-steps
-            opt.zero_grad(set_to_none=True)
-        if not accelerator.sync_gradients:
-            continue
+        history = History()
+        bar = tqdm(total=steps, desc="train", disable=not progress or not accelerator.is_local_main_process)
+        wrapped.train()
+        start = time.perf_counter()
+        step, loss_sum, micro = 0, torch.zeros((), device=accelerator.device), 0
+        while step < steps:
+            if on_step_begin is not None and micro == 0:
+                on_step_begin(step, model, opt)
+                if n_proc > 1 and [p.requires_grad for p in model.parameters()] != trainable:
+                    raise RuntimeError(
+                        "train(on_step_begin=...): the hook changed which parameters require grad, which DDP "
+                        f"cannot follow with {n_proc} processes (it fixes that set when it wraps the model). "
+                        "Run such a schedule (e.g. LISA) in one process."
+                    )
+            batch = next(batches)
+            with accelerator.accumulate(wrapped):
+                with accelerator.autocast():
+                    loss = wrapped(batch) if n_proc > 1 else loss_fn(wrapped, batch)
+                if loss.dim() != 0:
+                    raise ValueError(f"train(): loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}.")
+                accelerator.backward(loss)  # divides by grad_accum
+                loss_sum += loss.detach().float()
+                micro += 1
+                if accelerator.sync_gradients and max_grad_norm is not None:
+                    norm = accelerator.clip_grad_norm_(params, max_grad_norm)
+                    history.grad_norm.append(float(norm))
+                opt.step()  # Accelerate skips it on accumulation micro-steps
+                opt.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
 
-        # ---- one optimizer step done ----
-        history.lr.append(scheduler.get_last_lr()[0])
-        if not getattr(opt, "step_was_skipped", False):  # fp16 overflow steps do not advance the schedule
-            scheduler.step()
+            # ---- one optimizer step done ----
+            history.lr.append(scheduler.get_last_lr()[0])
+            if not getattr(opt, "step_was_skipped", False):  # fp16 overflow steps do not advance the schedule
+                scheduler.step()
+            if ema_params is not None:
+                with torch.no_grad():
+                    for e, p in zip(ema_params, params):
+                        # θ_ema = β θ_ema + (1-β) θ
+                        e.lerp_(p.detach().float(), 1.0 - ema)
+            step_loss = accelerator.reduce(loss_sum / micro, reduction="mean").item()
+            history.loss.append(step_loss)
+            loss_sum.zero_()
+            micro = 0
+            step += 1
+            postfix = {"loss": f"{step_loss:.4g}"}
+            if eval_fn is not None and eval_every is not None and step % eval_every == 0 and step < steps:
+                metrics = _run_eval(eval_fn, model)
+                history.evals.append((step, metrics))
+                postfix.update({k: f"{v:.4g}" for k, v in metrics.items()})
+            if save_dir is not None and save_every is not None and step % save_every == 0 and step < steps:
+                _save_on_main(accelerator, model, save_dir)
+            bar.set_postfix(postfix)
+            bar.update(1)
+
         if ema_params is not None:
             with torch.no_grad():
                 for e, p in zip(ema_params, params):
-                    # θ_ema = β θ_ema + (1-β) θ
-                    e.lerp_(p.detach().float(), 1.0 - ema)
-        step_loss = accelerator.reduce(loss_sum / micro, reduction="mean").item()
-        history.loss.append(step_loss)
-        loss_sum.zero_()
-        micro = 0
-        step += 1
-        postfix = {"loss": f"{step_loss:.4g}"}
-        if eval_fn is not None and eval_every is not None and step % eval_every == 0 and step < steps:
-            metrics = _run_eval(eval_fn, unwrapped)
+                    p.copy_(e.to(p.dtype))
+            history.ema_decay = ema
+        if eval_fn is not None:
+            metrics = _run_eval(eval_fn, model)
             history.evals.append((step, metrics))
-            postfix.update({k: f"{v:.4g}" for k, v in metrics.items()})
-        if save_dir is not None and save_every is not None and step % save_every == 0 and step < steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                _save_checkpoint(unwrapped, save_dir)
-        bar.set_postfix(postfix)
-        bar.update(1)
-
-    if ema_params is not None:
-        with torch.no_grad():
-            for e, p in zip(ema_params, params):
-                p.copy_(e.to(p.dtype))
-        history.ema_decay = ema
-    if eval_fn is not None:
-        metrics = _run_eval(eval_fn, unwrapped)
-        history.evals.append((step, metrics))
-        bar.set_postfix({"loss": f"{history.loss[-1]:.4g}", **{k: f"{v:.4g}" for k, v in metrics.items()}})
-    if save_dir is not None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            _save_checkpoint(unwrapped, save_dir)
-    bar.close()
-    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # removes the autocast wrapper from forward
+            bar.set_postfix({"loss": f"{history.loss[-1]:.4g}", **{k: f"{v:.4g}" for k, v in metrics.items()}})
+        if save_dir is not None:
+            _save_on_main(accelerator, model, save_dir)
+        bar.close()
+        accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)  # removes the autocast wrapper from forward
     history.seconds = time.perf_counter() - start
     history.steps = step
     return history
