@@ -302,3 +302,80 @@ def test_swift_model_checkpoint_holds_only_adapter_weights(tmp_path):
     assert "adapter_model.safetensors" in files and "trainable.safetensors" not in files
     keys = set(load_file(next(tmp_path.rglob("adapter_model.safetensors"))))
     assert keys and all("lora_" in k for k in keys), keys
+
+
+def test_inactive_adapter_is_frozen_while_training_then_given_back():
+    """An inactive adapter gets no gradient; train() freezes it (DDP would wait for its gradient)."""
+    from swiftlite import LoRAConfig, Swift
+
+    model = Swift.prepare_model(mlp(), {"a": LoRAConfig(r=2, target_modules=["0", "2"]),
+                                        "b": LoRAConfig(r=2, target_modules=["0"])})
+    model.set_active_adapters("a")
+    b_before = {k: v.detach().clone() for k, v in model.adapter_parameters("b").items()}
+    a_before = {k: v.detach().clone() for k, v in model.adapter_parameters("a").items()}
+    seen = []
+
+    def hook(step, m, optimizer):
+        seen.append(([p.requires_grad for p in m.adapter_parameters("b").values()],
+                     {id(p) for g in optimizer.param_groups for p in g["params"]}))
+
+    train(model, blobs(), ce_loss, steps=3, batch_size=32, lr=1e-2, progress=False, on_step_begin=hook)
+    b_ids = {id(p) for p in model.adapter_parameters("b").values()}
+    assert len(seen) == 3 and all(not any(flags) and not ids & b_ids for flags, ids in seen)
+    assert all(p.requires_grad for p in model.adapter_parameters("b").values())  # given back
+    assert all(torch.equal(v, b_before[k]) for k, v in model.adapter_parameters("b").items())
+    assert any(not torch.equal(v, a_before[k]) for k, v in model.adapter_parameters("a").items())
+    assert model.active_adapters == ["a"]
+
+
+def test_requires_grad_given_back_when_training_fails():
+    from swiftlite import LoRAConfig, Swift
+
+    model = Swift.prepare_model(mlp(), {"a": LoRAConfig(r=2, target_modules=["0"]),
+                                        "b": LoRAConfig(r=2, target_modules=["2"])})
+    model.set_active_adapters("a")
+
+    def broken(model, batch):
+        raise KeyError("no such column")
+
+    with pytest.raises(KeyError):
+        train(model, blobs(), broken, steps=2, batch_size=32, progress=False)
+    assert all(p.requires_grad for p in model.adapter_parameters("b").values())
+
+
+def test_warns_when_a_multi_process_launch_is_alone(monkeypatch):
+    """`accelerate launch --cpu --num_processes 2` sets MASTER_ADDR, then starts one plain process."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with pytest.warns(RuntimeWarning, match="world size 1.*torchrun --nproc_per_node N"):
+        history = train(mlp(), blobs(), ce_loss, steps=2, batch_size=32, progress=False)
+    assert history.steps == 2  # it still trains, in this one process
+
+
+def test_no_launch_warning_in_a_plain_process(monkeypatch):
+    import warnings
+
+    for key in ("WORLD_SIZE", "MASTER_ADDR", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(mlp(), blobs(), ce_loss, steps=2, batch_size=32, progress=False)
+    assert not [w for w in caught if "world size 1" in str(w.message)]
+
+
+def test_drop_last_counts_every_process():
+    """With N processes a step needs N full batches. Accelerate gives process r the batches
+    r, N + r, ... of the loader; with too few rows for N full batches the last incomplete one must
+    not be dropped (Accelerate's even_batches then fills every shard by wrapping around), or some
+    shards get no batch at all."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    from swiftlite.train import _make_dataloader
+
+    for rows, n_proc in [(40, 1), (40, 2), (40, 3), (20, 2), (5, 2)]:  # 40 rows: 2 batches of 16 and one of 8
+        loader = _make_dataloader(blobs(n=rows), 16, True, None, 0, num_processes=n_proc)
+        assert loader.drop_last == (rows >= 16 * n_proc), (rows, n_proc)
+        for rank in range(n_proc):
+            shard = list(BatchSamplerShard(loader.batch_sampler, num_processes=n_proc, process_index=rank))
+            assert shard and all(len(b) == 16 for b in shard), (rows, n_proc, rank, shard)
