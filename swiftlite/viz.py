@@ -15,11 +15,12 @@ Where figures go (`figures_dir()`):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 __all__ = ["plot_history", "plot_evals", "bar_compare", "grouped_bars", "heatmap", "figures_dir", "save_figure",
-           "adapter_switch_widget"]
+           "adapter_switch_widget", "tuner_diagram", "attachment_sites", "Site"]
 
 BASE_MODEL_OPTION = "(base model: disable_adapter)"
 
@@ -296,3 +297,394 @@ def adapter_switch_widget(model, inputs: Any, render_fn: Callable[[Any, Any], An
     dropdown.observe(lambda change: render(change["new"]), names="value")
     render(dropdown.value)
     return box
+
+
+# ---- tuner_diagram: a block schematic drawn from the real model ---------------------------------------
+@dataclass
+class Site:
+    """One place a tuner attaches (or would attach), for `attachment_sites` / `tuner_diagram`."""
+
+    path: str  # module path relative to the base model
+    tuner: str  # "LoRA", "ResTuning", ... (the config class name without "Config")
+    adapter: str | None  # adapter name in a SwiftModel; None for a config not yet applied
+    role: str  # "wraps" | "added" | "would attach" | ResTuning: "root (output)", "stem 2 (output)", "target (input)"
+    state: str | None = None  # "active" | "inactive" | "merged" for an applied adapter
+
+    def label(self) -> str:
+        who = self.tuner if self.adapter is None else f"{self.tuner}[{self.adapter}]"
+        state = f", {self.state}" if self.state and self.state != "active" else ""
+        return f"{who}: {self.role}{state}"
+
+
+def _tuner_name(config: Any) -> str:
+    name = type(config).__name__
+    return name[: -len("Config")] if name.endswith("Config") and len(name) > len("Config") else name
+
+
+def _roles(base, config) -> dict[str, str]:
+    """{path: role} of the modules `config` touches in `base` (reads only)."""
+    from .core.config import get_tuner
+
+    tuner = get_tuner(config.swift_type)
+    locate = getattr(tuner, "locate", None)
+    if callable(locate):  # tuners attaching by hooks around a root, stems and a target (ResTuning)
+        root, stems, target = locate(base, config)
+        roles: dict[str, list[str]] = {}
+        if root is not None:
+            roles.setdefault(root, []).append(f"root ({getattr(config, 'root_modules_hook', 'output')})")
+        else:
+            roles.setdefault(stems[0], []).append("root (input)")
+        for i, stem in enumerate(stems, start=1):
+            roles.setdefault(stem, []).append(f"stem {i} ({getattr(config, 'stem_modules_hook', 'output')})")
+        hook = getattr(config, "target_modules_hook", "input")
+        roles.setdefault(target, []).append(f"target ({hook} replaced)")
+        return {k: " + ".join(v) for k, v in roles.items()}
+    return dict.fromkeys(config.matched_modules(base), "would attach")
+
+
+def attachment_sites(model, config: Any = None) -> list[Site]:
+    """Where the tuners of `model` attach, relative to its base model (reads only, changes nothing).
+
+    For a SwiftModel: every tuner layer (a module wrapping the original op, or a module the tuner
+    added) with each adapter's state, plus the modules a hook-based tuner (ResTuning) hooks.
+    With `config` (a SwiftConfig not yet applied): the modules `config.matched_modules` selects
+    (for ResTuning: its root, stems and target, each with its role).
+    """
+    import torch.nn as nn
+
+    from .core.inspect import _tuner_state
+    from .core.layer import TunerLayer
+    from .core.model import SwiftModel
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"tuner_diagram(model): expected an nn.Module, got {type(model).__name__}")
+    sites: list[Site] = []
+    base = model
+    if isinstance(model, SwiftModel):
+        base = model.base_model
+        configs = model.adapters
+        layers = {path: m for path, m in base.named_modules() if isinstance(m, TunerLayer)}
+        for path, layer in layers.items():
+            role = "wraps" if layer.base_layer is not None else "added"
+            for adapter, state in _tuner_state(layer).items():
+                tuner = _tuner_name(configs[adapter]) if adapter in configs else type(layer).__name__
+                sites.append(Site(path, tuner, adapter, role, state))
+        inside = tuple(f"{p}." for p in layers)
+        for adapter, cfg in configs.items():
+            try:
+                roles = _roles(base, cfg)
+            except Exception:  # noqa: BLE001  (some tuners' targets no longer match once injected)
+                continue
+            for path, role in roles.items():
+                if path in layers or path.startswith(inside):
+                    continue  # shown as the tuner layer itself
+                state = "active" if adapter in model.active_adapters else "inactive"
+                sites.append(Site(path, _tuner_name(cfg), adapter, role, state))
+    if config is not None:
+        from .core.config import SwiftConfig
+
+        if not isinstance(config, SwiftConfig):
+            raise TypeError(f"tuner_diagram(config=...): expected a SwiftConfig, got {type(config).__name__}")
+        for path, role in _roles(base, config).items():
+            sites.append(Site(path, _tuner_name(config), None, role if role != "would attach" else "would attach"))
+    return sites
+
+
+def _io_text(module) -> str:
+    """'in 32 -> out 32' for the op a site wraps (features, channels or token ids), '' if unknown."""
+    import torch.nn as nn
+
+    from .core.modules import innermost_base_layer
+    from .core.tuner import feature_width
+
+    base = innermost_base_layer(module)
+    if isinstance(base, nn.Embedding):
+        return f"ids < {base.num_embeddings} -> out {base.embedding_dim}"
+    if isinstance(base, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return f"in {base.in_channels} ch -> out {base.out_channels} ch"
+    if isinstance(base, nn.Linear):
+        return f"in {base.in_features} -> out {base.out_features}"
+    conv1d = type(base).__name__ == "Conv1D" and hasattr(base, "nf")  # transformers' GPT-2 Conv1D
+    if conv1d:
+        return f"in {base.weight.shape[0]} -> out {base.nf}"
+    try:
+        found_in, found_out = feature_width(base, "in"), feature_width(base, "out")
+    except Exception:  # noqa: BLE001
+        return ""
+    if found_in is None and found_out is None:
+        return ""
+    return f"in {found_in[0] if found_in else '?'} -> out {found_out[0] if found_out else '?'}"
+
+
+# colours of the schematic (one legend entry each)
+_DIAGRAM_STYLE = {
+    "frozen": dict(facecolor="#e5e7eb", edgecolor="#9ca3af", linestyle="-", linewidth=0.8),
+    "container": dict(facecolor="#ffffff", edgecolor="#9ca3af", linestyle="-", linewidth=0.8),
+    "tuner": dict(facecolor="#f3e8ff", edgecolor="#7e22ce", linestyle="-", linewidth=1.6),
+    "trainable": dict(facecolor="#bbf7d0", edgecolor="#15803d", linestyle="-", linewidth=1.0),
+    "hooked": dict(facecolor="#dbeafe", edgecolor="#1d4ed8", linestyle="--", linewidth=1.6),
+    "match": dict(facecolor="#fef3c7", edgecolor="#d97706", linestyle="--", linewidth=1.6),
+}
+_DIAGRAM_LEGEND = {
+    "frozen": "base model module (frozen once a tuner is applied)",
+    "container": "block without own weights",
+    "tuner": "tuner layer (wraps the original op)",
+    "trainable": "tuner weights (trainable)",
+    "hooked": "hooked by a tuner (module unchanged)",
+    "match": "config would attach here (not applied)",
+}
+
+
+def _status_word(total: int, trainable: int, applied: bool) -> str:
+    if not applied:
+        return ""
+    return " trainable" if trainable == total else " frozen" if not trainable else f" ({trainable:,} trainable)"
+
+
+def _numel(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def _subtree_params(node) -> tuple[int, int]:
+    """(parameters, trainable parameters) below and at `node` (one copy of a folded block)."""
+    total = trainable = 0
+    for n in node.walk():
+        for p in n.params:
+            if p.tied_to is None:
+                total += _numel(p.shape)
+                trainable += _numel(p.shape) if p.trainable else 0
+    return total, trainable
+
+
+def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
+    """A block schematic of `model` marking where each tuner attaches; returns the matplotlib Figure.
+
+    Drawn from the real model (`named_modules`, folded like `show()`: identical numbered blocks
+    become one box `layers.0-11 x12`). Blocks holding a tuner are opened down to it; the rest stay
+    closed with their parameter count. Colours (legend under the drawing): frozen modules grey,
+    tuner layers purple with the wrapped op (`base_layer`, frozen) and the tuner's own weights
+    (trainable, green) inside, modules a tuner only hooks (ResTuning's root, stems and target) blue
+    dashed, and for `config` (a SwiftConfig not yet applied) the modules it would attach to in
+    orange dashed. At the right of each marked box: which tuner, its role, and the input/output
+    width of the wrapped op. Works for a SwiftModel (its adapters) and for a plain model with a
+    config; changes nothing. `fig.sites` holds the `Site`s drawn (see `attachment_sites`).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch, Patch
+
+    from .core.inspect import _build, _fold, _join_containers
+    from .core.model import SwiftModel
+
+    sites = attachment_sites(model, config)
+    applied = isinstance(model, SwiftModel)  # a plain model is not frozen yet: no trainable/frozen words
+    base = model.base_model if isinstance(model, SwiftModel) else model
+    by_path: dict[str, list[Site]] = {}
+    for site in sites:
+        by_path.setdefault(site.path, []).append(site)
+    root = _build(base, "", "", 0, None, set(by_path), {}, {})
+    _fold(root)
+    _join_containers(root)
+
+    def marked(node) -> bool:
+        return node.tuner is not None or any(p in by_path for p in node.paths)
+
+    def interesting(node) -> bool:
+        return any(marked(n) for n in node.walk())
+
+    def sites_below(node) -> list[Site]:
+        return [x for n in node.walk() for p in n.paths for x in by_path.get(p, [])]
+
+    def style_of(node, in_tuner: bool, opened: bool) -> str:
+        path_sites = [x for p in node.paths for x in by_path.get(p, [])]
+        if node.tuner is not None:
+            return "tuner"
+        if not opened and interesting(node):  # a closed block with tuners inside (compact drawing)
+            inside = sites_below(node)
+            return ("tuner" if any(n.tuner is not None for n in node.walk()) else
+                    "match" if all(x.adapter is None for x in inside) else "hooked")
+        if path_sites:
+            return "match" if all(x.adapter is None for x in path_sites) else "hooked"
+        total, trainable = _subtree_params(node) if not opened else (0, 0)
+        if in_tuner and ((node.params and node.status != "frozen") or (not node.params and total and trainable == total)):
+            return "trainable"
+        return "frozen" if node.params or (total and not opened) else "container"
+
+    def site_text(node, opened: bool) -> str:
+        roles: dict[str, list[str]] = {}  # "LoRA[default]" -> its roles here (folded blocks: several)
+        own = [x for p in node.paths for x in by_path.get(p, [])]
+        for x in own:
+            who, _, role = x.label().partition(": ")
+            if role not in roles.setdefault(who, []):
+                roles[who].append(role)
+        if not opened:  # a closed block: count what is inside
+            own_ids = {id(x) for x in own}
+            inside: dict[str, int] = {}
+            for x in sites_below(node):
+                if id(x) not in own_ids:
+                    who = x.label().partition(": ")[0]
+                    inside[who] = inside.get(who, 0) + 1
+            for who, n in inside.items():
+                roles.setdefault(who, []).append(f"{n} module{'s' if n > 1 else ''} inside")
+        return "; ".join(f"{who}: {', '.join(r)}" for who, r in roles.items())
+
+    def layout(open_tuners: bool, max_open_depth: int | None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        cursor = [0.0]
+
+        def visit(node, depth: int, in_tuner: bool) -> None:
+            name = node.name or type(base).__name__
+            text = f"{name} ({node.type_name})" if node.name else name
+            if node.copies > 1:
+                text += f"  x{node.copies}"
+            opened = bool(node.children) and (depth == 0 or (
+                (max_open_depth is None or depth < max_open_depth)
+                and ((node.tuner is not None and open_tuners) or any(interesting(c) for c in node.children))))
+            total, trainable = _subtree_params(node) if not opened else (
+                sum(_numel(p.shape) for p in node.params), sum(_numel(p.shape) for p in node.params if p.trainable))
+            if total:
+                text += f"  {total:,} params" + _status_word(total, trainable, applied)
+            if in_tuner and node.name == "base_layer":
+                text += "  <- the wrapped op"
+            module = base.get_submodule(node.paths[0]) if node.paths[0] else base
+            row = {"depth": depth, "text": text, "style": style_of(node, in_tuner, opened),
+                   "site": site_text(node, opened),
+                   "io": _io_text(module) if marked(node) and getattr(module, "base_layer", True) is not None else "",
+                   "opened": opened, "copies": node.copies, "paths": list(node.paths), "y": cursor[0],
+                   "sites": [x for p in node.paths for x in by_path.get(p, [])]}
+            rows.append(row)
+            cursor[0] += 1.0
+            if not opened:
+                row["bottom"] = row["y"] + 0.85
+                return
+            children = list(node.children)
+            quiet_run: list = []
+            inner = in_tuner or node.tuner is not None
+
+            def flush() -> None:
+                if len(quiet_run) >= 3:  # a run of untouched siblings: one summary box
+                    total = sum(_subtree_params(c)[0] * c.copies for c in quiet_run)
+                    trainable = sum(_subtree_params(c)[1] * c.copies for c in quiet_run)
+                    names = ", ".join(c.name for c in quiet_run[:3])
+                    rows.append({"depth": depth + 1, "text": f"{len(quiet_run)} more modules ({names}, ...)  "
+                                 f"{total:,} params" + _status_word(total, trainable, applied), "style": "frozen",
+                                 "site": "", "io": "", "opened": False, "copies": 1, "paths": [], "y": cursor[0],
+                                 "bottom": cursor[0] + 0.85, "sites": []})
+                    cursor[0] += 1.0
+                else:
+                    for c in quiet_run:
+                        visit(c, depth + 1, inner)
+                quiet_run.clear()
+
+            for child in children:
+                if len(children) > 5 and not interesting(child):
+                    quiet_run.append(child)
+                    continue
+                flush()
+                visit(child, depth + 1, inner)
+            flush()
+            row["bottom"] = cursor[0] + 0.1  # the box closes below its last child
+            cursor[0] += 0.35
+
+        visit(root, 0, False)
+        return rows
+
+    # the full drawing, or (too tall) tuner layers closed, then blocks closed from the deepest level up
+    depth_of_tree = max(len(p.split(".")) for n in root.walk() for p in n.paths if p) if list(base.children()) else 1
+    for open_tuners, max_open_depth in [(True, None), (False, None)] + [(False, d) for d in range(depth_of_tree, 0, -1)]:
+        rows = layout(open_tuners, max_open_depth)
+        if len(rows) <= max_rows:
+            break
+
+    # layout in character units (x) and rows (y, downwards)
+    indent, char_w, row_h = 2.0, 0.075, 0.3  # inches per character / per row
+    left_w = max(r["depth"] * indent + len(r["text"]) + 2 for r in rows)
+    max_depth = max(r["depth"] for r in rows)
+    box_right = left_w + max_depth * 0.6 + 2
+    header = "where the tuner attaches  |  wrapped op: input -> output width"
+    right_w = max([len(r["site"]) for r in rows] + [len(r["io"]) for r in rows] + [len(header)]) + 4
+    total_w = box_right + right_w
+    n_lanes = sum(1 for x in sites if x.role != "added" and any(y.role == "added" and (y.tuner, y.adapter) == (x.tuner, x.adapter)
+                                                                for y in sites))
+    margin = 1.2 * n_lanes + 1.0
+    height = max(r["bottom"] for r in rows) + 0.5
+
+    legend_rows = 2.6
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(6.0, (total_w + margin) * char_w), (height + legend_rows) * row_h + 0.6))
+    fig = ax.figure
+    ax.set_xlim(-margin, total_w)
+    ax.set_ylim(height, -1.2)
+    ax.axis("off")
+    for r in rows:
+        x0 = r["depth"] * indent
+        x1 = box_right - r["depth"] * 0.6
+        top, bottom = r["y"] + 0.08, r["bottom"]
+        st = _DIAGRAM_STYLE[r["style"]]
+        if r["copies"] > 1:  # a folded run of identical blocks: a stack of boxes
+            for k in (2, 1):
+                ax.add_patch(FancyBboxPatch((x0 + 0.5 * k, top - 0.12 * k), x1 - x0, bottom - top,
+                                            boxstyle="round,pad=0,rounding_size=0.25", facecolor=st["facecolor"],
+                                            edgecolor=st["edgecolor"], linewidth=0.6, zorder=1.5 + r["depth"]))
+        ax.add_patch(FancyBboxPatch((x0, top), x1 - x0, bottom - top, boxstyle="round,pad=0,rounding_size=0.25",
+                                    zorder=2 + r["depth"], **st))
+
+        weight = "bold" if r["style"] in ("tuner", "hooked", "match") else "normal"
+        ax.text(x0 + 0.8, r["y"] + 0.5, r["text"], va="center", ha="left", fontsize=7.5, family="monospace",
+                fontweight=weight, zorder=3 + r["depth"], clip_on=False)
+        if r["site"]:
+            ax.annotate("", xy=(x1, r["y"] + 0.5), xytext=(box_right + 1.5, r["y"] + 0.5),
+                        arrowprops=dict(arrowstyle="-", color=st["edgecolor"], linewidth=0.8, linestyle=":"))
+            ax.text(box_right + 1.8, r["y"] + 0.5 - (0.22 if r["io"] else 0), r["site"], va="center", ha="left",
+                    fontsize=7.5, family="monospace", color=st["edgecolor"], fontweight="bold")
+            if r["io"]:
+                ax.text(box_right + 1.8, r["y"] + 0.72, r["io"], va="center", ha="left", fontsize=6.5,
+                        family="monospace", color="#374151")
+    # a tuner that reads features at some modules and feeds them into a module it added (ResTuning's
+    # bypass: root and stems -> bypass -> target's input): arrows in the left margin
+    added = {(x.tuner, x.adapter): r for r in rows for x in r["sites"] if x.role == "added"}
+    lane = 0
+    for r in rows:
+        for x in r["sites"]:
+            side = added.get((x.tuner, x.adapter))
+            if side is None or x.role == "added":
+                continue
+            into_side = not x.role.startswith("target")
+            src, dst = (r, side) if into_side else (side, r)
+            lane += 1
+            x_lane = -1.2 * lane  # each arrow runs down its own lane in the left margin
+            arm_a = (src["depth"] * indent - x_lane) * char_w * 72  # points
+            arm_b = (dst["depth"] * indent - x_lane) * char_w * 72
+            ax.annotate("", xy=(dst["depth"] * indent, dst["y"] + 0.5), xytext=(src["depth"] * indent, src["y"] + 0.5),
+                        zorder=20, annotation_clip=False,
+                        arrowprops=dict(arrowstyle="-|>", color=_DIAGRAM_STYLE["hooked" if into_side else "tuner"]["edgecolor"],
+                                        linewidth=1.0, shrinkA=0, shrinkB=0,
+                                        connectionstyle=f"arc,angleA=180,armA={arm_a:.1f},angleB=180,armB={arm_b:.1f},rad=3"))
+    ax.text(box_right + 1.8, -0.6, header, fontsize=7,
+            family="monospace", color="#374151", va="center")
+    used = [k for k in _DIAGRAM_STYLE if any(r["style"] == k for r in rows)]
+    handles = [Patch(label=_DIAGRAM_LEGEND[k], **{a: v for a, v in _DIAGRAM_STYLE[k].items()}) for k in used]
+    if lane:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color=_DIAGRAM_STYLE["hooked"]["edgecolor"], marker=">", markersize=4,
+                              label="feature read by the tuner / written back"))
+    if any(r["copies"] > 1 for r in rows):
+        handles.append(Patch(facecolor="#ffffff", edgecolor="#9ca3af", label="stacked box 'x N': N identical blocks"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 0), ncol=2, fontsize=7, frameon=False)
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    trainable = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
+    tuners = sorted({s.tuner for s in sites})
+    what = " + ".join(tuners) if tuners else "no tuner"
+    if applied:
+        title = (f"{type(base).__name__} with {what}: trainable {trainable:,} of {total:,} parameters "
+                 f"({100 * trainable / max(total, 1):.2f} %)")
+    else:
+        title = (f"{type(base).__name__} ({total:,} parameters): where {what} would attach "
+                 f"({len({s.path for s in sites})} modules; nothing applied yet)")
+    ax.set_title(title, fontsize=9, loc="left")
+    fig.sites = sites
+    fig.diagram_rows = [{k: r[k] for k in ("depth", "text", "style", "site", "io", "paths")} for r in rows]
+    return fig

@@ -119,3 +119,123 @@ def test_plot_evals_heatmap_grouped_bars_and_bar_axes():
     ax = viz.bar_compare([{"name": "a", "loss": 3.0}, {"name": "b", "loss": 2.5}], "loss")
     assert ax.get_xlim()[0] == 0  # the loss axis is not truncated
     plt.close("all")
+
+
+# ---- tuner_diagram ------------------------------------------------------------------------------------
+def _snapshot(model):
+    """Everything tuner_diagram must leave alone: modules, parameters, flags, hooks."""
+    return ([(n, type(m).__name__, len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()],
+            {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}, model.training)
+
+
+def _same(a, b):
+    assert a[0] == b[0] and a[2] == b[2] and a[1].keys() == b[1].keys()
+    assert all(torch.equal(a[1][k][0], b[1][k][0]) and a[1][k][1] == b[1][k][1] for k in a[1])
+
+
+def _drawn_paths(fig, styles):
+    return {p for row in fig.diagram_rows if row["style"] in styles for p in row["paths"]}
+
+
+def test_tuner_diagram_marks_the_lora_layers_of_a_swift_model():
+    base, _ = models.llama()
+    model = Swift.prepare_model(base, LoRAConfig(target_modules=["q_proj", "v_proj"]))
+    before = _snapshot(model)
+    fig = viz.tuner_diagram(model)
+    _same(before, _snapshot(model))
+    expected = {f"model.layers.{i}.self_attn.{m}" for i in range(2) for m in ("q_proj", "v_proj")}
+    assert {s.path for s in fig.sites} == expected
+    assert all(s.tuner == "LoRA" and s.adapter == "default" and s.role == "wraps" and s.state == "active" for s in fig.sites)
+    assert _drawn_paths(fig, {"tuner"}) == expected  # the two folded layers: each box stands for both
+    # inside each tuner layer: the wrapped op (frozen) and the tuner's weights (trainable)
+    assert {p for p in _drawn_paths(fig, {"trainable"})} == {f"{e}.lora_{ab}.default" for e in expected for ab in "AB"}
+    assert any(r["text"].startswith("base_layer (Linear)") and "frozen" in r["text"] and "wrapped op" in r["text"]
+               for r in fig.diagram_rows)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "LoRA[default]: wraps" in texts and "in 32 -> out 32" in texts and "in 32 -> out 16" in texts
+    assert any("layers.0-1 (LlamaDecoderLayer)  x2" in t for t in texts)  # folded like show()
+    assert fig.axes[0].get_legend() is not None and "trainable" in fig.axes[0].get_title(loc="left")
+    model.set_active_adapters([])
+    assert {s.state for s in viz.tuner_diagram(model).sites} == {"inactive"}
+    plt.close("all")
+
+
+def test_tuner_diagram_with_a_config_changes_nothing_and_marks_the_matches():
+    for family, config in [("vit", LoRAConfig(target_modules=["q_proj", "fc1"])),
+                           ("unet", LoRAConfig(target_modules=r".*attn1\.to_q", r=2)),
+                           ("bert", LoRAConfig(target_modules=["query"])),
+                           ("mlp", LoRAConfig(target_modules=["fc1"]))]:
+        model, _ = models.MODELS[family]()
+        before = _snapshot(model)
+        fig = viz.tuner_diagram(model, config, max_rows=500)  # every level open
+        _same(before, _snapshot(model))
+        matched = set(config.matched_modules(model))
+        assert {s.path for s in fig.sites} == matched, family
+        assert all(s.adapter is None and s.role == "would attach" for s in fig.sites)
+        assert _drawn_paths(fig, {"match"}) == matched, family
+        assert "nothing applied yet" in fig.axes[0].get_title(loc="left")
+    with pytest.raises(TypeError, match="SwiftConfig"):
+        viz.tuner_diagram(model, {"target_modules": ["fc1"]})
+    plt.close("all")
+
+
+def test_tuner_diagram_shows_resturning_hooks_and_its_side_network():
+    from swiftlite import ResTuningConfig
+
+    def config():
+        return ResTuningConfig(dims=32, root_modules=r"model\.embed_tokens", root_modules_hook="output",
+                               stem_modules=r"model\.layers\.\d+", target_modules="model.norm")
+
+    base, _ = models.llama()
+    roles = {s.path: s.role for s in viz.tuner_diagram(base, config()).sites}
+    assert roles == {"model.embed_tokens": "root (output)", "model.layers.0": "stem 1 (output)",
+                     "model.layers.1": "stem 2 (output)", "model.norm": "target (input replaced)"}
+    model = Swift.prepare_model(base, config())
+    before = _snapshot(model)
+    fig = viz.tuner_diagram(model)
+    _same(before, _snapshot(model))
+    sites = {s.path: s.role for s in fig.sites}
+    assert sites == {**roles, "restuning_default": "added"}
+    assert _drawn_paths(fig, {"hooked"}) == set(roles)  # hooked modules stay themselves, drawn dashed
+    assert _drawn_paths(fig, {"tuner"}) == {"restuning_default"}
+    arrows = [c for c in fig.axes[0].texts if type(c).__name__ == "Annotation" and c.arrow_patch is not None
+              and c.arrow_patch.get_arrowstyle().__class__.__name__ == "CurveFilledB"]
+    assert len(arrows) == 4  # root and 2 stems feed the bypass, the bypass feeds the target
+    plt.close("all")
+
+
+def test_tuner_diagram_stays_readable_on_a_large_tuner():
+    from swiftlite import BitFitConfig
+
+    model, _ = models.unet()
+    model = Swift.prepare_model(model, BitFitConfig(target_modules=None))
+    fig = viz.tuner_diagram(model, max_rows=40)
+    assert len(fig.diagram_rows) <= 40
+    inside = sum(int(r["site"].split(": ")[1].split()[0]) for r in fig.diagram_rows if "inside" in r["site"])
+    shown = sum(1 for r in fig.diagram_rows if r["site"].endswith("wraps"))
+    assert inside + shown >= len({s.path for s in fig.sites}) / 2  # closed blocks still count their tuner layers
+    plt.close("all")
+
+
+def test_tuner_diagram_draws_every_registered_tuner():
+    import swiftlite.tuners  # noqa: F401
+    from swiftlite.core import TUNERS
+    from swiftlite.core.layer import TunerLayer
+    from tests.test_conformance import CASES
+
+    missing = sorted(set(TUNERS) - set(CASES))
+    assert not missing, f"no conformance case (tests/test_conformance.py CASES) to draw for {missing}"
+    for swift_type in sorted(TUNERS):
+        family, make = next(iter(CASES[swift_type].items()))
+        model, _ = models.MODELS[family]()
+        before = _snapshot(model)
+        fig = viz.tuner_diagram(model, make())
+        _same(before, _snapshot(model))
+        assert {s.path for s in fig.sites} == set(make().matched_modules(model)), swift_type
+        swift = Swift.prepare_model(model, make())
+        fig = viz.tuner_diagram(swift)
+        layers = {n for n, m in model.named_modules() if isinstance(m, TunerLayer)}
+        drawn = {p for r in fig.diagram_rows for p in r["paths"]}
+        assert layers <= {s.path for s in fig.sites} and layers <= drawn, swift_type
+        assert all(r["site"] for r in fig.diagram_rows if r["style"] == "tuner"), swift_type
+        plt.close("all")
