@@ -169,8 +169,8 @@ def test_clear_errors_name_the_field():
         Swift.prepare_model(base, SCETuningConfig(dims=[32, 16, 16], target_modules=UP_RESNETS))
     with pytest.raises(ValueError, match=r"SCETuningConfig\.dims=8: the output of 'down_blocks\.0\.resnets\.0'.* set it to 16"):
         Swift.prepare_model(base, SCETuningConfig(dims=8, target_modules=r"down_blocks\.0\.resnets\.0", tuner_mode="encoder"))
-    with pytest.raises(ValueError, match="hint_modules"):
-        SCETuningConfig(dims=16, target_modules=UP_RESNETS, hint_modules="conv_in")
+    with pytest.raises(ValueError, match=r"hint_modules='conv_in' selects 1 modules for 4 targets"):
+        Swift.prepare_model(base, SCETuningConfig(dims=[32, 16, 16, 16], target_modules=UP_RESNETS, hint_modules="conv_in"))
     with pytest.raises(ValueError, match="tuner_mode"):
         SCETuningConfig(dims=16, target_modules=UP_RESNETS, tuner_mode="middle")
     with pytest.raises(ValueError, match="down_ratio"):

@@ -20,6 +20,7 @@ from .prompt import PromptConfig, PromptTuner
 from .reft import ReftConfig, ReftTuner
 from .restuning import ResTuningConfig, ResTuningTuner
 from .scetuning import SCETuningConfig, SCETuningTuner, scetuning_scale
+from .scetuning_condition import scetuning_condition, set_condition
 from .side import SideConfig, SideTuner
 
 __all__ = [
@@ -36,6 +37,6 @@ __all__ = [
     "PromptConfig", "PromptTuner",
     "ReftConfig", "ReftTuner",
     "ResTuningConfig", "ResTuningTuner",
-    "SCETuningConfig", "SCETuningTuner", "scetuning_scale",
+    "SCETuningConfig", "SCETuningTuner", "scetuning_scale", "scetuning_condition", "set_condition",
     "SideConfig", "SideTuner",
 ]

@@ -47,7 +47,9 @@ Differences from ms-swift / the paper:
   fixture scetuning_two checks the decoder order against ms-swift). Nested adapters do not commute, and
   ms-swift reloads a folder's adapters in `os.listdir` order (swiftlite: sorted by name): pass
   `adapter_name=[...]` in the saved order.
-- `hint_modules` (the Controllable SC-Tuner, CSC-Tuner) is not implemented yet and is refused.
+- The Controllable SC-Tuner (CSC-Tuner: `hint_modules`, or swiftlite's built-in condition encoder with
+  `condition_channels`) is in `scetuning_condition.py`: `skip' = skip + Σ_m α_m · (c_m + T_m(skip + c_m))`.
+  CSC adapters on one target are summed from the same skip (the paper's Σ), after the plain SC adapters.
 - A target given as a list entry may also be a dotted suffix (swiftlite's matching); ms-swift needs
   full names. Not mergeable: the tuner is a non-linear MLP on a skip feature.
 """
@@ -55,7 +57,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Union
+from typing import Any, ClassVar, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -66,6 +68,8 @@ from ..core.layer import tuner_layers
 from ..core.modules import innermost_base_layer
 from ..core.targeting import match_modules
 from ..core.tuner import forward_arguments
+from .scetuning_condition import (ConditionEncoder, ConditionHints, HintProbe, fit_hint, hint_target_levels,
+                                  level_widths)
 
 TUNER_MODES = ("decoder", "encoder", "identity")  # identity: ms-swift's alias of encoder
 TUNER_OPS = ("SCEAdapter",)
@@ -78,14 +82,17 @@ class SCETuningConfig(SwiftConfig):
     swift_type: str = field(default="SCETuning")
     dims: Union[PositiveInt, list[PositiveInt], None] = None  # channels C_j of each tuned feature (one int: all)
     target_modules: Target = None  # regex (full match) or list; a ModuleList means its last element
-    hint_modules: Target = None  # CSC-Tuner condition modules: not implemented yet (must stay None)
+    hint_modules: Target = None  # CSC: modules of the model, one per target (same order); each output is c_j
     tuner_mode: str = "decoder"  # decoder: the skip part of the input; encoder / identity: the output
     tuner_op: str = "SCEAdapter"  # the only tuner op ms-swift has
     down_ratio: PositiveFloat = 1.0  # hidden width m = int(C_j * down_ratio) (the paper: 1.0)
-    tuner_scale: float = 1.0  # s in x + s·(O − x) at inference; 1.0 is the trained tuner
+    tuner_scale: float = 1.0  # s in x + s·(O − x) at inference; 1.0 is the trained tuner (CSC: α_m)
+    condition_channels: Optional[PositiveInt] = None  # CSC: channels k of the condition map -> built-in encoder
+    condition_dims: Optional[list[PositiveInt]] = None  # CSC encoder widths d_0, d_1, ... (None: 16, 32, 96, 256)
 
     _invalid_examples: ClassVar[dict] = {"dims": 0, "target_modules": None, "tuner_mode": "middle",
-                                         "tuner_op": "LoRA", "down_ratio": 0.0, "hint_modules": "conv_in"}
+                                         "tuner_op": "LoRA", "down_ratio": 0.0, "condition_channels": 0,
+                                         "condition_dims": [0]}
 
     def validate(self) -> None:
         self._require(self.dims is not None and self.dims != [], "dims",
@@ -95,9 +102,13 @@ class SCETuningConfig(SwiftConfig):
         self._require(self.tuner_mode in TUNER_MODES, "tuner_mode",
                       f"must be one of {list(TUNER_MODES)}, got {self.tuner_mode!r}")
         self._require(self.tuner_op in TUNER_OPS, "tuner_op", f"must be one of {list(TUNER_OPS)}, got {self.tuner_op!r}")
-        self._require(self.hint_modules is None, "hint_modules",
-                      f"the Controllable SC-Tuner (hint_modules) is not implemented in swiftlite yet; leave it None, "
-                      f"got {self.hint_modules!r}")
+        self._require(self.hint_modules is None or self.condition_channels is None, "hint_modules",
+                      "and condition_channels both give the CSC-Tuner its hints; use hint_modules for your own "
+                      "modules, or condition_channels for the built-in condition encoder")
+        self._require(self.condition_dims is None or self.condition_channels is not None, "condition_dims",
+                      "sets the widths of the built-in condition encoder; set condition_channels too (or drop it)")
+        self._require(self.condition_channels is None or self.tuner_mode == "decoder", "condition_channels",
+                      f"the built-in condition encoder feeds the skips (tuner_mode='decoder'), got {self.tuner_mode!r}")
         for dim in self.dims if isinstance(self.dims, list) else [self.dims]:
             self._require(int(dim * self.down_ratio) >= 1, "down_ratio",
                           f"int(dims * down_ratio) must be at least 1, got int({dim} * {self.down_ratio})")
@@ -135,11 +146,23 @@ class SCETunerModule(nn.Module):
         self.dim = dim
         self.tuner_op = SCEAdapter(dim, tuner_length, device, dtype)
 
-    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    def _check(self, x: torch.Tensor) -> None:
         if x.shape[1 if x.dim() == 4 else -1] != self.dim:
             raise ValueError(f"SCETuningConfig.dims: this tuner was built for {self.dim} channels and got a feature "
                              f"of shape {tuple(x.shape)}; set dims to the feature's channel count")
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        self._check(x)
         return self.tuner_op(x, scale)
+
+    def controlled(self, x: torch.Tensor, c: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
+        """CSC-Tuner: the edit α · (c + T(x + c)) this condition adds to the skip x (c = None: α · T(x))."""
+        self._check(x)
+        op = self.tuner_op
+        if c is None:
+            return scale * op.delta(x.to(op.ln1.weight.dtype)).to(x.dtype)
+        # α_m · (c_m + T_m(skip + c_m)),  T(x) = W_up · GELU(W_down · x)
+        return scale * (c + op.delta((x + c).to(op.ln1.weight.dtype)).to(x.dtype))
 
 
 class SCETuningLayer(TunerLayer):
@@ -151,13 +174,19 @@ class SCETuningLayer(TunerLayer):
         super().__init__(base_layer)
         self.tuner_mode: dict[str, str] = {}
         self.tuner_scale: dict[str, float] = {}
+        # CSC adapters: adapter -> (hint source, index of this target, target name); the source is the
+        # built-in encoder (a module elsewhere in the model) or a HintProbe, so it is not a child here
+        self.hints: dict[str, tuple[Any, int, str]] = {}
 
-    def add_adapter(self, adapter_name: str, config: SCETuningConfig, dim: int) -> None:
+    def add_adapter(self, adapter_name: str, config: SCETuningConfig, dim: int,
+                    hint: tuple[Any, int, str] | None = None) -> None:
         device, dtype = self._base_device_dtype()
         module = SCETunerModule(dim, int(dim * config.down_ratio), device, dtype)
         self.add_adapter_module("scetuner_", adapter_name, module)
         self.tuner_mode[adapter_name] = config.tuner_mode
         self.tuner_scale[adapter_name] = config.tuner_scale
+        if hint is not None:
+            self.hints[adapter_name] = hint
 
     def tuner(self, adapter_name: str) -> SCETunerModule:
         return self._modules["scetuner_" + adapter_name]
@@ -166,21 +195,37 @@ class SCETuningLayer(TunerLayer):
         super().delete_adapter(adapter_name)
         self.tuner_mode.pop(adapter_name, None)
         self.tuner_scale.pop(adapter_name, None)
+        source = self.hints.pop(adapter_name, (None,))[0]
+        if isinstance(source, HintProbe):
+            source.remove()  # idempotent: every target of the adapter shares the probe
 
-    def _tune_skip(self, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        tuner = self.tuner(adapter_name)
+    def _tune_skip(self, x: torch.Tensor, adapter_name: str, tune: Any) -> torch.Tensor:
+        """[hidden, tune(skip)] where skip is the last `dims` channels of x."""
+        dim = self.tuner(adapter_name).dim
         channels = x.shape[1] if x.dim() >= 2 else 0
-        if channels <= tuner.dim:
-            raise ValueError(f"SCETuningConfig.dims: decoder mode tunes the last {tuner.dim} channels of the input "
+        if channels <= dim:
+            raise ValueError(f"SCETuningConfig.dims: decoder mode tunes the last {dim} channels of the input "
                              f"[hidden, skip], but {type(innermost_base_layer(self)).__name__} got shape "
                              f"{tuple(x.shape)}; set dims to the skip's width (less than {channels})")
-        hidden, skip = x.split([channels - tuner.dim, tuner.dim], dim=1)  # (B, C−dim, ...), (B, dim, ...)
-        return torch.cat([hidden, tuner(skip, self.tuner_scale[adapter_name])], dim=1)  # (B, C, ...)
+        hidden, skip = x.split([channels - dim, dim], dim=1)  # (B, C−dim, ...), (B, dim, ...)
+        return torch.cat([hidden, tune(skip)], dim=1)  # (B, C, ...)
+
+    def _controlled(self, skip: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """CSC: skip + Σ_m α_m · (c_m + T_m(skip + c_m)) over the CSC adapters `names`, all from the same skip."""
+        out = skip
+        for name in names:
+            source, index, target = self.hints[name]
+            c = source.hint(index, target)  # (B', C, H, W), or None: no condition (c = 0)
+            if c is not None:
+                c = fit_hint(c, skip, name, target)
+            out = out + self.tuner(name).controlled(skip, c, self.tuner_scale[name])
+        return out
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         active = self.active_adapters
-        decoder = [n for n in active if self.tuner_mode[n] == "decoder"]
-        if decoder:
+        decoder = [n for n in active if self.tuner_mode[n] == "decoder" and n not in self.hints]
+        controlled = [n for n in active if self.tuner_mode[n] == "decoder" and n in self.hints]
+        if decoder or controlled:
             args, kwargs = list(args), dict(kwargs)
             if args:
                 x = args[0]
@@ -188,23 +233,29 @@ class SCETuningLayer(TunerLayer):
                 first = forward_arguments(self.base_layer)[0][0]
                 x = kwargs[first]
             for name in reversed(decoder):  # latest adapter outermost, as ms-swift's nested forwards
-                x = self._tune_skip(x, name)
+                x = self._tune_skip(x, name, lambda skip, n=name: self.tuner(n)(skip, self.tuner_scale[n]))
+            if controlled:
+                x = self._tune_skip(x, controlled[0], lambda skip: self._controlled(skip, controlled))
             if args:
                 args[0] = x
             else:
                 kwargs[first] = x
         out = self.base_layer(*args, **kwargs)
-        for name in active:
-            if self.tuner_mode[name] != "decoder":
-                out = self._tune_output(out, name)
+        encoder = [n for n in active if self.tuner_mode[n] != "decoder"]
+        for name in encoder:
+            if name not in self.hints:
+                out = self._tune_output(out, lambda h, n=name: self.tuner(n)(h, self.tuner_scale[n]))
+        controlled = [n for n in encoder if n in self.hints]
+        if controlled:
+            out = self._tune_output(out, lambda h: self._controlled(h, controlled))
         return out
 
-    def _tune_output(self, out: Any, adapter_name: str) -> Any:
+    @staticmethod
+    def _tune_output(out: Any, tune: Any) -> Any:
         """Encoder mode: tune the output (a tuple's first item; the others stay)."""
-        tuner, scale = self.tuner(adapter_name), self.tuner_scale[adapter_name]
         if isinstance(out, torch.Tensor):
-            return tuner(out, scale)
-        return type(out)((tuner(out[0], scale), *out[1:]))
+            return tune(out)
+        return type(out)((tune(out[0]), *out[1:]))
 
 
 @contextlib.contextmanager
@@ -314,17 +365,68 @@ class SCETuningTuner(Tuner):
                 if width is not None and width != dim:
                     raise ValueError(f"{at}: the output of {name!r} ({type(innermost_base_layer(module)).__name__}) "
                                      f"has {width} channels; set it to {width}")
+        if config.hint_modules is not None:
+            cls.hint_names(model, config, names)
+        if config.condition_channels is not None:
+            hint_target_levels(model, names)
+            if isinstance(model, nn.Sequential):
+                raise ValueError("SCETuningConfig.condition_channels: the model is an nn.Sequential, which would run "
+                                 "the added child 'scecondition_<name>' as a layer; wrap it in an nn.Module")
+
+    @classmethod
+    def hint_names(cls, model: nn.Module, config: SCETuningConfig, names: list[str]) -> list[str]:
+        """The hint module of each target (ms-swift: a list pairs with the targets in order, a regex in model order)."""
+        hints = match_modules(model, config.hint_modules, config_name="SCETuningConfig", field_name="hint_modules")
+        if isinstance(config.hint_modules, list):
+            hints = [n for t in config.hint_modules for n in hints if n == t or n.endswith("." + t)]
+        if len(hints) != len(names):
+            raise ValueError(f"SCETuningConfig.hint_modules={config.hint_modules!r} selects {len(hints)} modules for "
+                             f"{len(names)} targets; give one hint module per target, in the targets' order")
+        for hint in hints:
+            if isinstance(model.get_submodule(hint), (nn.ModuleList, nn.ModuleDict)):
+                raise ValueError(f"SCETuningConfig.hint_modules: {hint!r} is a container that is never called; "
+                                 f"select the module that computes the hint")
+        return hints
 
     @classmethod
     def inject(cls, model: nn.Module, config: SCETuningConfig, adapter_name: str) -> None:
         from ..core.targeting import replace_module
 
         names = cls.match(model, config)
-        for name, dim in zip(names, cls.dims_for(config, names)):
+        dims = cls.dims_for(config, names)
+        source: Any = None
+        if config.hint_modules is not None:  # ms-swift: the model's own modules give the hints
+            source = HintProbe(adapter_name, [(n, model.get_submodule(n)) for n in cls.hint_names(model, config, names)])
+        elif config.condition_channels is not None:  # the built-in condition encoder, a child of the model
+            attribute = f"scecondition_{adapter_name}"
+            if hasattr(model, attribute):
+                raise ValueError(f"adapter_name={adapter_name!r}: the model already has an attribute {attribute!r}")
+            levels = hint_target_levels(model, names)
+            encoder = ConditionEncoder(config.condition_channels, level_widths(config.condition_dims, max(levels) + 1),
+                                       levels, dims)
+            param = next(model.parameters(), None)
+            source = ConditionHints(adapter_name, encoder.to(param.device) if param is not None else encoder,
+                                    config.condition_channels)
+            source.attach(model)
+            model.add_module(attribute, source)
+        for j, (name, dim) in enumerate(zip(names, dims)):
             module = model.get_submodule(name)
+            hint = (source, j, name) if source is not None else None
             if isinstance(module, SCETuningLayer):
-                module.add_adapter(adapter_name, config, dim)
+                module.add_adapter(adapter_name, config, dim, hint)
             else:
                 layer = SCETuningLayer(module)
-                layer.add_adapter(adapter_name, config, dim)
+                layer.add_adapter(adapter_name, config, dim, hint)
                 replace_module(model, name, layer)
+        if isinstance(source, HintProbe):
+            source.layer = model.get_submodule(names[0])
+
+    @classmethod
+    def from_saved_state(cls, model: nn.Module, config: SCETuningConfig, weights: dict[str, Any],
+                         adapter_name: str) -> dict[str, Any]:
+        """The built-in encoder of a checkpoint saved as adapter `x` is `scecondition_x.…`: load it as this adapter's."""
+        out = {}
+        for key, value in weights.items():
+            head, _, rest = key.partition(".")
+            out[f"scecondition_{adapter_name}.{rest}" if head.startswith("scecondition_") else key] = value
+        return out
