@@ -1,0 +1,146 @@
+"""Figures and the tuner explorer widget for vision transfer results.
+
+Inputs are the rows of ``swiftlite.vision.harness.run_suite`` / ``summarize``. matplotlib and
+ipywidgets are imported inside the functions. Figures are saved with ``swiftlite.viz.save_figure``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+__all__ = ["memory_accuracy_scatter", "task_heatmap", "learning_curves", "paper_vs_ours", "tuner_explorer"]
+
+_MARKERS = "osD^v<>PX*hp"
+
+
+def memory_accuracy_scatter(summary: Sequence[Mapping[str, Any]], ax=None, title: str | None = None,
+                            highlight: Sequence[str] = ()):
+    """Peak training memory (MiB, log axis) against accuracy (%, mean ± std error bars), one
+    labelled point per method; point area grows with the trainable share. ``highlight`` names are
+    drawn in orange. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if not summary:
+        raise ValueError("memory_accuracy_scatter: no rows; pass summarize(run_suite(...))")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, r in enumerate(summary):
+        x = r["peak_memory_bytes"] / 2**20
+        y, err = 100 * r["accuracy_mean"], 100 * r["accuracy_std"]
+        color = "#dd8452" if r["name"] in highlight else "#4c72b0"
+        ax.errorbar(x, y, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], color=color, capsize=3,
+                    markersize=5 + 2 * min(4.0, max(0.0, r["trainable_percent"]) ** 0.5), label=r["name"])
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak training memory (MiB, log scale)")
+    ax.set_ylabel("accuracy, mean over tasks (%)\n(error bar: std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def task_heatmap(summary: Sequence[Mapping[str, Any]], ax=None, title: str | None = None):
+    """Accuracy (%) per method (rows) and task (columns), annotated. Returns the axes."""
+    from .. import viz
+
+    tasks = list(summary[0]["tasks"])
+    values = [[r["per_task"].get(t, (float("nan"), 0.0))[0] for t in tasks] for r in summary]
+    return viz.heatmap(values, [r["name"] for r in summary], tasks, ax=ax, fmt="{:.0%}", vmin=0.0, vmax=1.0,
+                       colorbar_label="test accuracy (mean over seeds)", xlabel="task",
+                       title=title or "accuracy per task")
+
+
+def learning_curves(rows: Sequence[Mapping[str, Any]], ax=None, smooth: float = 0.9, title: str | None = None):
+    """Smoothed training loss per run row (``row["loss"]``), one line per row labelled by its name
+    (rows with the same name, e.g. several seeds, are averaged step by step). Returns the axes."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.4))
+    by_name: dict[str, list[Sequence[float]]] = {}
+    for r in rows:
+        by_name.setdefault(r["name"], []).append(r["loss"])
+    for name, losses in by_name.items():
+        n = min(len(loss) for loss in losses)
+        mean = np.mean([loss[:n] for loss in losses], axis=0)
+        m, smoothed = 0.0, []
+        for t, value in enumerate(mean, start=1):  # debiased EMA: m_t = β m_{t-1} + (1-β) x_t, shown m_t / (1-β^t)
+            m = smooth * m + (1 - smooth) * value
+            smoothed.append(m / (1 - smooth**t))
+        ax.plot(range(1, n + 1), smoothed, label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (cross-entropy, smoothed)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, frameon=False)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def paper_vs_ours(names: Sequence[str], paper: Sequence[float | None], ours: Sequence[float | None], ax=None,
+                  xlabel: str = "ratio to the baseline", reference: float | None = 1.0, title: str | None = None):
+    """Paper and our values side by side (``swiftlite.viz.grouped_bars``), one pair per name."""
+    from .. import viz
+
+    return viz.grouped_bars(names, {"paper": list(paper), "ours (tiny scale)": list(ours)}, ax=ax, xlabel=xlabel,
+                            reference=reference, reference_label="baseline" if reference is not None else None,
+                            title=title, fmt="{:.2f}")
+
+
+def tuner_explorer(make_config: Callable[[str, int], Any], tuners: Sequence[str], sizes: Sequence[int], *,
+                   task: str = "shape-in-style", steps: int = 30, seed: int = 0, model: str = "vit-tiny",
+                   lr: float | Callable[[str], float] = 1e-2, size_label: str = "size", **transfer_kwargs: Any):
+    """Pick a tuner and its size; see trainable params, peak train memory and the learning curve.
+
+    ``make_config(tuner, size)`` returns the config (``None`` / ``LINEAR_PROBE`` allowed). Each
+    choice runs ``transfer(model, config, task, steps, seed, eval_every=...)`` once (results are
+    cached per choice) and prints one line — ``"<tuner> <size_label>=<size>: N trainable params
+    (p %), peak train memory M MiB, step time s ms, test accuracy a %"`` — above the loss and
+    accuracy curves. Returns an ``ipywidgets.VBox``; ``.tuner`` and ``.size`` are its two
+    controls, ``.results`` the cache, ``.line`` the last printed line.
+    """
+    import ipywidgets as widgets
+
+    from .harness import transfer
+
+    if not tuners or not sizes:
+        raise ValueError("tuner_explorer: give at least one tuner and one size")
+    tuner_box = widgets.Dropdown(options=list(tuners), value=tuners[0], description="tuner")
+    size_box = widgets.SelectionSlider(options=list(sizes), value=sizes[0], description=size_label)
+    output = widgets.Output()
+    box = widgets.VBox([widgets.HBox([tuner_box, size_box]), output])
+    box.tuner, box.size, box.results, box.line = tuner_box, size_box, {}, ""
+
+    def render(*_: Any) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        key = (tuner_box.value, size_box.value)
+        if key not in box.results:
+            run_lr = lr(key[0]) if callable(lr) else lr
+            box.results[key] = transfer(model, make_config(*key), task, steps, seed, name=f"{key[0]} {size_label}={key[1]}",
+                                        lr=run_lr, eval_every=max(1, steps // 5), **transfer_kwargs)
+        row = box.results[key]
+        box.line = (f"{row['name']}: {row['trainable_params']:,} trainable params ({row['trainable_percent']:.2f} %), "
+                    f"peak train memory {row['peak_memory_bytes'] / 2**20:.2f} MiB, step time "
+                    f"{row['step_time_s'] * 1e3:.1f} ms, test accuracy {100 * row['accuracy']:.1f} % after {steps} steps")
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8))
+        learning_curves([row], ax=left, title=f"{task}: training loss")
+        steps_, accs = zip(*row["curve"]) if row["curve"] else ((), ())
+        right.plot(steps_, [100 * a for a in accs], marker="o")
+        right.set_xlabel("optimizer step")
+        right.set_ylabel("test accuracy (%)")
+        right.set_ylim(0, 100)
+        fig.tight_layout()
+        output.clear_output(wait=True)
+        with output:
+            print(box.line)
+            display(fig)
+        plt.close(fig)
+
+    tuner_box.observe(render, names="value")
+    size_box.observe(render, names="value")
+    render()
+    return box
