@@ -1,5 +1,7 @@
 """Small figures and widgets for the tutorials: loss curves, bar charts of bench rows, saving
-figures into the repository's `figures/` folder, and an adapter switcher.
+figures into the repository's `figures/` folder, an adapter switcher, a one-knob widget
+(`knob_widget`) and a block diagram of where tuners attach, drawn from the real model
+(`tuner_diagram`).
 
 matplotlib and ipywidgets are imported inside the functions, so `import swiftlite.viz` is free.
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 __all__ = ["plot_history", "plot_evals", "bar_compare", "grouped_bars", "heatmap", "figures_dir", "save_figure",
-           "adapter_switch_widget", "tuner_diagram", "attachment_sites", "Site"]
+           "adapter_switch_widget", "knob_widget", "tuner_diagram", "attachment_sites", "Site"]
 
 BASE_MODEL_OPTION = "(base model: disable_adapter)"
 
@@ -296,6 +298,52 @@ def adapter_switch_widget(model, inputs: Any, render_fn: Callable[[Any, Any], An
 
     dropdown.observe(lambda change: render(change["new"]), names="value")
     render(dropdown.value)
+    return box
+
+
+def knob_widget(control, render: Callable[[Any], Any]):
+    """One knob and what it changes: `control` (an ipywidgets control with a `value`: a slider, a
+    dropdown, toggle buttons) above an Output that shows `render(control.value)`, re-rendered
+    whenever the knob moves.
+
+    `render(value)` returns a string (printed: give it a line that changes with the value, so a
+    reader and the browser test see the change), a matplotlib figure (shown once, then closed),
+    anything IPython can display, or a tuple of these (shown in order). Returns an
+    `ipywidgets.VBox([control, output])` with `.control`, `.output`, `.renders` (how many renders)
+    and `.last` (the last value rendered).
+    """
+    import ipywidgets as widgets
+
+    if not isinstance(control, widgets.ValueWidget):
+        raise TypeError(f"knob_widget(control=...): expected an ipywidgets control with a value (IntSlider, "
+                        f"FloatSlider, Dropdown, ToggleButtons, ...), got {type(control).__name__}")
+    if not callable(render):
+        raise TypeError(f"knob_widget(render=...): expected a function of the control's value, got {type(render).__name__}")
+    output = widgets.Output()
+    box = widgets.VBox([control, output])
+    box.control, box.output, box.renders, box.last = control, output, 0, None
+
+    def show(value: Any) -> None:
+        from IPython.display import display
+
+        result = render(value)
+        output.clear_output(wait=True)
+        with output:
+            for item in result if isinstance(result, tuple) else (result,):
+                if hasattr(item, "savefig"):  # a matplotlib figure: shown once, not twice
+                    import matplotlib.pyplot as plt
+
+                    display(item)
+                    plt.close(item)
+                elif isinstance(item, str):
+                    print(item)
+                elif item is not None:
+                    display(item)
+        box.renders += 1
+        box.last = value
+
+    control.observe(lambda change: show(change["new"]), names="value")
+    show(control.value)
     return box
 
 

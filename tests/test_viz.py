@@ -239,3 +239,25 @@ def test_tuner_diagram_draws_every_registered_tuner():
         assert layers <= {s.path for s in fig.sites} and layers <= drawn, swift_type
         assert all(r["site"] for r in fig.diagram_rows if r["style"] == "tuner"), swift_type
         plt.close("all")
+
+
+def test_knob_widget_renders_on_every_change():
+    import ipywidgets as widgets
+
+    seen = []
+
+    def render(value):
+        seen.append(value)
+        fig, ax = plt.subplots()
+        ax.plot([0, value])
+        return f"r = {value}: {value * 10} params", fig
+
+    box = viz.knob_widget(widgets.IntSlider(value=2, min=1, max=8), render)
+    assert seen == [2] and box.renders == 1 and box.last == 2 and box.children == (box.control, box.output)
+    box.control.value = 5
+    assert seen == [2, 5] and box.renders == 2 and box.last == 5
+    assert not plt.get_fignums()  # each figure was shown once and closed
+    with pytest.raises(TypeError, match="ipywidgets control"):
+        viz.knob_widget(widgets.Output(), render)
+    with pytest.raises(TypeError, match="function"):
+        viz.knob_widget(widgets.IntSlider(), "r")
