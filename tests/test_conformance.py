@@ -72,6 +72,30 @@ CASES = {
                                           target_modules="conv_norm_out", tuner_cfg="res_group_adapter",
                                           use_upsample=True, upsample_out_channels=[16, None]),
     },
+    "UTUNING": {  # x' = OP(x) + T(x): one Res-Tuner per operation; blocks and their sub-operations nest
+        "mlp": lambda: T.UTuningConfig(tuner={"fc1": "res_lora", "fc2": "res_attn"}, r=4, num_heads=2),
+        "cnn": lambda: T.UTuningConfig(target_modules=["conv2"], dim=8, tuner="res_adapter", adapter_length=4),
+        "bert": lambda: T.UTuningConfig(tuner={r".*attention\.self": "res_prefix", "intermediate": "res_lora",
+                                               r".*layer\.\d+\.output": "res_attn"}, num_tokens=3, r=4),
+        "llama": lambda: T.UTuningConfig(tuner={"self_attn": "res_prompt", "mlp": "res_adapter",
+                                                r"model\.layers\.1": "res_attn"}, num_tokens=3, adapter_length=8, r=4),
+        "gpt2": lambda: T.UTuningConfig(tuner={r".*h\.\d+\.attn": "res_attn", r".*h\.\d+\.mlp": "res_lora"}, r=4),
+        "vit": lambda: T.UTuningConfig(tuner={r".*layers\.\d+\.attention": "res_prefix", r".*layers\.\d+\.mlp": "res_adapter",
+                                              r"vit\.layers\.0": "res_attn"}, num_tokens=3, adapter_length=8, r=4),
+        "unet": lambda: T.UTuningConfig(tuner={"mid_block": "res_adapter", r"up_blocks\.0\.resnets\.0": "res_lora",
+                                               r"up_blocks\.1\.attentions\.0\.transformer_blocks\.0\.attn1": "res_prefix"},
+                                        adapter_length=8, num_tokens=3, r=4),
+    },
+    "RESATTN": {
+        "mlp": lambda: T.ResAttnConfig(target_modules=["fc2"], r=4, num_heads=2),
+        "cnn": lambda: T.ResAttnConfig(target_modules=["conv2"], dim=8, r=4, num_heads=2),
+        "bert": lambda: T.ResAttnConfig(target_modules=r".*attention\.self", r=8, num_heads=2),
+        "llama": lambda: T.ResAttnConfig(target_modules=r".*layers\.\d+\.self_attn", r=8, num_heads=2),
+        "gpt2": lambda: T.ResAttnConfig(target_modules=r".*h\.\d+\.mlp", r=8, num_heads=2),
+        "vit": lambda: T.ResAttnConfig(target_modules=r".*layers\.\d+\.attention", r=8, num_heads=2),
+        "unet": lambda: T.ResAttnConfig(target_modules=r"up_blocks\.1\.attentions\.0\.transformer_blocks\.0\.(attn1|ff)",
+                                        r=8, num_heads=2),
+    },
     "IA3": {
         "mlp": lambda: T.IA3Config(target_modules=["fc1", "fc2"], feedforward_modules=["fc2"]),
         "cnn": lambda: T.IA3Config(target_modules=["conv1", "conv2"], feedforward_modules=["conv2"]),
@@ -120,6 +144,13 @@ CASES = {
         "unet": lambda: T.SCETuningConfig(dims=[32, 16, 16, 16], target_modules=r"up_blocks\.\d+\.resnets\.\d+"),
         "cnn": lambda: T.SCETuningConfig(dims=8, target_modules=["conv1"], tuner_mode="encoder"),
     },
+    "SCETUNING-IDENTITY": {  # ms-swift's alias of encoder mode, on the U-Net's down-block resnets
+        "unet": lambda: T.SCETuningConfig(dims=[16, 32], target_modules=r"down_blocks\.\d+\.resnets\.0", tuner_mode="identity"),
+    },
+    "SCETUNING-CSC": {  # the built-in condition encoder; the kit passes no condition (c = 0; tests/test_csc.py passes one)
+        "unet": lambda: T.SCETuningConfig(dims=[32, 16, 16, 16], target_modules=r"up_blocks\.\d+\.resnets\.\d+",
+                                          condition_channels=1, condition_dims=[8, 16]),
+    },
     "longlora": {  # T = 6 tokens: groups of 3, shifted by 1 in training
         "llama": lambda: T.LongLoRAConfig(target_modules=["q_proj", "v_proj"], group_size_ratio=0.5),
     },
@@ -163,7 +194,7 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
 }
 
 
-VARIANTS = {"LORA-DORA-RSLORA"}  # extra case sets, not registered tuners
+VARIANTS = {"LORA-DORA-RSLORA", "SCETUNING-IDENTITY", "SCETUNING-CSC"}  # extra case sets, not registered tuners
 
 
 def _public_tuners():

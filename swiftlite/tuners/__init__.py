@@ -18,10 +18,12 @@ from .part import PartConfig, PartTuner
 from .prefix import PrefixConfig, PrefixTuner
 from .prompt import PromptConfig, PromptTuner
 from .reft import ReftConfig, ReftTuner
+from .resattn import ResAttn, ResAttnConfig, ResAttnTuner
 from .restuning import ResTuningConfig, ResTuningTuner
 from .scetuning import SCETuningConfig, SCETuningTuner, scetuning_scale
 from .scetuning_condition import scetuning_condition, set_condition
 from .side import SideConfig, SideTuner
+from .utuning import UTuningConfig, UTuningTuner
 
 __all__ = [
     "Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "check_finite",
@@ -36,7 +38,9 @@ __all__ = [
     "PrefixConfig", "PrefixTuner",
     "PromptConfig", "PromptTuner",
     "ReftConfig", "ReftTuner",
+    "ResAttn", "ResAttnConfig", "ResAttnTuner",
     "ResTuningConfig", "ResTuningTuner",
     "SCETuningConfig", "SCETuningTuner", "scetuning_scale", "scetuning_condition", "set_condition",
     "SideConfig", "SideTuner",
+    "UTuningConfig", "UTuningTuner",
 ]

@@ -155,14 +155,18 @@ class ResAdapter(_Weighted):
             nn.init.normal_(self.ln2.bias, std=1e-6)
         self._init_scaling(dim, adapter_weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.to(self.ln1.weight.dtype)
+    def branch(self, h: torch.Tensor) -> torch.Tensor:
+        """scale · W_2 · GELU(W_1 · h + b_1) + b_2 alone (U-Tuning's parallel Res-Adapter), in h's shape."""
         tokens = rearrange(h, "b c hh ww -> b (hh ww) c") if h.dim() == 4 else h  # (B, N, C)
         x_adapter = self._scale(self.ln2(self.activate(self.ln1(tokens))))
         if h.dim() == 4:
             x_adapter = rearrange(x_adapter, "b (hh ww) c -> b c hh ww", hh=h.shape[2])
+        return x_adapter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.to(self.ln1.weight.dtype)
         # T(h) = h + scale · W_2 · GELU(W_1 · h + b_1) + b_2
-        return (h + x_adapter).to(x.dtype)
+        return (h + self.branch(h)).to(x.dtype)
 
 
 class ResGroupAdapter(_Weighted):
