@@ -55,7 +55,7 @@ def build_swift_model():
 
 def adapter_weights(model) -> dict[str, torch.Tensor]:
     """Both adapters' weights, keyed ``<adapter>.<canonical name>``."""
-    return {f"{name}.{k}": v.detach().clone().contiguous()
+    return {f"{name}.{k}": v.detach().cpu().clone().contiguous()
             for name in ("default", "other") for k, v in model.adapter_parameters(name).items()}
 
 
@@ -107,7 +107,7 @@ def run(out: str, data: str, batch_size: int, group: int) -> None:
 
     state = PartialState()
     with torch.no_grad():
-        logits = model.eval()(input_ids=probe()).logits
+        logits = model.eval()(input_ids=probe().to(state.device)).logits.cpu()
     tensors = adapter_weights(model)
     tensors["probe_logits"] = logits.contiguous()
     save_file(tensors, os.path.join(out, f"rank{state.process_index}.safetensors"))
