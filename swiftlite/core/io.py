@@ -1,4 +1,6 @@
-"""Checkpoint I/O: safetensors only, atomic directory writes, PEFT-format key conversion.
+"""Checkpoint I/O: safetensors only, atomic directory writes, safe loading.
+
+(What goes into a checkpoint is `checkpoint.py`; PEFT's key names are `peft_format.py`.)
 
 Layout (ms-swift's)::
 
@@ -38,7 +40,6 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_WEIGHTS_NAME = "adapter_model.bin"
 EXTRA_STATES_DIR = "extra_states"
-PEFT_PREFIX = "base_model.model."
 
 
 class StagedWrite:
@@ -325,40 +326,6 @@ def _check_adapter_type(data: dict[str, Any], path: str) -> None:
                                   f"{', '.join(sorted(map(str, known)))}")
         return
     raise CheckpointError(f"{path}: neither 'swift_type' nor 'peft_type' is set, so no tuner can load it")
-
-
-# ---- PEFT key conversion (renaming only) ------------------------------------------------------
-def to_peft_keys(
-    state_dict: dict[str, torch.Tensor], adapter_name: str, adapter_attrs: set[str]
-) -> dict[str, torch.Tensor]:
-    """`x.lora_A.<adapter>.weight` -> `base_model.model.x.lora_A.weight` (PEFT's saved form)."""
-    out = {}
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if part in adapter_attrs and parts[i + 1] == adapter_name:
-                del parts[i + 1]
-                break
-        out[PEFT_PREFIX + ".".join(parts)] = value
-    return out
-
-
-def from_peft_keys(
-    state_dict: dict[str, torch.Tensor], adapter_name: str, adapter_attrs: set[str]
-) -> dict[str, torch.Tensor]:
-    """Inverse of `to_peft_keys`: insert the adapter name after the container segment."""
-    out = {}
-    for key, value in state_dict.items():
-        key = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
-        parts = key.split(".")
-        for i, part in enumerate(parts):
-            if part in adapter_attrs:
-                parts.insert(i + 1, adapter_name)
-                break
-        else:
-            raise ValueError(f"PEFT checkpoint key {key!r} belongs to no known adapter container {sorted(adapter_attrs)}")
-        out[".".join(parts)] = value
-    return out
 
 
 def resolve_checkpoint_dir(model_id: str, revision: str | None = None) -> str:

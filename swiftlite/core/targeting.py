@@ -155,3 +155,16 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
     old = getattr(parent, child)
     setattr(parent, child, new)
     return old
+
+
+def remove_module(model: nn.Module, name: str) -> None:
+    """Take module `name` out of its parent (a ModuleList closes the gap: its keys stay 0, 1, ...)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.ModuleList):
+        keep = [m for key, m in parent._modules.items() if key != child]
+        parent._modules.clear()
+        for i, m in enumerate(keep):
+            parent._modules[str(i)] = m
+    else:
+        delattr(parent, child)
