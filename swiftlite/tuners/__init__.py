@@ -19,7 +19,7 @@ from .prefix import PrefixConfig, PrefixTuner
 from .prompt import PromptConfig, PromptTuner
 from .reft import ReftConfig, ReftTuner
 from .resattn import ResAttn, ResAttnConfig, ResAttnTuner
-from .restuning import ResTuningConfig, ResTuningTuner
+from .restuning import ResTuningConfig, ResTuningTuner, multi_task_forward
 from .scetuning import SCETuningConfig, SCETuningTuner, scetuning_scale
 from .scetuning_condition import scetuning_condition, set_condition
 from .side import SideConfig, SideTuner
@@ -39,7 +39,7 @@ __all__ = [
     "PromptConfig", "PromptTuner",
     "ReftConfig", "ReftTuner",
     "ResAttn", "ResAttnConfig", "ResAttnTuner",
-    "ResTuningConfig", "ResTuningTuner",
+    "ResTuningConfig", "ResTuningTuner", "multi_task_forward",
     "SCETuningConfig", "SCETuningTuner", "scetuning_scale", "scetuning_condition", "set_condition",
     "SideConfig", "SideTuner",
     "UTuningConfig", "UTuningTuner",

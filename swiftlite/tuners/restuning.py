@@ -38,8 +38,12 @@ Differences from ms-swift / the paper:
 - A model that is an `nn.Sequential` is refused (the child `restuning_<name>` would run as a layer).
 - Several active ResTuning adapters on one target each replace the same input: the one added last wins
   (ms-swift chains them and mixes up their stems). Give each task its own target, or switch adapters.
-- The paper also puts Res-Tuners inside the backbone (Res-Tuning without bypass, `x' = OP(x) + T(x)`);
-  the Adapter, Prefix and LoRA tuners cover those. This file is the bypass only.
+- The paper also puts Res-Tuners inside the backbone (Res-Tuning without bypass, `x' = OP(x) + T(x)`):
+  that is `UTuningConfig` (utuning.py). This file is the bypass only.
+
+Multi-task inference (`multi_task_forward(model, ["task_a", "task_b"], **inputs)`): one backbone forward
+feeds every listed adapter's bypass; what follows the target runs once on the K bypass outputs stacked
+along the batch axis.
 """
 from __future__ import annotations
 
@@ -136,6 +140,11 @@ class _Target:
     def __call__(self, module: nn.Module, args: tuple, kwargs_or_output: Any) -> Any:
         if not self.bypass.active_adapters:
             return None
+        collect = self.bypass.collect
+        if collect is not None:  # multi_task_forward: keep x_N, leave the call alone
+            value = hidden_of(kwargs_or_output, self.pos) if self.side == "output" else None
+            collect[self.bypass.adapter_name] = self.bypass.run(value)
+            return None
         if self.side == "output":
             return apply_to_hidden(kwargs_or_output, self.pos, self.bypass.run)
         args, kwargs = list(args), dict(kwargs_or_output)
@@ -166,6 +175,8 @@ class ResTuningBypassModule(TunerLayer):
         self._features: dict[int, dict[int, torch.Tensor]] = {}
         self.handles: list = []
         self.slot_names: dict[int, str] = {}
+        self.target: tuple[str, int | str, str] | None = None  # (name, target_hidden_pos, hook side)
+        self.collect: dict[str, torch.Tensor] | None = None  # set by multi_task_forward
         per_stem = config.tuner_cfg if isinstance(config.tuner_cfg, list) else [config.tuner_cfg] * depth
 
         def of(value: Any, i: int) -> Any:
@@ -207,6 +218,7 @@ class ResTuningBypassModule(TunerLayer):
         self._hook(module, _Probe(self, slot, side), side)
 
     def replace_at(self, module: nn.Module, name: str, pos: int | str, side: str) -> None:
+        self.target = (name, pos, side)
         self._hook(module, _Target(self, pos, side, name), side)
 
     def _hook(self, module: nn.Module, hook: Any, side: str) -> None:
@@ -319,3 +331,92 @@ class ResTuningTuner(Tuner):
             head, _, rest = key.partition(".")
             out[f"restuning_{adapter_name}.{rest}" if head.startswith("restuning_") else key] = value
         return out
+
+
+# ---- multi-task inference: one backbone forward, K bypasses ----------------------------------------------
+def multi_task_forward(model: nn.Module, adapter_names: list[str], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """{adapter: model output} for several ResTuning adapters from ONE backbone forward.
+
+    The backbone runs once on the batch (B items); every listed adapter's probes read its features, each
+    bypass computes its own x_N, and from the target on the model runs once on the K·B batch
+    [x_N^1; ...; x_N^K], whose output is split back into K outputs of B items each. Equal to K forwards with
+    one adapter active at a time (tests/test_bypass.py), for roughly the cost of one backbone forward plus
+    K bypasses and K passes of what follows the target.
+
+        outputs = multi_task_forward(swift_model, ["cifar", "dtd", "flowers"], pixel_values=x)
+        logits_cifar = outputs["cifar"].logits
+
+    Requirements (an error says which is missing): every adapter is a ResTuning adapter of this model with
+    the same target module, position and hook side; the part of the model after the target treats batch
+    items independently and reads no tensor computed before it (ms-swift's recipes: a ViT's final norm and
+    head, a U-Net's conv_norm_out); the backbone before the target gives the same features for every task
+    (other adapters of other tuners stay as they are for all K). Only the listed ResTuning adapters take
+    part; the active/inactive state of every adapter is restored afterwards.
+    """
+    base = getattr(model, "base_model", model)
+    bypasses = {}
+    for name in adapter_names:
+        bypass = getattr(base, f"restuning_{name}", None)
+        if not isinstance(bypass, ResTuningBypassModule):
+            raise ValueError(f"multi_task_forward: {name!r} is not a ResTuning adapter of this model "
+                             f"(it has no child 'restuning_{name}')")
+        bypasses[name] = bypass
+    if not bypasses:
+        raise ValueError("multi_task_forward: adapter_names is empty; give the ResTuning adapters to run")
+    targets = {b.target for b in bypasses.values()}
+    if len(targets) != 1:
+        raise ValueError(f"multi_task_forward: the adapters replace different targets {sorted(map(str, targets))}; "
+                         f"one shared backbone forward needs one target (module, target_hidden_pos, hook side)")
+    target_name, pos, side = targets.pop()
+    everyone = [m for m in base.children() if isinstance(m, ResTuningBypassModule) and m.adapter_name is not None]
+    before = {id(m): m.is_active(m.adapter_name) for m in everyone}
+    collected: dict[str, torch.Tensor] = {}
+    k = len(bypasses)
+
+    def batched(value: torch.Tensor) -> torch.Tensor:
+        missing = [n for n in adapter_names if n not in collected]
+        if missing:
+            raise RuntimeError(f"multi_task_forward: the target {target_name!r} ran before adapter {missing[0]!r} "
+                               f"computed its bypass")
+        return torch.cat([collected[n].to(value.dtype) for n in adapter_names])  # (K·B, ...)
+
+    def replace_input(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        args, kwargs = list(args), dict(kwargs)
+        if isinstance(pos, int):
+            args[pos] = batched(args[pos])
+        else:
+            kwargs[pos] = batched(kwargs[pos])
+        return tuple(args), kwargs
+
+    def replace_output(module: nn.Module, args: tuple, output: Any) -> Any:
+        return apply_to_hidden(output, pos, batched)
+
+    target = base.get_submodule(target_name)
+    handle = (target.register_forward_pre_hook(replace_input, with_kwargs=True) if side == "input"
+              else target.register_forward_hook(replace_output))  # registered last: runs after the adapters' hooks
+    try:
+        for m in everyone:
+            m.set_adapter_active(m.adapter_name, m.adapter_name in bypasses)
+            m.collect = collected if m.adapter_name in bypasses else None
+        output = model(*args, **kwargs)
+    finally:
+        handle.remove()
+        for m in everyone:
+            m.set_adapter_active(m.adapter_name, before[id(m)])
+            m.collect = None
+            m._features.pop(threading.get_ident(), None)
+    batch = next(iter(collected.values())).shape[0]
+    return {name: _take(output, i * batch, (i + 1) * batch, k * batch) for i, name in enumerate(adapter_names)}
+
+
+def _take(output: Any, start: int, stop: int, total: int) -> Any:
+    """`output` with every tensor of batch size `total` cut to items start:stop (other values kept)."""
+    if isinstance(output, torch.Tensor):
+        return output[start:stop] if output.dim() and output.shape[0] == total else output
+    if isinstance(output, dict):  # dicts, transformers' ModelOutput, diffusers' BaseOutput
+        items = {key: _take(value, start, stop, total) for key, value in output.items()}
+        return type(output)(**items) if type(output) is not dict else items
+    if isinstance(output, (tuple, list)):
+        return type(output)(_take(value, start, stop, total) for value in output)
+    return output
+
