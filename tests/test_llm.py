@@ -146,3 +146,20 @@ def test_compare_tuners_lisa_row(tokenizer):
     assert lisa["trainable_params"] == full["total_params"] - one_layer  # one of the 2 layers frozen
     assert lisa["peak_memory_bytes"] < full["peak_memory_bytes"]
     assert lisa["eval_loss"] != lisa["eval_loss_init"]
+
+
+def test_exact_match_on_memorised_pairs(tokenizer):
+    from swiftlite.llm.sft import exact_match
+    from swiftlite.train import train
+
+    torch.set_num_threads(1)
+    pairs = instruction_pairs(4, seed=5)
+    ds = build_sft_dataset(pairs, tokenizer, max_length=None)
+    model = tiny_llama(len(tokenizer))
+    assert exact_match(model, tokenizer, pairs) == 0.0  # random weights
+    train(model, ds, sft_loss, steps=80, batch_size=4, lr=1e-2, progress=False, lr_schedule="constant",
+          collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id))
+    assert exact_match(model, tokenizer, pairs, max_new_tokens=64) == 1.0  # memorised
+    assert exact_match(model, tokenizer, pairs, max_new_tokens=64, use_cache=False) == 1.0
+    wrong = pairs.map(lambda r: {"output": r["output"] + " x"})
+    assert exact_match(model, tokenizer, wrong, max_new_tokens=64) == 0.0  # exact, not a prefix match

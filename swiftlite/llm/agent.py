@@ -93,8 +93,11 @@ def _prompt(tokenizer, question: str) -> str:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 96, batch_size: int = 32,
-             stop: Sequence[str] = (OBSERVATION,)) -> list[str]:
-    """Greedy continuations of ``prompts`` (text after the prompt), each cut after the first stop string."""
+             stop: Sequence[str] = (OBSERVATION,), use_cache: bool = True) -> list[str]:
+    """Greedy continuations of ``prompts`` (text after the prompt), each cut after the first stop string.
+
+    ``use_cache=False`` recomputes the whole sequence at every token: slower, but needed by tuners
+    that change the sequence inside the model (Prompt tuning inserts tokens at every forward)."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
@@ -110,8 +113,9 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
                 input_ids[i, T - len(ids):] = torch.tensor(ids)
                 attention_mask[i, T - len(ids):] = 1
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                 max_new_tokens=max_new_tokens, do_sample=False, stop_strings=list(stop),
-                                 tokenizer=tokenizer, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+                                 max_new_tokens=max_new_tokens, do_sample=False, stop_strings=list(stop) or None,
+                                 tokenizer=tokenizer, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                                 use_cache=use_cache)
             for row in out[:, T:]:  # (B, new)
                 text = tokenizer.decode(row, skip_special_tokens=True)
                 cuts = [text.index(s) + len(s) for s in stop if s in text]

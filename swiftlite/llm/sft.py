@@ -224,6 +224,25 @@ def evaluate_loss(model: nn.Module, dataset, *, batch_size: int = 32, collate_fn
     return total / count
 
 
+def exact_match(model: nn.Module, tokenizer, pairs, *, template: str = "chat", max_new_tokens: int = 32,
+                batch_size: int = 32, prompt_column: str = "prompt", response_column: str = "output",
+                use_cache: bool = True) -> float:
+    """Held-out instruction accuracy: the share of ``pairs`` whose greedy response (up to eos or
+    ``max_new_tokens``), stripped, equals the gold response exactly.
+
+    Generation is 🤗 ``generate`` (batched, left-padded, ``do_sample=False``), in eval mode; the
+    prompt is rendered as in :func:`encode_pair`. ``use_cache=False``: see
+    :func:`swiftlite.llm.agent.generate` (Prompt tuning needs it).
+    """
+    from .agent import generate
+
+    prompts = [_prompt_text(tokenizer, p, template) for p in pairs[prompt_column]]
+    outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=(),
+                       use_cache=use_cache)
+    hits = [out.strip() == gold.strip() for out, gold in zip(outputs, pairs[response_column])]
+    return sum(hits) / max(1, len(hits))
+
+
 # ----------------------------------------------------------------------------------------------
 # The benchmark
 # ----------------------------------------------------------------------------------------------
