@@ -8,7 +8,9 @@ Training objective (v-prediction, Salimans & Ho, arXiv:2202.00512), with x₀ th
     x_t = √ᾱ_t x₀ + √(1-ᾱ_t) ε,   v = √ᾱ_t ε − √(1-ᾱ_t) x₀,   L = ‖v_θ(x_t, t, c) − v‖²
 
 The caption is replaced by the empty prompt with probability ``p_uncond`` so the same network
-also learns the unconditional model used by classifier-free guidance. An EMA of the weights is
+also learns the unconditional model used by classifier-free guidance. The loss is
+:class:`swiftlite.diffusion.TextToImageLoss` (the one every U-Net fine-tuning uses), here with the
+``ModuleDict(unet=…, text_encoder=…)`` so both are trained. An EMA of the weights is
 kept (``ema``) and is what gets saved.
 
 Quality figure: ``prompt_match`` = fraction of generated samples (CFG with w = 1.5, 25 DDIM
@@ -89,31 +91,6 @@ def _models(p: dict[str, Any], tokenizer):
     return unet, text_encoder, scheduler
 
 
-class TextToImage:
-    """Loss of the joint (U-Net, text encoder) model; kept outside the modules so they stay plain."""
-
-    def __init__(self, scheduler, p_uncond: float, empty_ids):
-        self.scheduler, self.p_uncond, self.empty_ids = scheduler, p_uncond, empty_ids
-
-    def __call__(self, model, batch):
-        import torch
-
-        from ..data.shapes import to_pixel_values
-
-        unet, text_encoder = model["unet"], model["text_encoder"]
-        x0 = to_pixel_values(batch["image"])  # (B, 3, H, W) in [-1, 1]
-        ids = batch["input_ids"].clone()  # (B, L)
-        drop = torch.rand(ids.shape[0]) < self.p_uncond  # classifier-free guidance: learn p(x | ∅)
-        ids[drop] = self.empty_ids
-        ctx = text_encoder(input_ids=ids).last_hidden_state  # (B, L, D)
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],))
-        x_t = self.scheduler.add_noise(x0, noise, t)  # √ᾱ x₀ + √(1-ᾱ) ε
-        v = self.scheduler.get_velocity(x0, noise, t)  # √ᾱ ε − √(1-ᾱ) x₀
-        pred = unet(x_t, t, encoder_hidden_states=ctx).sample
-        return torch.nn.functional.mse_loss(pred, v)
-
-
 def prompt_match(pipe, judge, shapes, colours, *, samples_per_prompt: int, steps: int,
                  guidance_scale: float, seed: int = 0) -> dict[str, float]:
     """Generate for every (shape, colour) prompt and score with the judge."""
@@ -145,6 +122,7 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
 
     from .. import train as training
     from ..data.shapes import shapes_dataset
+    from ..diffusion.training import TextToImageLoss
     from .judge import train_judge
     from .pipeline import TinyDiffusionPipeline
 
@@ -157,7 +135,8 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     train_set = data.select_columns(["image"]).add_column("input_ids", ids).with_format("torch")
     empty = torch.tensor(tokenizer("", padding="max_length", max_length=tokenizer.model_max_length)["input_ids"])
     model = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
-    history = training.train(model, train_set, TextToImage(scheduler, p["p_uncond"], empty), steps=p["steps"],
+    loss_fn = TextToImageLoss(scheduler, p_uncond=p["p_uncond"], empty_ids=empty)  # v-prediction: the scheduler's
+    history = training.train(model, train_set, loss_fn, steps=p["steps"],
                              batch_size=p["batch_size"], lr=p["lr"], warmup_steps=p["warmup_steps"],
                              ema=p["ema"], seed=p["seed"], progress=progress)
     unet.eval(), text_encoder.eval()

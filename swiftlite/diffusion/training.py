@@ -1,0 +1,155 @@
+"""Text-to-image fine-tuning of a (Swift-tuned) U-Net on the shared trainer.
+
+One training step of a diffusion model (DDPM, Ho et al., arXiv:2006.11239), with x₀ an image in
+[-1, 1], c its caption's token embeddings and ᾱ_t the scheduler's cumulative signal fraction::
+
+    t ~ U{0, …, T−1},  ε ~ N(0, I)
+    x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε                                   (scheduler.add_noise)
+    target = ε                          if prediction_type == "epsilon"
+           = √ᾱ_t ε − √(1−ᾱ_t) x₀       if prediction_type == "v_prediction"   (Salimans & Ho, arXiv:2202.00512)
+           = x₀                         if prediction_type == "sample"
+    L = ‖f_θ(x_t, t, c) − target‖²
+
+The target is read from ``scheduler.config.prediction_type``, so the loss always matches the
+scheduler that samples afterwards. With probability ``p_uncond`` the caption is replaced by the
+empty prompt, so the tuned network keeps the unconditional branch that classifier-free guidance
+needs.
+
+:class:`TextToImageLoss` is a plain ``loss_fn(model, batch)`` for :func:`swiftlite.train.train`;
+``model`` is whatever is being trained: a U-Net wrapped by ``Swift.prepare_model`` (SC-Tuner,
+LoRA, ...), a U-Net with all weights trainable (full fine-tuning), or a ``ModuleDict`` with
+``"unet"`` and ``"text_encoder"`` (how ``swiftlite.zoo`` pretrains ``unet-tiny``, both trained).
+A frozen text encoder passed to the loss runs under ``no_grad``.
+
+Conditions (masks, edge maps, ...) for controllable tuners: ``condition_columns`` names dataset
+columns; the loss turns them into float maps (B, 1, H, W) in [0, 1] and hands them to the
+caller's ``condition_context(condition)`` context manager, entered around the U-Net call (the
+same mechanism as :func:`swiftlite.diffusion.sampling.sample`). One column gives one tensor,
+several give a ``{column: tensor}`` dict.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, ContextManager, Sequence
+
+import torch
+from torch import nn
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+__all__ = ["PREDICTION_TYPES", "diffusion_target", "text_to_image_dataset", "TextToImageLoss", "as_condition"]
+
+
+def diffusion_target(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the network must predict at (x₀, ε, t), by ``scheduler.config.prediction_type``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise  # ε
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)  # v = √ᾱ_t ε − √(1−ᾱ_t) x₀
+    if kind == "sample":
+        return x0  # x₀
+    raise ValueError(f"scheduler.config.prediction_type={kind!r} is not supported; expected one of "
+                     f"{list(PREDICTION_TYPES)} (set it with Scheduler.from_config(config, prediction_type=...))")
+
+
+def as_condition(maps: Any) -> torch.Tensor:
+    """(B, H, W) maps (uint8 {0, 1} or float) -> float tensor (B, 1, H, W); (B, C, H, W) stays as is."""
+    x = torch.as_tensor(maps).float()
+    if x.dim() == 3:
+        x = x[:, None]  # (B, H, W) -> (B, 1, H, W)
+    if x.dim() != 4:
+        raise ValueError(f"a condition must be (B, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
+    return x
+
+
+def text_to_image_dataset(tokenizer: Any, n: int, *, style: str = "plain", image_size: int = 16, seed: int = 0,
+                          caption: str = "caption", condition_columns: Sequence[str] = (),
+                          keep_columns: Sequence[str] = (), **world: Any):
+    """``n`` shapes-world images in ``style`` with their tokenised captions, ready for :func:`train`.
+
+    ``caption`` picks the text column (``"caption"``: "a red circle at the top left", the prompts
+    ``unet-tiny`` was trained on; ``"long_caption"``: every factor, style word included).
+    ``world`` goes to :func:`swiftlite.data.shapes.shapes_dataset` (``shapes``, ``colours``,
+    ``sizes``, ``backgrounds``, ...). Columns (torch format): ``image`` (B, H, W, 3) uint8,
+    ``input_ids`` (B, L) padded to ``tokenizer.model_max_length``, then ``condition_columns``
+    (``mask``, ``edges``, ``depth``, ``distance``) and ``keep_columns`` (e.g. ``shape``, ``colour``).
+    """
+    from ..data.shapes import shapes_dataset
+
+    if caption not in ("caption", "long_caption"):
+        raise ValueError(f"caption={caption!r}; expected 'caption' or 'long_caption'")
+    maps = {"mask", "edges", "depth", "distance"}
+    unknown = [c for c in condition_columns if c not in maps]
+    if unknown:
+        raise ValueError(f"condition_columns={list(condition_columns)!r}: {unknown} are not shapes-world maps; "
+                         f"choose from {sorted(maps)}")
+    data = shapes_dataset(n, image_size=image_size, seed=seed, styles=(style,), maps=bool(condition_columns),
+                          **world)
+    ids = tokenizer(list(data[caption]), padding="max_length", truncation=True,
+                    max_length=tokenizer.model_max_length)["input_ids"]
+    columns = ["image", *condition_columns, *keep_columns]
+    return data.select_columns(columns).add_column("input_ids", ids).with_format("torch")
+
+
+class TextToImageLoss:
+    """``loss_fn(model, batch)``: the denoising loss of the module docstring for :func:`swiftlite.train.train`.
+
+    ``scheduler``: the training scheduler (its ``prediction_type`` and ``num_train_timesteps``).
+    ``text_encoder``: a frozen text encoder, used when ``model`` is a bare U-Net (not needed when
+    ``model`` is a ``ModuleDict`` holding ``"text_encoder"``). ``empty_ids``: the token ids of the
+    empty prompt (``tokenizer("", padding="max_length")``), required when ``p_uncond > 0``.
+    ``condition_context`` / ``condition_columns``: see the module docstring.
+    """
+
+    def __init__(self, scheduler: Any, *, text_encoder: nn.Module | None = None, p_uncond: float = 0.0,
+                 empty_ids: torch.Tensor | Sequence[int] | None = None,
+                 condition_context: Callable[[Any], ContextManager] | None = None,
+                 condition_columns: Sequence[str] = ()) -> None:
+        if scheduler.config.prediction_type not in PREDICTION_TYPES:
+            diffusion_target(scheduler, torch.zeros(1), torch.zeros(1), torch.zeros(1, dtype=torch.long))  # raises
+        if not 0.0 <= p_uncond < 1.0:
+            raise ValueError(f"TextToImageLoss.p_uncond: must be in [0, 1), got {p_uncond}")
+        if p_uncond > 0 and empty_ids is None:
+            raise ValueError("TextToImageLoss.empty_ids: required when p_uncond > 0 (the ids of the empty prompt, "
+                             "tokenizer('', padding='max_length', max_length=tokenizer.model_max_length)['input_ids'])")
+        if bool(condition_columns) != (condition_context is not None):
+            raise ValueError("TextToImageLoss: give condition_columns and condition_context together (the columns "
+                             "say what the condition is, the context manager hands it to the model)")
+        self.scheduler, self.text_encoder, self.p_uncond = scheduler, text_encoder, p_uncond
+        self.empty_ids = None if empty_ids is None else torch.as_tensor(empty_ids)
+        self.condition_context, self.condition_columns = condition_context, list(condition_columns)
+
+    def encode(self, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (B, L, D): the model's own text encoder (trained) or the frozen one given."""
+        if isinstance(model, nn.ModuleDict) and "text_encoder" in model:
+            return model["text_encoder"](input_ids=ids).last_hidden_state
+        if self.text_encoder is None:
+            raise ValueError("TextToImageLoss.text_encoder: the model is a bare U-Net, so pass the (frozen) text "
+                             "encoder, e.g. TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder)")
+        with torch.no_grad():
+            return self.text_encoder(input_ids=ids.to(next(self.text_encoder.parameters()).device)).last_hidden_state
+
+    def condition(self, batch: Any) -> Any:
+        maps = {c: as_condition(batch[c]) for c in self.condition_columns}
+        return next(iter(maps.values())) if len(maps) == 1 else maps
+
+    def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        from ..data.shapes import to_pixel_values
+        from .sampling import unet_output
+
+        unet = model["unet"] if isinstance(model, nn.ModuleDict) else model
+        x0 = to_pixel_values(batch["image"])  # (B, 3, H, W) in [-1, 1]
+        ids = batch["input_ids"].clone()  # (B, L)
+        if self.p_uncond > 0:  # classifier-free guidance: also learn p(x | ∅)
+            drop = torch.rand(ids.shape[0]) < self.p_uncond
+            ids[drop] = self.empty_ids.to(ids.dtype)
+        ctx = self.encode(model, ids)  # (B, L, D)
+        noise = torch.randn_like(x0)  # ε
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],)).to(x0.device)  # t ~ U{0..T-1}
+        x_t = self.scheduler.add_noise(x0, noise, t)  # √ᾱ_t x₀ + √(1−ᾱ_t) ε
+        target = diffusion_target(self.scheduler, x0, noise, t)
+        context = self.condition_context(self.condition(batch)) if self.condition_context else contextlib.nullcontext()
+        with context:
+            pred = unet_output(unet(x_t, t, encoder_hidden_states=ctx))
+        return nn.functional.mse_loss(pred, target)
