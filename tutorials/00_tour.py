@@ -131,6 +131,15 @@ with torch.no_grad():
 swiftlite.show(model)
 
 # %% [markdown]
+# The same model drawn as blocks by `viz.tuner_diagram`, from its real modules: each `LoRALinear`
+# (purple) wraps the original `nn.Linear` — its `base_layer`, frozen (grey) — and holds LoRA's
+# trainable $A$ and $B$ (green); the widths at the right are the wrapped layer's input and output
+# (`v_proj` is narrower: 2 key-value heads of 16). Everything outside the purple boxes stays frozen.
+
+# %%
+diagram = viz.tuner_diagram(model)
+
+# %% [markdown]
 # ## 3. Train on a toy task
 #
 # The task: continue an arithmetic progression modulo 32, $x_t = (a + d\,t) \bmod 32$, with an
@@ -389,29 +398,85 @@ display(Markdown(
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Rank.** Retrain `default` with `r=1` instead of 8. Predict first: how far below the
-#    ceiling does the held-out accuracy end? Check: `next_token_accuracy(model, up_test)` against
-#    `acc_lora` and `ceiling`.
-# 2. **Where the floor comes from.** Put only `lm_head` in `target_modules` (no attention LoRA).
-#    Does the loss fall, and does the accuracy rise above the base's? Check with
-#    `final_loss(h)` and `next_token_accuracy`.
-# 3. **A harder ceiling.** Train on `progressions([1, 2, 3, 4, 5])`. Compute the new ceiling by
-#    the formula ($(14 + 1/5)/15$) and with the oracle cell; `assert` they agree within 1 %.
-# 4. **Merging two adapters.** After `model.set_active_adapters(["default", "down"])`, what
-#    does the continuation of `[1, 2, 3, 4]` look like, and why is it neither task? (Both
-#    $\Delta W$ add up.)
+# Each exercise asks for a prediction first; the cell under it (its source is collapsed in
+# JupyterLab: click the bar to open it) holds the answer as an `assert` you can run.
+#
+# 1. **How low can the loss go?** With `lm_head` in `target_modules` (section 3) the training loss
+#    fell far below the `q_proj`/`v_proj` run's. Predict the lowest *held-out* loss any model can
+#    reach on this task, from the argument behind the ceiling: the first of the 15 predictions is
+#    a fair 1-in-3 guess, the other 14 are certain. Then run the check: it compares your number
+#    with `with_head`'s held-out loss.
+
+# %% jupyter={"source_hidden": true}
+import math  # noqa: E402
+
+
+def held_out_loss(m, data: datasets.Dataset) -> float:
+    seqs = torch.tensor(data["input_ids"])
+    with torch.no_grad():
+        return m(input_ids=seqs, labels=seqs).loss.item()  # mean over the 15 next-token predictions
+
+
+floor = math.log(3) / (LENGTH - 1)  # the answer: ln 3 on the first prediction, 0 on the other 14
+loss_head = held_out_loss(with_head, up_test)
+print(f"floor of the task {floor:.3f} nats; held-out loss with lm_head tuned {loss_head:.3f}, "
+      f"q_proj/v_proj only {held_out_loss(reloaded, up_test):.3f}")
+assert loss_head >= 0.97 * floor  # no model beats the task's own uncertainty
+if not QUICK:
+    assert loss_head < 3 * floor  # ... and with lm_head free to sharpen its logits, it gets close
+
+# %% [markdown]
+# 2. **A harder ceiling.** Progressions with $d \in \{1, …, 5\}$: predict the new accuracy
+#    ceiling before running the oracle on them.
+
+# %% jupyter={"source_hidden": true}
+wide = torch.tensor(progressions([1, 2, 3, 4, 5], n=1024, seed=3)["input_ids"])
+guess = torch.cat([(wide[:, :1] + 1) % NUMBERS, (2 * wide[:, 1:-1] - wide[:, :-2]) % NUMBERS], dim=1)
+oracle_5 = (guess == wide[:, 1:]).float().mean().item()
+ceiling_5 = (LENGTH - 2 + 1 / 5) / (LENGTH - 1)  # the answer: the first step is right 1 time in 5
+print(f"ceiling {ceiling_5:.1%} (formula), {oracle_5:.1%} (oracle)")
+assert abs(oracle_5 - ceiling_5) < 0.01
+
+# %% [markdown]
+# 3. **Two adapters at once.** `model.set_active_adapters(["default", "down"])` runs both. Predict
+#    what a `LoRALinear` then computes: $W_0 x$ plus which update(s)? The check compares one layer's
+#    output with the base output plus each adapter's own change.
+
+# %% jupyter={"source_hidden": true}
+q_proj = model.base_model.model.layers[0].self_attn.q_proj  # a LoRALinear holding both adapters
+x = torch.randn(3, 64)
+with torch.no_grad():
+    out = {}
+    for active in (["default"], ["down"], ["default", "down"]):
+        model.set_active_adapters(active)
+        out["+".join(active)] = q_proj(x)
+    with model.disable_adapter():
+        out["base"] = q_proj(x)
+model.set_active_adapters("default")
+# the answer: W0 x + (α/r) B_default A_default x + (α/r) B_down A_down x — the two updates add up
+assert torch.allclose(out["default+down"] - out["base"],
+                      (out["default"] - out["base"]) + (out["down"] - out["base"]), atol=1e-5)
+print("both active: base + Δ_default + Δ_down; that is why the continuation follows neither task")
+
+# %% [markdown]
+# 4. **Rank.** (No check: a longer run.) Retrain `default` with `r=1` instead of 8. Predict first:
+#    how far below the ceiling does the held-out accuracy end? Compare
+#    `next_token_accuracy(model, up_test)` with `acc_lora` and `ceiling`.
 #
 # ## Summary
 #
-# * `show(model, config=...)` previews targets; `Swift.prepare_model` attaches; `train`,
-#   `save_pretrained` / `Swift.from_pretrained`, `merge` / `unmerge` cover an adapter's life.
+# * `show(model, config=...)` previews targets and `viz.tuner_diagram` draws them;
+#   `Swift.prepare_model` attaches; `train`, `save_pretrained` / `Swift.from_pretrained`,
+#   `merge` / `unmerge` cover an adapter's life.
 # * A loss and an accuracy measure different things: here the accuracy is near its ceiling while a
 #   frozen `lm_head` keeps the loss high.
-# * Several adapters share one base; `set_active_adapters` and `disable_adapter` switch them.
+# * Several adapters share one base; `set_active_adapters` and `disable_adapter` switch them, and
+#   adapters active together add their updates.
 #
 # Where this lives: [`swiftlite/tuners/lora.py`](../swiftlite/tuners/lora.py) (the equation),
 # [`swiftlite/core/model.py`](../swiftlite/core/model.py) (`SwiftModel`),
 # [`swiftlite/train.py`](../swiftlite/train.py), [`swiftlite/viz.py`](../swiftlite/viz.py).
 #
+# **Previous:** the [tutorials index](README.md) (this is the first tutorial) ·
 # **Next:** [`01_build_your_own_tuner`](01_build_your_own_tuner.ipynb) writes a new tuner in a few
 # dozen lines and runs the conformance kit on it.
