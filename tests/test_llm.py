@@ -140,12 +140,16 @@ def test_compare_tuners_lisa_row(tokenizer):
     configs = {"full": None, "LISA": LISAConfig(lisa_activated_layers=1, lisa_step_interval=2)}
     full, lisa = compare_tuners(factory, configs, train_ds, eval_ds, steps=4, lr=1e-3, batch_size=8, seed=0,
                                 measure_steps=1, measure_warmup=0, progress=False,
-                                collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id))
+                                collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id),
+                                eval_fn=lambda model, name: {"n_trainable_after": sum(
+                                    p.numel() for p in model.parameters() if p.requires_grad), "seen": name})
     one_layer = sum(p.numel() for p in factory().model.layers[0].parameters())
     assert lisa["total_params"] == full["total_params"]  # no weights added: it tunes the base
     assert lisa["trainable_params"] == full["total_params"] - one_layer  # one of the 2 layers frozen
     assert lisa["peak_memory_bytes"] < full["peak_memory_bytes"]
     assert lisa["eval_loss"] != lisa["eval_loss_init"]
+    assert full["seen"] == "full" and lisa["seen"] == "LISA"  # eval_fn's metrics join each row
+    assert lisa["n_trainable_after"] == lisa["trainable_params"]  # still one layer frozen after training
 
 
 def test_exact_match_on_memorised_pairs(tokenizer):

@@ -277,6 +277,7 @@ def compare_tuners(
     lr_schedule: str = "cosine",
     warmup_steps: int = 0,
     progress: bool = True,
+    eval_fn: Callable[[nn.Module, str], Mapping[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Fine-tune a fresh ``model_factory()`` with each config and return one row per config.
 
@@ -301,7 +302,8 @@ def compare_tuners(
     step_time_s, step_time_iqr_s, throughput, peak_memory_bytes, memory_method, device) plus
     step_time_rounds, lr, eval_loss_init, eval_loss, train_loss (mean of the last
     ``max(1, steps // 10)`` steps), train_seconds and train_step_s (wall time of the whole
-    ``train`` call / steps, data loading included).
+    ``train`` call / steps, data loading included). ``eval_fn(model, name) -> {metric: value}``
+    (e.g. :func:`exact_match`) is called on each trained model and its metrics join the row.
     """
     from tqdm.auto import tqdm
 
@@ -362,6 +364,8 @@ def compare_tuners(
         row.update(lr=run_lr, eval_loss_init=eval_loss_init,
                    eval_loss=evaluate_loss(model, eval_ds, batch_size=eval_batch_size, collate_fn=collate_fn),
                    train_loss=sum(tail) / len(tail), train_seconds=seconds, train_step_s=seconds / steps)
+        if eval_fn is not None:
+            row.update(eval_fn(model, name))
         bar.update(1)
         del model
     bar.close()
