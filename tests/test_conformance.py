@@ -72,6 +72,12 @@ CASES = {
                                           target_modules="conv_norm_out", tuner_cfg="res_group_adapter",
                                           use_upsample=True, upsample_out_channels=[16, None]),
     },
+    "RESTUNING-SD": {  # ms-swift's Stable Diffusion recipe: stems mid_block + up_blocks.*, upsampling aux tuners
+        "unet": lambda: T.ResTuningConfig(dims=[32, 32, 16], root_modules="mid_block", root_modules_hook="output",
+                                          stem_modules=["mid_block", "up_blocks.0", "up_blocks.1"],
+                                          target_modules="conv_norm_out", tuner_cfg="res_group_adapter",
+                                          use_upsample=True, upsample_out_channels=[32, 16, None], zero_init_last=True),
+    },
     "UTUNING": {  # x' = OP(x) + T(x): one Res-Tuner per operation; blocks and their sub-operations nest
         "mlp": lambda: T.UTuningConfig(tuner={"fc1": "res_lora", "fc2": "res_attn"}, r=4, num_heads=2),
         "cnn": lambda: T.UTuningConfig(target_modules=["conv2"], dim=8, tuner="res_adapter", adapter_length=4),
@@ -194,7 +200,7 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
 }
 
 
-VARIANTS = {"LORA-DORA-RSLORA", "SCETUNING-IDENTITY", "SCETUNING-CSC"}  # extra case sets, not registered tuners
+VARIANTS = {"LORA-DORA-RSLORA", "SCETUNING-IDENTITY", "SCETUNING-CSC", "RESTUNING-SD"}  # extra case sets, not registered tuners
 
 
 def _public_tuners():
