@@ -16,8 +16,6 @@
 # %% [markdown]
 # # 01 · Build your own tuner
 #
-# A swiftlite tuner is three small pieces:
-#
 # **Claim:** a new tuner takes about 40 lines on top of swiftlite's core, and the conformance kit
 # checks every promise of the API on it. The example, SSF, then learns a small task nearly as well as
 # LoRA with under a quarter of LoRA's trainable weights.
@@ -32,6 +30,8 @@
 #   reuse;
 # * to test a tuner against its equation and to run the conformance kit, reading its report;
 # * to compare a new tuner with LoRA on a small task.
+#
+# A swiftlite tuner is three small pieces:
 #
 # 1. a **config** — a dataclass subclassing `SwiftConfig`, whose `swift_type` names the method;
 # 2. a **layer** — a `TunerLayer` that wraps one frozen module and keeps each adapter's weights in
@@ -68,6 +68,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import ipywidgets as widgets
 from IPython.display import Markdown, display
 
 import swiftlite
@@ -89,6 +90,7 @@ print(f"swiftlite {swiftlite.__version__}, torch {torch.__version__}, {'quick' i
 class SSFConfig(SwiftConfig):
     swift_type: str = field(default="MY_SSF")  # the key that finds this tuner again when loading
     target_modules: Any = None  # regex (full match) or list of nn.Linear names / dotted suffixes
+    init_scale: float = 1.0  # γ at init: 1 keeps the base model's output (identity at init)
     _invalid_examples: ClassVar[dict] = {"target_modules": None}  # the kit checks these are refused
 
     def validate(self) -> None:  # the kit expects a ValueError that names the field
@@ -108,7 +110,8 @@ class SSFLinear(TunerLayer):
     def add_adapter(self, adapter_name: str, config: SSFConfig) -> None:
         weight = self.base_layer.weight  # (d_out, d_in): the new vectors follow its device and dtype
         d_out = self.base_layer.out_features
-        self.ssf_scale[adapter_name] = nn.Parameter(torch.ones(d_out, device=weight.device, dtype=weight.dtype))  # γ = 1
+        self.ssf_scale[adapter_name] = nn.Parameter(  # γ = init_scale (1)
+            torch.full((d_out,), config.init_scale, device=weight.device, dtype=weight.dtype))
         self.ssf_shift[adapter_name] = nn.Parameter(torch.zeros(d_out, device=weight.device, dtype=weight.dtype))  # β = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,6 +164,14 @@ model.print_trainable_parameters()
 with torch.no_grad():
     assert torch.equal(model(**inputs), y_base)  # γ = 1, β = 0: identity at init
 swiftlite.show(model)
+
+# %% [markdown]
+# `viz.tuner_diagram` draws the same model from its modules: the core knows nothing about SSF, yet
+# each `SSFLinear` (purple) shows the `nn.Linear` it wraps (frozen, grey) and SSF's own trainable
+# vectors (green) — the container names come from `adapter_attrs`.
+
+# %%
+diagram = viz.tuner_diagram(model)
 
 # %% [markdown]
 # A unit test against the paper's equation, computed densely: give $\gamma, \beta$ random values
@@ -223,6 +234,30 @@ def linked(report) -> Markdown:
 report = check_tuner(lambda: SSFConfig(target_modules=["fc1", "fc2"]), models.mlp)
 assert report.passed == list(CHECKS) and not report.skipped
 display(linked(report))
+
+# %% [markdown]
+# **One knob: $\gamma$ at init.** SSF promises identity at init only because $\gamma$ starts at 1
+# (`init_scale`). Move the slider: each position builds a fresh SSF model with that starting
+# $\gamma$, prints how far its output is from the base model's, and runs the whole kit again
+# (a few seconds). Predict before you move it: which checks can a different start break?
+
+
+# %%
+def kit_at(gamma: float) -> str:
+    tuned = Swift.prepare_model(models.mlp()[0], SSFConfig(target_modules=["fc1", "fc2"], init_scale=gamma))
+    with torch.no_grad():
+        change = (tuned(**inputs) - y_base).abs().max().item()  # y_base: the base model's output above
+    try:
+        passed, failed = check_tuner(lambda: SSFConfig(target_modules=["fc1", "fc2"], init_scale=gamma), models.mlp).passed, []
+    except AssertionError as err:
+        failed = [line.split(":")[0] for line in str(err).splitlines()]
+        passed = [name for name in CHECKS if name not in failed]
+    return (f"γ at init = {gamma:+.2f}: max |y − y_base| = {change:.3f}; kit: {len(passed)} of {len(CHECKS)} "
+            f"checks pass" + (f", failed: {', '.join(failed)}" if failed else ""))
+
+
+viz.knob_widget(widgets.FloatSlider(value=1.0, min=-1.0, max=2.0, step=0.25, description="γ at init",
+                                    continuous_update=False), kit_at)
 
 # %% [markdown]
 # The same tuner on a real 🤗 ViT (its linear layers have biases, so merging works there too):
@@ -353,29 +388,93 @@ display(Markdown(
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Scale only.** Remove $\beta$ (keep `ssf_shift` at 0 by setting `requires_grad=False` on it
-#    after `prepare_model`) and retrain SSF on the task. Predict the accuracy first; check it
-#    against `final["SSF"]`.
-# 2. **A new promise.** Break `unmerge` (return without changing the weights) in a subclass, as
-#    `ForgetfulSSFLinear` does for `forward`, and predict which checks fail. Check:
-#    `assert broken == [...]` with your prediction.
-# 3. **Where SSF attaches.** Target only `head` and retrain: how much of SSF's accuracy comes from
-#    the last layer alone? Check with `token_accuracy(tuned)`.
-# 4. **Bias-free merge.** Give the layer in the `no_bias` cell `bias=True` and show that `merge()`
-#    now works and keeps the output: `torch.allclose` before and after.
+# Predict first; the cell under each exercise (collapsed in JupyterLab: click the bar to open it)
+# holds the answer as an `assert` you can run.
+#
+# 1. **γ = 0.** Start SSF with $\gamma = 0$ (`init_scale=0.0`): which kit checks fail? `unmerge`
+#    divides by $\gamma$ — does `merge` fail too? (Hint: the kit perturbs the weights before
+#    merging.)
+
+# %% jupyter={"source_hidden": true}
+try:
+    check_tuner(lambda: SSFConfig(target_modules=["fc1", "fc2"], init_scale=0.0), models.mlp)
+    failed_at_zero = []
+except AssertionError as err:
+    failed_at_zero = [line.split(":")[0] for line in str(err).splitlines()]
+print(f"γ = 0 at init breaks: {failed_at_zero}")
+assert failed_at_zero == ["identity"]  # the answer: only the promise about init; merge sees perturbed γ ≠ 0
+
+# %% [markdown]
+# 2. **A new broken promise.** Break `unmerge` (return without changing the weights) in a subclass,
+#    as `ForgetfulSSFLinear` does for `forward`. Which checks fail?
+
+# %% jupyter={"source_hidden": true}
+class StuckSSFLinear(SSFLinear):
+    def unmerge(self, adapter_name: str) -> None:
+        return None  # BUG: the merged γ, β stay in the base weights
+
+
+@dataclass
+class StuckSSFConfig(SSFConfig):
+    swift_type: str = field(default="STUCK_SSF")
+
+
+@register_tuner
+class StuckSSFTuner(SSFTuner):
+    config_class = StuckSSFConfig
+    layer_class = StuckSSFLinear
+
+
+try:
+    check_tuner(lambda: StuckSSFConfig(target_modules=["fc1", "fc2"]), models.mlp)
+    stuck = []
+except AssertionError as err:
+    stuck = [line.split(":")[0] for line in str(err).splitlines()]
+print(f"a no-op unmerge breaks: {stuck}")
+assert stuck == ["merge"]  # the answer: only `merge` (merge, unmerge, merge again) ever unmerges
+
+# %% [markdown]
+# 3. **Merging with a bias.** Rebuild the `no_bias` example with `bias=True`. Does `merge()` work
+#    now, and does the output stay the same?
+
+# %% jupyter={"source_hidden": true}
+with_bias = Swift.prepare_model(nn.Sequential(nn.Linear(4, 4, bias=True)), SSFConfig(target_modules=["0"]))
+with torch.no_grad():
+    with_bias.base_model[0].ssf_scale["default"].fill_(1.5)
+    with_bias.base_model[0].ssf_shift["default"].fill_(0.25)
+    x4 = torch.randn(5, 4)
+    before_merge = with_bias(x4)
+    with_bias.merge()
+    after_merge = with_bias(x4)
+assert torch.allclose(before_merge, after_merge, atol=1e-6)  # the answer: yes, β lands in the bias
+print("merged into W' = diag(γ) W, b' = γ ⊙ b + β: same output")
+
+# %% [markdown]
+# 4. **Counting SSF's weights.** Predict SSF's trainable count on `fc1`, `fc2` and `head` (section 5)
+#    from the layers' shapes, before reading `sizes["SSF"]`.
+
+# %% jupyter={"source_hidden": true}
+mlp_layers = models.mlp()[0]
+ssf_count = sum(2 * getattr(mlp_layers, name).out_features for name in TARGETS)  # the answer: γ and β, d_out each
+print(f"2 × (d_out of {', '.join(TARGETS)}) = {ssf_count}; counted in section 5: {sizes['SSF']}")
+assert sizes["SSF"] == ssf_count
+
+# %% [markdown]
+# More to try, without a check: remove $\beta$ (set `requires_grad=False` on `ssf_shift` after
+# `prepare_model`) and retrain: how much accuracy does the scale alone reach?
 #
 # ## Summary
 #
 # * A tuner = config (`SwiftConfig` dataclass) + layer (`TunerLayer`) + `@register_tuner` `Tuner`;
-#   save/load, several adapters and merge bookkeeping come from the core.
-# * The conformance kit names every broken promise, and each name is defined in section 3.
+#   save/load, several adapters, merge bookkeeping and `tuner_diagram` come from the core.
+# * The conformance kit names every broken promise, and each name is defined in section 3;
+#   identity at init is a promise about the *initial values* ($\gamma = 1$, $\beta = 0$).
 # * SSF folds into a layer only through its bias; without one it stays a separate step.
 #
 # Where this lives: [`swiftlite/core/layer.py`](../swiftlite/core/layer.py) (`TunerLayer`),
 # [`swiftlite/core/config.py`](../swiftlite/core/config.py) (`SwiftConfig`),
-# [`swiftlite/testing/kit.py`](../swiftlite/testing/kit.py) (the checks).
-#
-# **Previous:** [`00_tour`](00_tour.ipynb) · **Next:** [`02_tuner_benchmark`](02_tuner_benchmark.ipynb)
+# [`swiftlite/testing/kit.py`](../swiftlite/testing/kit.py) (the checks),
+# [`swiftlite/viz.py`](../swiftlite/viz.py) (`tuner_diagram`, `knob_widget`).
 #
 # **Where next.** A tuner that ships with swiftlite lives in one file,
 # `swiftlite/tuners/<method>.py`, with the paper and its equation in the docstring, and gets a row
@@ -383,3 +482,5 @@ display(Markdown(
 # `swiftlite/tuners/ia3.py` ((IA)³: one learned vector per layer, one layer class for Linear, Conv and
 # GPT-2's Conv1D through a small axis table, mergeable); tuners that insert new blocks instead of
 # wrapping a module (`llamapro.py`) override `Tuner.inject`.
+#
+# **Previous:** [`00_tour`](00_tour.ipynb) · **Next:** [`02_tuner_benchmark`](02_tuner_benchmark.ipynb)
