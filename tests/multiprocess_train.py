@@ -112,7 +112,7 @@ def run(out: str, data: str, batch_size: int, group: int) -> None:
     tensors["probe_logits"] = logits.contiguous()
     save_file(tensors, os.path.join(out, f"rank{state.process_index}.safetensors"))
     with open(os.path.join(out, f"rank{state.process_index}.json"), "w") as f:
-        json.dump({"world_size": state.num_processes, "loss": history.loss,
+        json.dump({"world_size": state.num_processes, "device": str(state.device), "loss": history.loss,
                    "other_requires_grad": all(p.requires_grad for p in model.adapter_parameters("other").values())}, f)
 
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     state = PartialState()
     with open(os.path.join(args.out, f"saves{state.process_index}.json"), "w") as f:
         json.dump(saves, f)  # the runs (map/step) for which this process wrote a checkpoint
-    if state.use_distributed:
+    if torch.distributed.is_initialized():  # also a world of one under torchrun
         state.destroy_process_group()
 
 
