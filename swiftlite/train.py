@@ -14,8 +14,8 @@ schedule is stepped here once per optimizer step (it is *not* handed to ``accele
 which would step it once per process), so ``steps`` always means optimizer steps of this process.
 
 Several processes (data parallel, DDP). Start the unchanged script with
-``torchrun --nproc_per_node N script.py`` or ``accelerate launch --multi_gpu --num_processes N
-script.py``; without GPUs, :func:`train` asks Accelerate for CPU processes (gloo), which it would
+``torchrun --standalone --nproc_per_node N script.py`` or ``accelerate launch --multi_gpu
+--num_processes N script.py``; without GPUs, :func:`train` asks Accelerate for CPU processes (gloo), which it would
 otherwise set up as N independent single-process runs. ``accelerate launch --cpu --num_processes N``
 starts a single process (its CPU path needs MPI): :func:`train` warns when a launch meant for
 several processes ends up alone. With N processes, each takes its own ``batch_size`` rows per
@@ -446,11 +446,14 @@ def train(
         model: any ``nn.Module``; only parameters with ``requires_grad`` are optimized.
         dataset: a 🤗 ``datasets.Dataset`` (formatted as torch if it has no format), any torch
             ``Dataset``/``IterableDataset``, or a callable ``i -> batch`` called with the
-            micro-batch index ``i = 0, 1, 2, ...`` (``steps * grad_accum`` calls in all).
+            micro-batch index ``i = 0, 1, 2, ...`` (``steps * grad_accum`` calls in all); with
+            N processes, process r calls it with ``i·N + r`` (each process its own batches).
             Map-style data is shuffled by a generator seeded with ``seed`` and cycled epoch after
-            epoch; the last incomplete batch of an epoch is dropped.
+            epoch; the last incomplete batch of an epoch is dropped (with N processes: while the
+            data holds N full batches; below that Accelerate fills the shards by wrapping around).
         loss_fn: ``loss_fn(model, batch) -> scalar``; None means ``model(**batch).loss``.
-        steps: optimizer steps (each one is ``grad_accum`` micro-batches of ``batch_size``).
+        steps: optimizer steps (each one is ``grad_accum`` micro-batches of ``batch_size`` rows
+            in each process).
         mixed_precision: "no", "fp16", "bf16" (Accelerate autocast) or "auto" (bf16 if the GPU
             supports it, else "no").
         eval_fn: ``eval_fn(model) -> {name: float}``, called under ``torch.no_grad`` in eval
