@@ -128,6 +128,9 @@ def test_run_suite_and_plots():
                                                       ("LoRA", "colour")]
     with pytest.raises(KeyError, match="LoRA"):
         vision.run_suite({"LoRA": _lora()}, ["size"], [0], steps=1, lr={"probe": 1e-2})
+    assert rows[1]["measured_in"] == ("size", 0) and rows[1]["peak_memory_bytes"] == rows[0]["peak_memory_bytes"]
+    with pytest.raises(ValueError, match="measure"):
+        vision.run_suite({"LoRA": _lora()}, ["size"], [0], steps=1, measure="some")
     summary = vision.summarize(rows)
     ax = vision.memory_accuracy_scatter(summary)
     assert [t.get_text() for t in ax.texts] == ["probe", "LoRA"]

@@ -177,14 +177,15 @@ def _config_label(config: Any) -> str:
 def transfer(model_or_name: str | nn.Module, config: Any, task: str, steps: int, seed: int = 0, *,
              name: str | None = None, shots: int | None = 10, batch_size: int = 32, lr: float = 3e-3,
              weight_decay: float = 0.0, n_test: int = 200, measure_steps: int = 3, head: str = DEFAULT_HEAD,
-             eval_every: int | None = None, progress: bool = False) -> dict[str, Any]:
+             eval_every: int | None = None, measure: bool = True, progress: bool = False) -> dict[str, Any]:
     """Fine-tune on one task with one config and one seed; return one row (a dict).
 
     ``model_or_name``: a zoo name / saved folder (a fresh backbone is loaded with a head for the
     task's labels), or a ``ViTForImageClassification`` whose head already fits the task (a deep
     copy is tuned, the argument is left untouched). ``config``: ``None`` (full fine-tuning),
     :data:`LINEAR_PROBE`, a tuner config or ``{adapter_name: config}``. ``eval_every`` also records
-    the test accuracy during training (``row["curve"]``: ``[(step, accuracy), ...]``).
+    the test accuracy during training (``row["curve"]``: ``[(step, accuracy), ...]``). ``measure=False``
+    skips ``bench.measure`` (peak_memory_bytes and step_time_s are then None; the counts stay).
 
     Row: name, task, seed, steps, lr, accuracy, trainable_params, total_params, trainable_percent,
     peak_memory_bytes, memory_method, step_time_s (median of ``measure_steps`` timed train steps),
@@ -215,8 +216,13 @@ def transfer(model_or_name: str | nn.Module, config: Any, task: str, steps: int,
     train_set = data["train"].with_format("torch")
     bench_batch = train_set[:batch_size]
     row: dict[str, Any] = {"name": name or _config_label(config), "task": task, "seed": seed, "steps": steps, "lr": lr}
-    measured = bench.measure(model, lambda: bench_batch, classification_loss, name=row["name"],
-                             steps=measure_steps, warmup=1)
+    if measure:
+        measured = bench.measure(model, lambda: bench_batch, classification_loss, name=row["name"],
+                                 steps=measure_steps, warmup=1)
+    else:
+        trainable, total = bench.count_parameters(model)
+        measured = {"trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
+                    "peak_memory_bytes": None, "memory_method": None, "step_time_s": None}
     row.update({k: measured[k] for k in ("trainable_params", "total_params", "trainable_percent",
                                          "peak_memory_bytes", "memory_method", "step_time_s")})
     def eval_fn(m: nn.Module) -> dict[str, float]:
@@ -234,13 +240,18 @@ def transfer(model_or_name: str | nn.Module, config: Any, task: str, steps: int,
 
 
 def run_suite(configs: Mapping[str, Any], tasks: Sequence[str], seeds: Sequence[int], steps: int, *,
-              model: str = "vit-tiny", lr: float | Mapping[str, float] = 3e-3, progress: bool = True,
-              **transfer_kwargs: Any) -> list[dict[str, Any]]:
+              model: str = "vit-tiny", lr: float | Mapping[str, float] = 3e-3, measure: str = "first",
+              progress: bool = True, **transfer_kwargs: Any) -> list[dict[str, Any]]:
     """``transfer`` for every config × task × seed (one row each, in that order).
 
     ``configs`` maps a display name to a config (``None`` = full fine-tuning, ``LINEAR_PROBE``);
-    ``lr`` is one value or ``{name: lr}`` (every name needs one).
+    ``lr`` is one value or ``{name: lr}`` (every name needs one). ``measure="first"`` (default) runs
+    ``bench.measure`` only in each config's first run (first task, first seed) and copies its peak
+    memory and step time into the config's other rows (``row["measured_in"]`` says where they come
+    from; only the head's size changes between tasks); ``measure="all"`` measures every run.
     """
+    if measure not in ("first", "all"):
+        raise ValueError(f"run_suite(measure={measure!r}): expected 'first' or 'all'")
     from tqdm.auto import tqdm
 
     if not configs or not tasks or not seeds:
@@ -252,11 +263,18 @@ def run_suite(configs: Mapping[str, Any], tasks: Sequence[str], seeds: Sequence[
     rows = []
     bar = tqdm(total=len(configs) * len(tasks) * len(seeds), desc="transfer runs", disable=not progress)
     for name, config in configs.items():
+        first: dict[str, Any] | None = None
         for task in tasks:
             for seed in seeds:
                 bar.set_postfix_str(f"{name} / {task} / seed {seed}")
-                rows.append(transfer(model, config, task, steps, seed, name=name,
-                                     lr=lr[name] if isinstance(lr, Mapping) else lr, **transfer_kwargs))
+                row = transfer(model, config, task, steps, seed, name=name, measure=first is None or measure == "all",
+                               lr=lr[name] if isinstance(lr, Mapping) else lr, **transfer_kwargs)
+                if first is None:
+                    first = row
+                if row["peak_memory_bytes"] is None:
+                    row.update({k: first[k] for k in ("peak_memory_bytes", "memory_method", "step_time_s")})
+                row["measured_in"] = (first["task"], first["seed"]) if measure == "first" else (task, seed)
+                rows.append(row)
                 bar.update(1)
     bar.close()
     return rows

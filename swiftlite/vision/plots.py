@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["memory_accuracy_scatter", "task_heatmap", "learning_curves", "paper_vs_ours", "tuner_explorer"]
+__all__ = ["memory_accuracy_scatter", "task_heatmap", "learning_curves", "paper_vs_ours", "explore_tuner", "tuner_explorer"]
 
 _MARKERS = "osD^v<>PX*hp"
 
@@ -89,21 +89,46 @@ def paper_vs_ours(names: Sequence[str], paper: Sequence[float | None], ours: Seq
                             title=title, fmt="{:.2f}")
 
 
-def tuner_explorer(make_config: Callable[[str, int], Any], tuners: Sequence[str], sizes: Sequence[int], *,
-                   task: str = "shape-in-style", steps: int = 30, seed: int = 0, model: str = "vit-tiny",
-                   lr: float | Callable[[str], float] = 1e-2, size_label: str = "size", **transfer_kwargs: Any):
-    """Pick a tuner and its size; see trainable params, peak train memory and the learning curve.
-
-    ``make_config(tuner, size)`` returns the config (``None`` / ``LINEAR_PROBE`` allowed). Each
-    choice runs ``transfer(model, config, task, steps, seed, eval_every=...)`` once (results are
-    cached per choice) and prints one line — ``"<tuner> <size_label>=<size>: N trainable params
-    (p %), peak train memory M MiB, step time s ms, test accuracy a %"`` — above the loss and
-    accuracy curves. Returns an ``ipywidgets.VBox``; ``.tuner`` and ``.size`` are its two
-    controls, ``.results`` the cache, ``.line`` the last printed line.
-    """
-    import ipywidgets as widgets
+def explore_tuner(make_config: Callable[[str, int], Any], tuner: str, size: int, *, task: str = "shape-in-style",
+                  steps: int = 30, seed: int = 0, model: str = "vit-tiny", lr: float | Callable[[str], float] = 1e-2,
+                  size_label: str = "size", cache: dict | None = None, **transfer_kwargs: Any):
+    """Fine-tune ``make_config(tuner, size)`` on ``task`` for ``steps`` steps (``transfer`` with five test
+    evaluations on the way; ``cache`` keeps results per ``(tuner, size)``) and return ``(line, figure)``:
+    the line ``"<tuner> <size_label>=<size>: N trainable params (p %), peak train memory M MiB, step time
+    s ms, test accuracy a % after <steps> steps"`` and the loss and accuracy curves."""
+    import matplotlib.pyplot as plt
 
     from .harness import transfer
+
+    cache = {} if cache is None else cache
+    if (tuner, size) not in cache:
+        run_lr = lr(tuner) if callable(lr) else lr
+        cache[tuner, size] = transfer(model, make_config(tuner, size), task, steps, seed, name=f"{tuner} {size_label}={size}",
+                                      lr=run_lr, eval_every=max(1, steps // 5), **transfer_kwargs)
+    row = cache[tuner, size]
+    line = (f"{row['name']}: {row['trainable_params']:,} trainable params ({row['trainable_percent']:.2f} %), "
+            f"peak train memory {row['peak_memory_bytes'] / 2**20:.2f} MiB, step time "
+            f"{row['step_time_s'] * 1e3:.1f} ms, test accuracy {100 * row['accuracy']:.1f} % after {steps} steps")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8))
+    learning_curves([row], ax=left, title=f"{task}: training loss")
+    right.plot([step for step, _ in row["curve"]], [100 * a for _, a in row["curve"]], marker="o")
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("test accuracy (%)")
+    right.set_ylim(0, 100)
+    right.set_title(f"{task}: test accuracy")
+    fig.tight_layout()
+    return line, fig
+
+
+def tuner_explorer(make_config: Callable[[str, int], Any], tuners: Sequence[str], sizes: Sequence[int], *,
+                   size_label: str = "size", **explore_kwargs: Any):
+    """Two knobs — a tuner and its size — above an output showing :func:`explore_tuner`'s line and curves.
+
+    ``make_config(tuner, size)`` returns the config (``None`` / ``LINEAR_PROBE`` allowed); results are
+    cached per choice. Returns an ``ipywidgets.VBox``; ``.tuner`` and ``.size`` are its controls,
+    ``.results`` the cache, ``.line`` the last printed line.
+    """
+    import ipywidgets as widgets
 
     if not tuners or not sizes:
         raise ValueError("tuner_explorer: give at least one tuner and one size")
@@ -117,23 +142,8 @@ def tuner_explorer(make_config: Callable[[str, int], Any], tuners: Sequence[str]
         import matplotlib.pyplot as plt
         from IPython.display import display
 
-        key = (tuner_box.value, size_box.value)
-        if key not in box.results:
-            run_lr = lr(key[0]) if callable(lr) else lr
-            box.results[key] = transfer(model, make_config(*key), task, steps, seed, name=f"{key[0]} {size_label}={key[1]}",
-                                        lr=run_lr, eval_every=max(1, steps // 5), **transfer_kwargs)
-        row = box.results[key]
-        box.line = (f"{row['name']}: {row['trainable_params']:,} trainable params ({row['trainable_percent']:.2f} %), "
-                    f"peak train memory {row['peak_memory_bytes'] / 2**20:.2f} MiB, step time "
-                    f"{row['step_time_s'] * 1e3:.1f} ms, test accuracy {100 * row['accuracy']:.1f} % after {steps} steps")
-        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8))
-        learning_curves([row], ax=left, title=f"{task}: training loss")
-        steps_, accs = zip(*row["curve"]) if row["curve"] else ((), ())
-        right.plot(steps_, [100 * a for a in accs], marker="o")
-        right.set_xlabel("optimizer step")
-        right.set_ylabel("test accuracy (%)")
-        right.set_ylim(0, 100)
-        fig.tight_layout()
+        box.line, fig = explore_tuner(make_config, tuner_box.value, size_box.value, size_label=size_label,
+                                      cache=box.results, **explore_kwargs)
         output.clear_output(wait=True)
         with output:
             print(box.line)
