@@ -27,8 +27,9 @@
 # | Adapter | | 32.2 GiB | 1.48 |
 # | LLaMA-Pro, 4 new blocks | 9.5 % | 38.1 GiB | 1.53 |
 # | NEFTune (+ LoRA) | = LoRA | = LoRA | = LoRA |
+# | LISA, 2 layers active | | 31.1 GiB | 2.66 |
 #
-# **Claim (the paper's):** every parameter-efficient tuner needs less memory than full fine-tuning
+# **Claim:** (the paper's) every parameter-efficient tuner needs less memory than full fine-tuning
 # (LoRA: 32.4 of 73.5 GiB on Qwen-7B-chat), at 0.36–1.07× full fine-tuning's throughput.
 #
 # **Running time** on a 2-core CPU (one torch thread): quick mode (`SWIFTLITE_QUICK=1`, 3 steps
@@ -60,6 +61,7 @@ import os
 import time
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import transformers
 
@@ -69,7 +71,8 @@ from swiftlite import bench, viz
 from swiftlite import tuners as T
 from swiftlite.core import TUNERS
 from swiftlite.data import instruction_pairs
-from swiftlite.llm import IGNORE_INDEX, SFTCollator, build_sft_dataset, compare_tuners
+from swiftlite.llm import IGNORE_INDEX, LISAConfig, SFTCollator, build_sft_dataset, compare_tuners
+from swiftlite.llm.sft import exact_match
 
 QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: every tuner, but 3 steps each
 STEPS = 3 if QUICK else 120
@@ -96,7 +99,8 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; hidden {confi
       f"{config.num_hidden_layers} layers, vocabulary {config.vocab_size}")
 
 train_ds = build_sft_dataset(instruction_pairs(N_TRAIN, seed=0), tokenizer)
-eval_ds = build_sft_dataset(instruction_pairs(N_EVAL, seed=1), tokenizer)  # other seed: unseen pairs
+eval_pairs = instruction_pairs(N_EVAL, seed=1)  # other seed: unseen pairs
+eval_ds = build_sft_dataset(eval_pairs, tokenizer)
 example = train_ds[0]
 prompt_len = sum(y == IGNORE_INDEX for y in example["labels"])
 print(repr(tokenizer.decode(example["input_ids"][:prompt_len])), "→ masked (label -100)")
@@ -112,7 +116,10 @@ assert example["labels"][prompt_len:] == example["input_ids"][prompt_len:]
 # embeddings during training and has no weights of its own, so it rides on a LoRA).
 # `None` means full fine-tuning. LLaMA-Pro adds one block (the paper: 4 on Qwen's 32, 1/8 of the
 # depth; here 1 on 4). Part trains a copy of the last block; Side puts a small MLP beside each
-# FFN.
+# FFN. LongLoRA is the same LoRA plus shifted sparse attention in training and trainable
+# embeddings and norms; ReFT edits each layer's output in a rank-4 subspace (LoReFT). LISA is not
+# a tuner but a training technique: full fine-tuning of the embeddings, the head and, for every
+# period of 20 steps, one randomly drawn decoder layer (`swiftlite.llm.lisa`); it adds no weights.
 
 # %%
 H, L = config.hidden_size, config.num_hidden_layers
@@ -139,6 +146,9 @@ CONFIGS = {
     "BitFit": T.BitFitConfig(target_modules=ALL_LINEAR),  # LLaMA has no biases: BitFit adds a zero Δb
     "LN tuning": T.BitFitConfig(mode="norm"),  # the RMSNorm gains γ
     "LLaMA-Pro": T.LLaMAProConfig(num_new_blocks=1),
+    "LongLoRA": T.LongLoRAConfig(r=8, lora_alpha=32, target_modules=ALL_LINEAR),  # + S²-Attn, embeddings, norms
+    "ReFT": T.ReftConfig(r=4),  # LoReFT on every layer's output
+    "LISA": LISAConfig(lisa_activated_layers=1, lisa_step_interval=20),  # 1 of 4 layers (paper: 2 of 32)
 }
 
 # Learning rates differ per method because the number and the role of the trained weights
@@ -150,7 +160,8 @@ CONFIGS = {
 # data order are the same for all.
 LR = {"full FT": 1e-3, "Part": 1e-3, "LLaMA-Pro": 1e-3, "LoRA+": 1e-3,
       "LoRA": 5e-3, "DoRA": 5e-3, "rsLoRA": 5e-3, "NEFTune+LoRA": 5e-3, "Adapter": 5e-3, "Side": 5e-3,
-      "Prompt": 3e-2, "BitFit": 3e-2, "Prefix": 1e-1, "IA3": 1e-1, "LN tuning": 1e-1}
+      "Prompt": 3e-2, "BitFit": 3e-2, "Prefix": 1e-1, "IA3": 1e-1, "LN tuning": 1e-1,
+      "LongLoRA": 5e-3, "ReFT": 5e-3, "LISA": 1e-3}  # the last three: the rules above, not swept
 
 # %% [markdown]
 # **The learning-rate sweep** ([`benchmarks/lr_sweep.py`](../benchmarks/lr_sweep.py)) chose the
@@ -168,7 +179,7 @@ LR = {"full FT": 1e-3, "Part": 1e-3, "LLaMA-Pro": 1e-3, "LoRA+": 1e-3,
 
 # %%
 covered = {c.swift_type for cfg in CONFIGS.values() if cfg is not None
-           for c in (cfg.values() if isinstance(cfg, dict) else [cfg])}
+           for c in (cfg.values() if isinstance(cfg, dict) else [cfg]) if hasattr(c, "swift_type")}
 print("tuners in this benchmark:", sorted(covered))
 print("registered tuners not in it:", sorted(t for t in TUNERS if not t.startswith("_") and t not in covered) or "none")
 
@@ -179,17 +190,33 @@ print("registered tuners not in it:", sorted(t for t in TUNERS if not t.startswi
 # `MEASURE_STEPS` AdamW train steps on one batch (weights restored afterwards) for every config
 # in turn, `MEASURE_ROUNDS` rounds, and keeps the median: on a shared machine a slow minute
 # then hits all tuners alike instead of the one that happened to run. Then, per config, it
-# takes the held-out loss, trains `STEPS` steps and takes the held-out loss again.
+# takes the held-out loss, trains `STEPS` steps and takes the held-out loss again, and (through
+# `eval_fn`) the held-out **instruction accuracy**: the share of `N_EM` unseen prompts whose greedy
+# response equals the gold response exactly (`swiftlite.llm.sft.exact_match`; Prompt tuning
+# inserts tokens at every forward, so its generation recomputes the sequence without a cache).
+# The batches are padded to a multiple of 8 tokens for every config (padding is masked): LongLoRA's
+# S²-Attn needs the length to split into 4 groups.
 #
 # Memory on a CPU is *counted*, not read from an allocator: parameters + tensors autograd saves
 # for backward + gradients + AdamW's two moments (see `swiftlite.bench`). On a GPU `measure`
 # reports the CUDA allocator's peak instead.
 
 # %%
+N_EM = 16 if QUICK else 100
+em_pairs = eval_pairs.select(range(N_EM))
+max_answer = max(len(tokenizer(o)["input_ids"]) for o in em_pairs["output"]) + 2  # room for eos and a slip
+
+
+def instruction_accuracy(model, name):
+    return {"exact_match": exact_match(model, tokenizer, em_pairs, max_new_tokens=max_answer,
+                                       use_cache=name != "Prompt")}
+
+
+exact_match_init = exact_match(model, tokenizer, em_pairs, max_new_tokens=max_answer)  # before fine-tuning
 rows = compare_tuners(lambda: zoo.load("llama-tiny")[0], CONFIGS, train_ds, eval_ds, steps=STEPS, lr=LR,
                       batch_size=BATCH_SIZE, seed=0, measure_steps=MEASURE_STEPS, measure_warmup=MEASURE_WARMUP,
-                      measure_rounds=MEASURE_ROUNDS,
-                      collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id))
+                      measure_rounds=MEASURE_ROUNDS, eval_fn=instruction_accuracy,
+                      collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=8))
 rows = bench.compare(rows, baseline="full FT")
 for row in rows:
     row["time_ratio"] = row["step_time_s_ratio"]  # step time vs full FT (1 / throughput ratio)
@@ -201,7 +228,7 @@ for row in rows:
 from IPython.display import Markdown, display  # noqa: E402
 
 COLUMNS = ["name", "trainable_params", "trainable_percent", "peak_memory_bytes", "memory_ratio", "step_time_s",
-           "time_ratio", "throughput", "lr", "eval_loss_init", "eval_loss"]
+           "time_ratio", "throughput", "lr", "eval_loss_init", "eval_loss", "exact_match"]
 display(Markdown(bench.to_markdown(rows, COLUMNS)))
 
 # %%
@@ -225,15 +252,43 @@ fig.tight_layout()
 viz.save_figure(fig, "02_tuner_benchmark")
 
 # %% [markdown]
+# **Held-out quality, two ways.** The loss scores every response token under teacher forcing; the
+# exact match asks the model to *write* the whole answer itself. Predict: a lower loss should go
+# with a higher accuracy, but not strictly — one wrong digit fails an exact match that costs the
+# loss little.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+viz.bar_compare(rows, "exact_match", ax=axes[0], title=f"held-out instruction accuracy ({N_EM} prompts)",
+                xlabel="exact match (share of held-out prompts)")
+axes[0].axvline(exact_match_init, color="crimson", linestyle=":", linewidth=1.5,
+                label=f"before fine-tuning ({exact_match_init:.2f})")
+axes[0].set_xlim(0, 1)
+axes[0].legend(frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.06), fontsize=8)
+axes[1].scatter([r["eval_loss"] for r in rows], [r["exact_match"] for r in rows], color="tab:blue")
+for r in rows:
+    axes[1].annotate(r["name"], (r["eval_loss"], r["exact_match"]), fontsize=7, xytext=(3, 2),
+                     textcoords="offset points")
+axes[1].set_xlabel("held-out SFT loss (nats per response token)")
+axes[1].set_ylabel("exact match (share of held-out prompts)")
+axes[1].set_title(f"loss vs accuracy after {STEPS} steps")
+fig.tight_layout()
+viz.save_figure(fig, "02_tuner_quality")
+accuracies = [r["exact_match"] for r in rows]
+quality_corr = (float(np.corrcoef([r["eval_loss"] for r in rows], accuracies)[0, 1]) if np.std(accuracies) > 0
+                else float("nan"))  # nan: every row has the same accuracy (e.g. quick mode's 3 steps)
+print(f"correlation of held-out loss and exact match over the {len(rows)} rows: {quality_corr:.2f}")
+
+# %% [markdown]
 # ## 4. Next to the paper
 #
-# The paper's five tuners as ratios to its own full fine-tuning (memory in GiB, time =
+# The paper's five tuners and LISA as ratios to its own full fine-tuning (memory in GiB, time =
 # 1 / samples-per-second), beside ours. NEFTune's cost is LoRA's by construction in both.
 
 # %%
 PAPER = {  # SWIFT paper, Qwen-7B-chat on an A100: (memory GiB, samples/s)
     "full FT": (73.5, 1.43), "LoRA": (32.4, 0.95), "DoRA": (32.5, 0.51), "Adapter": (32.2, 1.48),
-    "LLaMA-Pro": (38.1, 1.53), "NEFTune+LoRA": (32.4, 0.95),
+    "LLaMA-Pro": (38.1, 1.53), "NEFTune+LoRA": (32.4, 0.95), "LISA": (31.1, 2.66),
 }
 ours = {r["name"]: r for r in rows}
 side_by_side = [{"name": name,
@@ -260,7 +315,7 @@ viz.save_figure(fig, "02_tuner_benchmark_vs_paper")
 full = ours["full FT"]
 peft = [r for r in rows if r["name"] != "full FT"]
 print(f"memory vs full FT: {min(r['memory_ratio'] for r in peft):.2f} .. {max(r['memory_ratio'] for r in peft):.2f}"
-      f" (paper, 5 tuners: {min(r['paper_memory_ratio'] for r in side_by_side[1:]):.2f}"
+      f" (paper, {len(side_by_side) - 1} rows: {min(r['paper_memory_ratio'] for r in side_by_side[1:]):.2f}"
       f" .. {max(r['paper_memory_ratio'] for r in side_by_side[1:]):.2f})")
 print("tuners that need MORE memory than full FT:", [r["name"] for r in peft if r["memory_ratio"] > 1] or "none")
 print("tuners slower per step than full FT:", [r["name"] for r in peft if r["time_ratio"] > 1] or "none")
@@ -269,6 +324,9 @@ print(f"DoRA / LoRA step time: {ours['DoRA']['step_time_s'] / ours['LoRA']['step
 ranking = sorted(rows, key=lambda r: r["eval_loss"])
 print("held-out loss, best first:", ", ".join(f"{r['name']} {r['eval_loss']:.3f}" for r in ranking))
 print(f"before fine-tuning: {full['eval_loss_init']:.3f}")
+by_accuracy = sorted(rows, key=lambda r: -r["exact_match"])
+print("held-out exact match, best first:", ", ".join(f"{r['name']} {r['exact_match']:.2f}" for r in by_accuracy),
+      f"(before fine-tuning: {exact_match_init:.2f})")
 
 # %% [markdown]
 # ## 5. What the tiny scale shows, and what it does not
@@ -302,7 +360,7 @@ of the adapted model's {lora['total_params']:,} (base: {full['total_params']:,};
 
 **Memory.** The tuners need {by_memory[0]['memory_ratio']:.2f}–{by_memory[-1]['memory_ratio']:.2f} of full
 fine-tuning's memory (paper: {min(r['paper_memory_ratio'] for r in side_by_side[1:]):.2f}–{max(r['paper_memory_ratio'] for r in side_by_side[1:]):.2f}
-for its five tuners); LoRA {lora['memory_ratio']:.2f} ({lora['peak_memory_bytes'] / MiB:.1f} vs
+for its {len(side_by_side) - 1} rows); LoRA {lora['memory_ratio']:.2f} ({lora['peak_memory_bytes'] / MiB:.1f} vs
 {full['peak_memory_bytes'] / MiB:.1f} MiB; paper {PAPER['LoRA'][0] / PAPER['full FT'][0]:.2f}). Tuners above full FT:
 {", ".join(f"{r['name']} {r['memory_ratio']:.2f}×" for r in peft if r['memory_ratio'] > 1) or "none"}. What full FT adds
 over LoRA is gradients and two AdamW moments for all {full['total_params']:,} weights, 3 × {4 * full['total_params'] / MiB:.1f} MiB; the
@@ -323,6 +381,13 @@ runs at {full['throughput']:.1f}. DoRA costs
 loss): {", ".join(f"{r['name']} {r['eval_loss']:.2f}" for r in ranking)}. This is one seed, a short schedule and
 learning rates tuned only roughly (several at the edge of the sweep's grid): read it as "after the same short
 budget", not as which method is better when trained to convergence.
+
+**Held-out instruction accuracy** (exact match on {N_EM} unseen prompts; {exact_match_init:.2f} before
+fine-tuning): {", ".join(f"{r['name']} {r['exact_match']:.2f}" for r in by_accuracy)}. Across the {len(rows)} rows
+the correlation of loss and accuracy is {quality_corr:.2f} (negative: lower loss, more exact answers). LISA, which
+trains {ours['LISA']['trainable_percent']:.0f} % of the weights at a time, reaches a loss of {ours['LISA']['eval_loss']:.2f}
+and an accuracy of {ours['LISA']['exact_match']:.2f} (full FT: {full['eval_loss']:.2f}, {full['exact_match']:.2f}) at
+{ours['LISA']['memory_ratio']:.2f}× full FT's memory (paper, 2 of 32 layers: {PAPER['LISA'][0] / PAPER['full FT'][0]:.2f}×).
 
 This run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK else 'full'} mode).
 """))
