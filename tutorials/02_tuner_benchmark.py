@@ -184,6 +184,38 @@ print("tuners in this benchmark:", sorted(covered))
 print("registered tuners not in it:", sorted(t for t in TUNERS if not t.startswith("_") and t not in covered) or "none")
 
 # %% [markdown]
+# Where the paper's LoRA attaches, drawn from the model by `viz.tuner_diagram` (the config is not
+# applied: the orange boxes are the modules it *would* wrap, seven linear layers in each of the
+# folded decoder layers; the widths at the right are each layer's input and output).
+
+# %%
+diagram = viz.tuner_diagram(model, CONFIGS["LoRA"])
+
+# %% [markdown]
+# **One knob: LoRA's rank.** Each value of $r$ attaches LoRA to all linear layers of a copy of the
+# model and counts what it trains: $A \in \mathbb{R}^{r \times d_\text{in}}$ and
+# $B \in \mathbb{R}^{d_\text{out} \times r}$ per layer, so the count is linear in $r$. Predict the
+# count at $r = 16$ from the one at $r = 8$ before you move the slider.
+
+# %%
+import copy  # noqa: E402
+
+import ipywidgets as widgets  # noqa: E402
+
+from swiftlite import Swift  # noqa: E402
+
+
+def lora_size(r: int) -> str:
+    tuned = Swift.prepare_model(copy.deepcopy(model), T.LoRAConfig(r=r, lora_alpha=32, target_modules=ALL_LINEAR))
+    n = sum(p.numel() for p in tuned.parameters() if p.requires_grad)  # r · Σ (d_in + d_out)
+    total = sum(p.numel() for p in tuned.parameters())
+    return f"r = {r:3d}: LoRA trains {n:,} weights, {100 * n / total:.2f} % of the adapted model ({n // r:,} per unit of rank)"
+
+
+viz.knob_widget(widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=8, description="rank r",
+                                        continuous_update=False), lora_size)
+
+# %% [markdown]
 # ## 3. Run the benchmark
 #
 # `compare_tuners` takes a fresh model for every config and prepares it. It times
