@@ -427,15 +427,57 @@ This run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK else 'ful
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Rank vs memory.** Change `lora()` to `r=64` and rerun only LoRA
-#    (`compare_tuners(..., {"LoRA": lora(r=64)}, ...)`; give `lora` an `r` argument). Predict:
-#    does its memory ratio move much? Check: `assert abs(row["memory_ratio"] - ours["LoRA"]["memory_ratio"]) < 0.1`.
-# 2. **Where backward stops.** Part trains only the last block. Move it to the first block
-#    (`model\.layers\.0`) and predict its memory ratio before running; compare with the row above.
-# 3. **A learning rate at the edge.** Run `python benchmarks/lr_sweep.py --tuners IA3 --lrs 1e-1 3e-1 1`
-#    and check whether IA3's best lr is still at the top of the grid.
-# 4. **Batch size.** Rerun the cost measurement with `BATCH_SIZE = 4`: the activations shrink, so
-#    LoRA's memory ratio should fall towards the paper's. Check: `ours["LoRA"]["memory_ratio"]` is smaller.
+# Predict first; the cell under each exercise (collapsed in JupyterLab: click the bar to open it)
+# holds the answer as an `assert` you can run.
+#
+# 1. **Rank vs trainable share.** The LoRA row trains `ours["LoRA"]["trainable_params"]` weights at
+#    $r = 8$. Predict the count at $r = 16$ and at $r = 1$ without running anything.
+
+# %% jupyter={"source_hidden": true}
+def lora_count(r: int) -> int:
+    tuned = Swift.prepare_model(copy.deepcopy(model), T.LoRAConfig(r=r, lora_alpha=32, target_modules=ALL_LINEAR))
+    return sum(p.numel() for p in tuned.parameters() if p.requires_grad)
+
+
+at_8 = ours["LoRA"]["trainable_params"]
+print(f"r = 8: {at_8:,}; r = 16: {lora_count(16):,}; r = 1: {lora_count(1):,}")
+assert lora_count(16) == 2 * at_8 and 8 * lora_count(1) == at_8  # the answer: linear in r, r · Σ (d_in + d_out)
+
+# %% [markdown]
+# 2. **When is low rank no longer small?** At which rank does LoRA train as many weights as the
+#    linear layers it adapts? Predict it from the layers' shapes ($d_\text{in} d_\text{out}$ weights
+#    against $r (d_\text{in} + d_\text{out})$ per layer).
+
+# %% jupyter={"source_hidden": true}
+adapted = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in ALL_LINEAR]
+weights = sum(m.in_features * m.out_features for m in adapted)
+per_rank = sum(m.in_features + m.out_features for m in adapted)
+r_equal = -(-weights // per_rank)  # the answer: ⌈Σ d_in d_out / Σ (d_in + d_out)⌉, about H / 2 here
+print(f"{len(adapted)} layers, {weights:,} weights; LoRA trains {per_rank:,} per unit of rank; break-even r = {r_equal}")
+assert lora_count(r_equal) >= weights > lora_count(r_equal - 1)
+
+# %% [markdown]
+# 3. **Fewest weights, least memory?** Predict whether the tuner with the fewest trainable weights
+#    is also the one that needs the least training memory in this run (section 5 explains what
+#    decides memory here).
+
+# %% jupyter={"source_hidden": true}
+fewest = min(peft, key=lambda r: r["trainable_params"])
+print(f"fewest trainable weights: {fewest['name']} ({fewest['trainable_params']:,}, memory {fewest['memory_ratio']:.2f}× "
+      f"full FT); least memory: {by_memory[0]['name']} ({by_memory[0]['memory_ratio']:.2f}×)")
+# the answer: no — backward still runs through the whole network for it; memory follows where backward stops
+assert fewest["name"] != by_memory[0]["name"] and fewest["memory_ratio"] > by_memory[0]["memory_ratio"]
+
+# %% [markdown]
+# More to try, without a check (each reruns part of the benchmark):
+#
+# * **Rank vs memory.** Rerun only LoRA with `r=64`: does its memory ratio move much?
+# * **Where backward stops.** Move Part to the first block (`model\.layers\.0`) and predict its
+#   memory ratio before running.
+# * **A learning rate at the edge.** Run `python benchmarks/lr_sweep.py --tuners IA3 --lrs 1e-1 3e-1 1`
+#   and check whether IA3's best lr is still at the top of the grid.
+# * **Batch size.** With `BATCH_SIZE = 4` the activations shrink: does LoRA's memory ratio fall
+#   towards the paper's?
 #
 # ## Summary
 #
@@ -449,4 +491,5 @@ This run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK else 'ful
 # [`swiftlite/bench.py`](../swiftlite/bench.py), [`swiftlite/viz.py`](../swiftlite/viz.py),
 # [`benchmarks/lr_sweep.py`](../benchmarks/lr_sweep.py).
 #
-# **Previous:** [`01_build_your_own_tuner`](01_build_your_own_tuner.ipynb).
+# **Previous:** [`01_build_your_own_tuner`](01_build_your_own_tuner.ipynb) ·
+# **Next:** [`03_u_tuning`](03_u_tuning.ipynb), one of the SWIFT family's methods in depth.
