@@ -336,7 +336,7 @@ def _launched_world_size() -> int:
     return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
 
 
-_LAUNCH_HELP = ("Start N CPU processes with `torchrun --nproc_per_node N script.py` or "
+_LAUNCH_HELP = ("Start N CPU processes with `torchrun --standalone --nproc_per_node N script.py` or "
                "`accelerate launch --multi_gpu --num_processes N script.py` (README: 'More than one process').")
 
 

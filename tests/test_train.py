@@ -348,7 +348,7 @@ def test_warns_when_a_multi_process_launch_is_alone(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29500")
-    with pytest.warns(RuntimeWarning, match="world size 1.*torchrun --nproc_per_node N"):
+    with pytest.warns(RuntimeWarning, match="world size 1.*torchrun --standalone --nproc_per_node N"):
         history = train(mlp(), blobs(), ce_loss, steps=2, batch_size=32, progress=False)
     assert history.steps == 2  # it still trains, in this one process
 
