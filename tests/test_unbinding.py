@@ -117,15 +117,15 @@ def test_res_prefix_is_the_unbound_prefix_branch():
     layer.register_forward_hook(lambda m, args, out: seen.update(x=args[0], out=out[0]))
     with torch.no_grad():
         model(**inputs)
-        with model.disable_adapter():
-            frozen = layer(seen["x"])[0]  # OP(x), the frozen attention alone
+        x_in, tuned = seen["x"], seen["out"]
+        frozen = layer.base_layer(x_in)[0]  # OP(x), the frozen attention alone
     branch = layer.branch("default")
     op = layer.base_layer
     heads = op.num_attention_heads
-    x = seen["x"].double()
+    x = x_in.double()
     q = rearrange(x @ op.q_proj.weight.double().T + op.q_proj.bias.double(), "b t (h e) -> b h t e", h=heads)
     k_pre, v_pre = branch.prefix_key.double(), branch.prefix_value.double()  # (h, p, d_h)
     weights = torch.softmax(q @ k_pre.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
     t_x = rearrange(weights @ v_pre, "b h t e -> b t (h e)") @ op.o_proj.weight.double().T  # W_o without its bias
-    torch.testing.assert_close(seen["out"].double(), frozen.double() + t_x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tuned.double(), frozen.double() + t_x, atol=1e-5, rtol=1e-5)
     assert t_x.abs().max() > 1e-3  # the branch contributes
