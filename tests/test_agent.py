@@ -99,5 +99,29 @@ def test_tool_loop_and_scores_on_a_memorised_dialog():
     assert sum(result["counts"].values()) == result["steps"] == sum(len(g) for g in other["gold_actions"])
     assert 0.0 <= result["act_em"] <= 1.0 and 0.0 <= result["hallucination_rate"] <= 1.0
     assert all(len(t["calls"]) <= 2 for t in result["trajectories"])
-    assert run_agent(model, tokenizer, [])  == []
+    assert run_agent(model, tokenizer, []) == []
+    # the chat widget: the trajectory with the tool results; switching adapters re-runs it
+    from swiftlite import LoRAConfig, Swift
+    from swiftlite.llm.agent import BASE_MODEL, chat_widget
+
+    tuned = Swift.prepare_model(model, {"a": LoRAConfig(r=2, target_modules=["q_proj"]),
+                                        "b": LoRAConfig(r=2, target_modules=["q_proj"])})
+    with torch.no_grad():  # adapter b breaks the memorised model, adapter a (B = 0) leaves it as it was
+        for name, p in tuned.named_parameters():
+            if ".b." in name:
+                p.normal_(0, 1.0)
+    box = chat_widget(tuned, tokenizer, [dialogs[0]["question"]], max_new_tokens=200)
+    assert box.adapter.options == ("a", "b", BASE_MODEL) and box.renders == 1
+    assert box.last.startswith("[a]") and f"final answer: {dialogs[0]['answer']}" in box.last
+    assert f"-> {gold[0]['observation']}" in box.last  # the executed tool call and its result
+    first = box.last
+    box.adapter.value = "b"
+    assert box.renders == 2 and box.last.startswith("[b]") and box.last != first
+    assert tuned.active_adapters == ["b"]
+    box.adapter.value = BASE_MODEL
+    assert box.last.split("\n", 1)[1] == first.split("\n", 1)[1]  # adapter a is the base model (B = 0)
+    box.request.value = "How many moons does mars have?"
+    assert box.renders == 4 and "Question: How many moons does mars have?" in box.last
+    with pytest.raises(ValueError, match="unknown adapters"):
+        chat_widget(tuned, tokenizer, ["q"], adapters=["c"])
 
