@@ -23,9 +23,11 @@ from typing import Any
 _EXPORTS = {
     # training
     "text_to_image_dataset": "training", "TextToImageLoss": "training", "diffusion_target": "training",
-    "PREDICTION_TYPES": "training",
+    "PREDICTION_TYPES": "training", "as_condition": "training", "sc_tuner_config": "training",
+    "UP_RESNETS": "training",
     # sampling
     "sample": "sampling", "make_scheduler": "sampling", "sample_grid": "sampling", "unet_output": "sampling",
+    "repeat_condition": "sampling",
     # metrics
     "StyleClassifier": "metrics", "style_classifier": "metrics", "style_accuracy": "metrics",
     "prompt_adherence": "metrics", "object_mask": "metrics", "mask_iou": "metrics", "mask_edges": "metrics",

@@ -46,7 +46,7 @@ __all__ = ["StyleClassifier", "style_classifier", "style_accuracy", "prompt_adhe
 CLASSIFIER_VERSION = 1
 CLASSIFIER_FULL: dict[str, Any] = dict(image_size=16, n_train=12_000, steps=800, batch_size=64, lr=3e-3,
                                        sizes=["medium", "large"], backgrounds=["black"], width=32, seed=0)
-CLASSIFIER_QUICK: dict[str, Any] = dict(image_size=16, n_train=1_200, steps=60, batch_size=64, lr=3e-3,
+CLASSIFIER_QUICK: dict[str, Any] = dict(image_size=16, n_train=800, steps=50, batch_size=64, lr=3e-3,
                                         sizes=["medium", "large"], backgrounds=["black"], width=16, seed=0)
 
 

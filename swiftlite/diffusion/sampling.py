@@ -161,8 +161,7 @@ def sample_grid(images: np.ndarray | Mapping[str, np.ndarray], *, col_titles: Se
         if flat.ndim != 4:
             raise ValueError(f"sample_grid: expected images (N, H, W, 3), got shape {flat.shape}")
         ncols = ncols or min(len(flat), 8)
-        rows = {"": flat[i:i + ncols] for i in range(0, len(flat), ncols)}
-        rows = {f"{i}": v for i, v in enumerate(rows.values())} if len(rows) > 1 else rows
+        rows = {f"row {r}": flat[i:i + ncols] for r, i in enumerate(range(0, len(flat), ncols))}
     labelled = isinstance(images, Mapping)
     nrows = len(rows)
     fig, axes = plt.subplots(nrows, ncols, figsize=(cell_inches * ncols + (1.2 if labelled else 0.2),

@@ -37,7 +37,10 @@ from torch import nn
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
-__all__ = ["PREDICTION_TYPES", "diffusion_target", "text_to_image_dataset", "TextToImageLoss", "as_condition"]
+__all__ = ["PREDICTION_TYPES", "diffusion_target", "text_to_image_dataset", "TextToImageLoss", "as_condition",
+           "sc_tuner_config", "UP_RESNETS"]
+
+UP_RESNETS = r"up_blocks\.\d+\.resnets\.\d+"  # the decoder resnets that read the skip connections
 
 
 def diffusion_target(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -153,3 +156,14 @@ class TextToImageLoss:
         with context:
             pred = unet_output(unet(x_t, t, encoder_hidden_states=ctx))
         return nn.functional.mse_loss(pred, target)
+
+
+def sc_tuner_config(unet: nn.Module, down_ratio: float = 1.0, **fields: Any):
+    """An ``SCETuningConfig`` with one SC-Tuner per skip connection of a diffusers U-Net (decoder mode),
+    ``dims`` read from the model (:func:`swiftlite.tuners.scetuning.unet_skip_widths`)."""
+    from ..tuners.scetuning import SCETuningConfig, unet_skip_widths
+
+    widths = unet_skip_widths(unet)
+    if not widths:
+        raise ValueError(f"sc_tuner_config: {type(unet).__name__} has no diffusers up-block resnets that read skips")
+    return SCETuningConfig(dims=list(widths.values()), target_modules=UP_RESNETS, down_ratio=down_ratio, **fields)

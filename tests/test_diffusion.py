@@ -1,0 +1,218 @@
+"""swiftlite.diffusion: the loss target follows the scheduler, sampling is seeded and condition-aware,
+Swift-tuned U-Nets train on the shared trainer, and the metrics measure what they claim."""
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+import swiftlite.zoo as zoo
+from swiftlite import Swift
+from swiftlite.data.shapes import shapes_dataset
+from swiftlite.diffusion import (TextToImageLoss, edge_agreement, mask_edges, mask_iou, object_mask, prompt_adherence,
+                                 sample, sample_grid, sc_tuner_config, style_accuracy, style_classifier,
+                                 text_to_image_dataset)
+from swiftlite.train import train
+
+PROMPTS = ["a red circle at the top left", "a blue square in the center"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return zoo.load("unet-tiny", quick=True, progress=False)
+
+
+class RecordingUNet(torch.nn.Module):
+    """Predicts zeros and keeps its inputs, so the loss equals mean(target²) and x_t can be inspected."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_t, t, encoder_hidden_states):
+        self.seen = (x_t, t)
+        return torch.zeros_like(x_t) + self.weight
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_loss_target_follows_the_schedulers_prediction_type(pipe, prediction_type):
+    """Recover ε from x_t = √ᾱ x₀ + √(1−ᾱ) ε and check the loss against the paper's target, per type."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
+    data = text_to_image_dataset(pipe.tokenizer, 4, shapes=["circle"], sizes=["large"], backgrounds=["black"])
+    batch = data[:4]
+    unet = RecordingUNet()
+    loss = TextToImageLoss(scheduler, text_encoder=pipe.text_encoder)(unet, batch)
+    x_t, t = unet.seen
+    x0 = batch["image"].permute(0, 3, 1, 2).float() / 127.5 - 1
+    abar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+    target = {"epsilon": eps, "v_prediction": abar.sqrt() * eps - (1 - abar).sqrt() * x0, "sample": x0}[prediction_type]
+    assert torch.allclose(loss, target.pow(2).mean(), rtol=1e-4)
+    assert eps.std() > 0.5  # ε really is the Gaussian noise (x₀ alone would give a small std here)
+
+
+def test_unknown_prediction_type_is_refused(pipe):
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type="flow")
+    with pytest.raises(ValueError, match="prediction_type='flow'"):
+        TextToImageLoss(scheduler, text_encoder=pipe.text_encoder)
+    with pytest.raises(ValueError, match="empty_ids"):
+        TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder, p_uncond=0.1)
+
+
+def test_timesteps_are_uniform_over_the_training_range(pipe):
+    unet, loss_fn = RecordingUNet(), TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder)
+    batch = text_to_image_dataset(pipe.tokenizer, 64, shapes=["circle"])[:]
+    ts = []
+    for _ in range(8):
+        loss_fn(unet, batch)
+        ts.append(unet.seen[1])
+    ts = torch.cat(ts).float()
+    assert ts.min() >= 0 and ts.max() < pipe.scheduler.config.num_train_timesteps
+    assert abs(ts.mean().item() - 499.5) < 60 and ts.max() > 900 and ts.min() < 100
+
+
+def test_dataset_columns_and_captions(pipe):
+    data = text_to_image_dataset(pipe.tokenizer, 6, style="stripes", condition_columns=["mask", "edges"],
+                                 keep_columns=["shape"], shapes=["square"])
+    assert data.column_names == ["image", "mask", "edges", "shape", "input_ids"]
+    assert data[0]["input_ids"].shape == (pipe.tokenizer.model_max_length,)
+    assert "square" in pipe.tokenizer.decode(data[0]["input_ids"], skip_special_tokens=True)
+    with pytest.raises(ValueError, match="condition_columns"):
+        text_to_image_dataset(pipe.tokenizer, 2, condition_columns=["image"])
+
+
+def test_sampling_is_deterministic_for_a_seed_and_matches_the_zoo_pipeline(pipe):
+    a = sample(pipe, PROMPTS, num_inference_steps=6, seed=3)
+    assert a.shape == (2, 16, 16, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, sample(pipe, PROMPTS, num_inference_steps=6, seed=3))
+    assert not np.array_equal(a, sample(pipe, PROMPTS, num_inference_steps=6, seed=4))
+    assert np.array_equal(a, pipe(PROMPTS, num_inference_steps=6, seed=3))  # the zoo's own DDIM loop
+    ddpm = sample(pipe, PROMPTS, scheduler="ddpm", num_inference_steps=6, seed=3)
+    assert np.array_equal(ddpm, sample(pipe, PROMPTS, scheduler="ddpm", num_inference_steps=6, seed=3))
+    assert not np.array_equal(ddpm, a)  # DDPM adds fresh noise every step (from the same seeded generator)
+    with pytest.raises(ValueError, match="scheduler='euler'"):
+        sample(pipe, PROMPTS, scheduler="euler")
+
+
+def test_condition_reaches_the_callers_context_once_per_unet_batch(pipe):
+    """The condition is handed to the context (doubled under guidance) and changes the samples only
+    through what the context does with it."""
+    seen = []
+
+    @contextlib.contextmanager
+    def add_to_input(condition):  # a toy controllable model: the condition is added to the U-Net input
+        seen.append(condition.shape[0])
+        handle = pipe.unet.conv_in.register_forward_pre_hook(lambda m, args: (args[0] + condition,))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    cond = torch.zeros(2, 3, 16, 16)
+    cond[:, :, :8] = 1.0
+    base = sample(pipe, PROMPTS, num_inference_steps=4, seed=0)
+    guided = sample(pipe, PROMPTS, num_inference_steps=4, seed=0, condition=cond, condition_context=add_to_input)
+    plain = sample(pipe, PROMPTS, num_inference_steps=4, seed=0, guidance_scale=1.0, condition=cond,
+                   condition_context=add_to_input)
+    assert seen == [4, 2]  # [∅; c] halves under guidance, B rows without
+    assert not np.array_equal(base, guided)
+    assert np.array_equal(base, sample(pipe, PROMPTS, num_inference_steps=4, seed=0))  # hook removed on exit
+    assert plain.shape == base.shape
+    with pytest.raises(ValueError, match="condition_context"):
+        sample(pipe, PROMPTS, condition=cond)
+
+
+def _tuned(pipe, method):
+    from swiftlite import LoRAConfig
+
+    unet = type(pipe.unet).from_config(pipe.unet.config)
+    unet.load_state_dict(pipe.unet.state_dict())
+    if method == "full":
+        return unet.train()
+    if method == "sctuner":
+        return Swift.prepare_model(unet, sc_tuner_config(unet, down_ratio=0.5))
+    return Swift.prepare_model(unet, LoRAConfig(r=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+
+
+@pytest.mark.parametrize("method", ["sctuner", "lora", "full"])
+def test_any_swift_tuned_unet_trains_on_the_shared_trainer(pipe, method):
+    model = _tuned(pipe, method)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    text_before = [p.detach().clone() for p in pipe.text_encoder.parameters()]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    data = text_to_image_dataset(pipe.tokenizer, 32, style="stripes", shapes=["circle"], sizes=["large"],
+                                 backgrounds=["black"])
+    empty = pipe.tokenizer("", padding="max_length", max_length=pipe.tokenizer.model_max_length)["input_ids"]
+    loss_fn = TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder, p_uncond=0.1, empty_ids=empty)
+    history = train(model, data, loss_fn, steps=3, batch_size=8, lr=1e-3, progress=False)
+    assert len(history.loss) == 3 and np.isfinite(history.loss).all()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable
+    assert all(torch.equal(a, b) for a, b in zip(text_before, pipe.text_encoder.parameters()))  # frozen encoder
+    assert all(p.grad is None for p in pipe.text_encoder.parameters())  # it ran under no_grad
+    out = sample(pipe, PROMPTS[:1], unet=model, num_inference_steps=3)
+    assert out.shape == (1, 16, 16, 3)
+
+
+def test_sc_tuner_config_reads_the_skip_widths(pipe):
+    from swiftlite.tuners.scetuning import unet_skip_widths
+
+    config = sc_tuner_config(pipe.unet, down_ratio=0.25)
+    assert config.dims == list(unet_skip_widths(pipe.unet).values()) and config.down_ratio == 0.25
+
+
+def test_object_mask_iou_and_edges_on_real_renders():
+    data = shapes_dataset(40, image_size=16, seed=1, backgrounds=["black"], sizes=["large"]).with_format("numpy")[:]
+    masks = object_mask(data["image"])
+    assert mask_iou(masks, data["mask"]).mean() > 0.85
+    assert edge_agreement(mask_edges(data["mask"]), data["edges"]).mean() > 0.95
+    shifted = np.roll(data["mask"], 8, axis=-1)
+    assert mask_iou(shifted, data["mask"]).mean() < 0.5
+    assert edge_agreement(mask_edges(shifted), data["edges"]).mean() < 0.5
+    empty = np.zeros((1, 16, 16), np.uint8)
+    assert mask_iou(empty, empty)[0] == 1.0 and edge_agreement(empty, empty)[0] == 1.0
+    square = np.zeros((1, 5, 5), np.uint8)
+    square[0, 1:4, 1:4] = 1
+    assert mask_edges(square).sum() == 8  # the 3×3 block's ring; its centre is inside
+    with pytest.raises(ValueError, match="shapes differ"):
+        mask_iou(empty, square)
+
+
+def test_style_classifier_is_cached_and_scores_real_styles(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWIFTLITE_CACHE", str(tmp_path))
+    classifier = style_classifier(quick=True)
+    assert set(classifier.accuracy) == {"style", "shape", "colour"}
+    assert len(list((tmp_path / "diffusion").iterdir())) == 1
+    again = style_classifier(quick=True)  # loaded, not retrained
+    assert all(torch.equal(a, b) for a, b in zip(classifier.state_dict().values(), again.state_dict().values()))
+    real = shapes_dataset(60, image_size=16, seed=7, styles=["ink"], backgrounds=["black"]).with_format("numpy")[:]
+    assert style_accuracy(real["image"], "ink", classifier) > 0.5  # chance is 1/6
+    with pytest.raises(ValueError, match="unknown to the classifier"):
+        style_accuracy(real["image"], "cubism", classifier)
+
+
+def test_prompt_adherence_with_the_zoo_judge(pipe):
+    from swiftlite.zoo.unet import load_judge
+
+    judge = load_judge(zoo.path("unet-tiny", quick=True))
+    data = shapes_dataset(48, image_size=16, seed=3, shapes=["circle", "square", "triangle"],
+                          colours=["red", "green", "blue", "yellow"], sizes=["large"], backgrounds=["black"])
+    shapes = [data.features["shape"].int2str(i) for i in data["shape"]]
+    colours = [data.features["colour"].int2str(i) for i in data["colour"]]
+    images = np.asarray(data.with_format("numpy")["image"])
+    right = prompt_adherence(images, shapes, colours, judge)
+    wrong = prompt_adherence(images, shapes[1:] + shapes[:1], colours[1:] + colours[:1], judge)
+    assert right["prompt_match"] <= min(right["shape_match"], right["colour_match"])
+    assert right["colour_match"] > wrong["colour_match"]
+
+
+def test_sample_grid_figure():
+    images = np.zeros((6, 16, 16, 3), np.uint8)
+    fig = sample_grid({"SC-Tuner": images[:3], "LoRA": images[3:]}, col_titles=["a", "b", "c"])
+    assert len(fig.axes) == 6
+    fig = sample_grid(images, ncols=4)
+    assert len(fig.axes) == 8
