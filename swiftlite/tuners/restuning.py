@@ -28,7 +28,10 @@ Differences from ms-swift / the paper:
 - `tuner_cfg=None` (the default) means "res_adapter" (the paper's Res-Adapter); ms-swift crashes on it.
   `root_modules=None` uses the first stem's input as x_0; ms-swift crashes on it too.
 - `use_bypass=False` runs the same side network on features that are NOT detached, so gradients flow
-  back into the backbone (the paper's Res-Tuning without the bypass' memory saving; ms-swift ignores it).
+  back into the backbone (ms-swift ignores the field). This costs memory only when something before the
+  probes trains (unfrozen layers, a tuner inside the backbone): a frozen backbone's features carry no
+  autograd graph either way. The paper's memory comparison is against Res-Tuning with the tuners inside
+  the backbone, `UTuningConfig` (tests/test_bypass.py checks both facts on the autograd graph).
 - Probe and target hooks are removed by `delete_adapter`; each adapter keeps its own features (and each
   thread its own), so several ResTuning adapters, and threads running one model, do not mix them up;
   a deactivated adapter neither probes nor replaces.
