@@ -301,6 +301,15 @@ def adapter_switch_widget(model, inputs: Any, render_fn: Callable[[Any, Any], An
     return box
 
 
+def agent_chat_widget(model, tokenizer, questions: Sequence[str], **kwargs: Any):
+    """Chat with a ReAct agent: type or choose a request, switch a SwiftModel's adapters (or the base
+    model) with toggle buttons, and see the trajectory with the real tool results. The widget is
+    `swiftlite.llm.agent.chat_widget` (keyword arguments go to it)."""
+    from swiftlite.llm.agent import chat_widget
+
+    return chat_widget(model, tokenizer, questions, **kwargs)
+
+
 def knob_widget(control, render: Callable[[Any], Any]):
     """One knob and what it changes: `control` (an ipywidgets control with a `value`: a slider, a
     dropdown, toggle buttons) above an Output that shows `render(control.value)`, re-rendered
