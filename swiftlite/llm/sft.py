@@ -166,7 +166,8 @@ class SFTCollator:
             for i, (s, e) in enumerate(zip(seqs, examples)):
                 w = torch.as_tensor(e["loss_scale"], dtype=torch.float32)
                 if len(w) != len(s):
-                    raise ValueError(f"SFTCollator: example {i} has {len(s)} input_ids but {len(w)} loss_scale weights.")
+                    raise ValueError(f"SFTCollator: example {i} has {len(s)} input_ids but {len(w)} "
+                                     "loss_scale weights.")
                 scale[i, :len(w)] = w
             batch["loss_scale"] = scale
         return batch
