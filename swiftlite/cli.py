@@ -3,6 +3,7 @@
     swiftlite zoo build [NAME] [--quick]     build tiny backbones and print their quality figures
     swiftlite zoo list                       list backbones, shipped builds and their figures
     swiftlite show MODEL_DIR                 print the structure tree of a saved transformers model
+    swiftlite course build [--quick] [--out DIR]   execute every tutorial, render the course site
     swiftlite --version
 
 A user error (an unknown backbone, a missing or wrong directory, ...) prints one line,
@@ -51,6 +52,12 @@ def _main(argv: list[str]) -> int:
     sub.add_parser("zoo", help="build or list the tiny pretrained backbones", add_help=False)
     show = sub.add_parser("show", help="print a model's structure tree")
     show.add_argument("model_dir", help="a directory saved with transformers' save_pretrained")
+    course = sub.add_parser("course", help="the rendered course (swiftlite/course.py)")
+    course_sub = course.add_subparsers(dest="action", required=True)
+    course_build = course_sub.add_parser("build", help="execute every tutorial and render a static site")
+    course_build.add_argument("--quick", action="store_true", help="quick mode (SWIFTLITE_QUICK=1), as CI")
+    course_build.add_argument("--out", default="course-site", help="output folder (default: ./course-site)")
+    course_build.add_argument("--only", nargs="+", metavar="NN", help="only these tutorials (numbers or names)")
     if argv[:1] == ["zoo"]:
         from .zoo import cli_main
 
@@ -58,6 +65,11 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "show":
         print(_show(args.model_dir))
+    if args.command == "course":
+        from .course import build
+
+        index = build(args.out, quick=args.quick, only=args.only)
+        print(f"course site: {index} (serve it: python -m http.server -d {index.parent})")
     return 0
 
 
