@@ -152,3 +152,15 @@ def test_tuner_explorer_reruns_when_a_knob_turns():
     box.tuner.value = "linear probe"
     assert len(box.results) == 3
     plt.close("all")
+
+
+def test_parameter_counts_and_budget_matching():
+    base = vision.load_backbone("vit-tiny", ["a", "b"])
+    d, n_layers = base.config.hidden_size, base.config.num_hidden_layers
+    head = sum(p.numel() for p in base.classifier.parameters())
+    assert vision.tuner_parameter_count(vision.LINEAR_PROBE, base) == 0
+    assert vision.tuner_parameter_count(None, base) == sum(p.numel() for p in base.parameters()) - head
+    assert vision.tuner_parameter_count(_lora(), base) == n_layers * 2 * 2 * d * 2  # r=2 on q and v: r·(d + d) each
+    size, count = vision.match_budget(lambda r: T.LoRAConfig(r=r, target_modules=["q_proj", "v_proj"]), [1, 2, 3, 4],
+                                      n_layers * 2 * 2 * d * 3 + 1, base)
+    assert (size, count) == (3, n_layers * 2 * 2 * d * 3)

@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LINEAR_PROBE", "FULL_FINE_TUNING", "load_task", "load_backbone", "prepare", "classification_loss",
-           "evaluate", "transfer", "run_suite", "summarize", "ResultsTable", "format_mean_std"]
+__all__ = ["LINEAR_PROBE", "FULL_FINE_TUNING", "load_task", "load_backbone", "backbone_image_size", "prepare",
+           "classification_loss", "evaluate", "tuner_parameter_count", "match_budget", "transfer", "run_suite",
+           "summarize", "ResultsTable", "format_mean_std"]
 
 LINEAR_PROBE = "linear probe"  # config sentinel: train only the classifier head
 FULL_FINE_TUNING = None  # config sentinel: train every weight
@@ -157,6 +158,26 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256) -> float:
     finally:
         model.train(was_training)
     return correct / max(1, len(labels))
+
+
+def tuner_parameter_count(config: Any, backbone: str | nn.Module = "vit-tiny", head: str = DEFAULT_HEAD) -> int:
+    """Trainable weights a config adds to ``backbone``, the classifier head not counted (``None``: every
+    backbone weight but the head's; ``LINEAR_PROBE``: 0)."""
+    from ..bench import count_parameters
+
+    model = copy.deepcopy(backbone) if isinstance(backbone, nn.Module) else load_backbone(backbone)
+    model = prepare(model, config, head=head)
+    head_params = sum(p.numel() for p in model.get_submodule(
+        head if config is FULL_FINE_TUNING else f"base_model.{head}").parameters())
+    return count_parameters(model)[0] - head_params
+
+
+def match_budget(make_config: Callable[[int], Any], sizes: Sequence[int], budget: int,
+                 backbone: str | nn.Module = "vit-tiny") -> tuple[int, int]:
+    """``(size, count)``: the size whose ``tuner_parameter_count(make_config(size))`` is nearest ``budget``."""
+    counts = {size: tuner_parameter_count(make_config(size), backbone) for size in sizes}
+    size = min(counts, key=lambda s: (abs(counts[s] - budget), s))
+    return size, counts[size]
 
 
 # ----------------------------------------------------------------------------------------------
