@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from swiftlite.core import Swift, TunerLayer, tuner_layers
 from swiftlite.testing import models
-from swiftlite.tuners.lora import LoRAConfig, LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRALinear
+from swiftlite.tuners.lora import LoRAConfig, LoRALinear
+from swiftlite.tuners.lora_layers import LoRAConv1D, LoRAConv2d, LoRAEmbedding
 
 # (model factory, targets, {module name: expected layer class})
 CASES = {

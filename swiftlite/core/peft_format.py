@@ -24,6 +24,7 @@ vocabulary was resized during fine-tuning; such a checkpoint is refused with a m
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,3 +165,20 @@ def load_base_weights(model: nn.Module, base_weights: dict[str, torch.Tensor]) -
         for key, value in base_weights.items():
             params[key].copy_(value.to(params[key].dtype))
 
+
+# ---- PEFT's per-module options (LoRA's rank_pattern / alpha_pattern) ------------------------------
+def pattern_value(patterns: dict[str, Any], name: str, default: Any) -> Any:
+    """PEFT's rule: the value of the first key `k` (a regex) for which `(.*\\.)?k$` matches the whole
+    module `name`, so 'v_proj' picks every `...v_proj` and 'layers.0.self_attn.v_proj' one of them;
+    `default` when no key matches."""
+    return next((v for k, v in patterns.items() if re.match(rf"(.*\.)?({k})$", name)), default)
+
+
+def bad_pattern_key(patterns: dict[str, Any]) -> str | None:
+    """What is wrong with the first key of `patterns` that is not a regex (None: all are)."""
+    for key in patterns:
+        try:
+            re.compile(key)
+        except re.error as err:
+            return f"key {key!r} is not a regex ({err}); use a module name such as 'v_proj'"
+    return None

@@ -5,9 +5,10 @@ A frozen weight W0 gets a trainable low-rank update::
     h = W0 x + s · B A x        A ∈ R^{r×d_in}, B ∈ R^{d_out×r}, B = 0 at init, s = alpha / r
 
 so the model is unchanged at initialisation, and `W0 + s·B A` can be merged into W0 for inference
-at no extra cost. The same update is put on nn.Linear, transformers' Conv1D (GPT-2, weight stored
-transposed), nn.Conv2d (A: a conv with W0's kernel/stride/padding to r channels, B: a 1×1 conv)
-and nn.Embedding (A: r×num_embeddings looked up with F.embedding, B: embedding_dim×r).
+at no extra cost. The same update is put on nn.Linear (here), and in `lora_layers.py` on
+transformers' Conv1D (GPT-2, weight stored transposed), nn.Conv2d (A: a conv with W0's
+kernel/stride/padding to r channels, B: a 1×1 conv) and nn.Embedding (A: r×num_embeddings looked up
+with F.embedding, B: embedding_dim×r).
 
 Options, each one line of math:
 - rsLoRA (Kalajdzievski, 2023, arXiv:2312.03732): s = alpha / sqrt(r).
@@ -24,16 +25,14 @@ Parameter names follow PEFT (`lora_A.<adapter>.weight`, `lora_embedding_A.<adapt
 
 Differences from the paper and PEFT: Embedding LoRA initialises B = 0 and A ~ N(0, 1) (PEFT: A = 0,
 B ~ N(0, 1)); the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not).
-Unmerging restores the saved pre-merge weight exactly (PEFT subtracts ΔW again); a DoRA adapter
-unmerged while another merged after it stays merged is undone approximately (as in PEFT). Not
-supported: QA-LoRA, grouped convolutions, PEFT's initialisations that change W0 (PiSSA, OLoRA, LoftQ...),
+Unmerging restores the pre-merge weight exactly, in any order, DoRA included (PEFT subtracts ΔW
+again, which for DoRA out of order is approximate). Not supported: QA-LoRA, grouped convolutions, PEFT's initialisations that change W0 (PiSSA, OLoRA, LoftQ...),
 and the PEFT fields in `PEFT_UNSUPPORTED` (a checkpoint that sets one is refused, not loaded approximately).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,8 +43,8 @@ import torch.nn.functional as F
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import PositiveFloat, PositiveInt, Probability, Target
 from ..core.layer import canonical_name, check_finite
-from ..core.modules import transformers_conv1d, with_transformers_conv1d
-from ..core.peft_format import PeftSpec
+from ..core.modules import with_transformers_conv1d
+from ..core.peft_format import PeftSpec, bad_pattern_key, pattern_value
 from ..core.targeting import replace_module
 
 # PEFT LoraConfig fields swiftlite does not implement, with the value at which that is exact: a checkpoint
@@ -104,19 +103,14 @@ class LoRAConfig(SwiftConfig):
         self._require(chunks is None or self.use_merged_linear, "enable_lora", "only applies with use_merged_linear=True")
         self._require(not self.use_qa_lora, "use_qa_lora", "QA-LoRA needs quantized layers; not supported by swiftlite")
         for name in ("rank_pattern", "alpha_pattern"):
-            for key in getattr(self, name):
-                try:
-                    re.compile(key)
-                except re.error as err:
-                    self._require(False, name, f"key {key!r} is not a regex ({err}); use a module name such as 'v_proj'")
+            problem = bad_pattern_key(getattr(self, name))
+            self._require(problem is None, name, problem)
 
     def for_module(self, name: str) -> "LoRAConfig":
-        """This config with the `r` / `lora_alpha` that `rank_pattern` / `alpha_pattern` give module `name`.
-
-        As PEFT: the first key `k` (a regex) for which `(.*\\.)?k$` matches the whole name, so 'v_proj'
-        picks every `...v_proj` and 'layers.0.self_attn.v_proj' one of them; no match keeps r / lora_alpha."""
-        r = next((v for k, v in self.rank_pattern.items() if re.match(rf"(.*\.)?({k})$", name)), self.r)
-        alpha = next((v for k, v in self.alpha_pattern.items() if re.match(rf"(.*\.)?({k})$", name)), self.lora_alpha)
+        """This config with the `r` / `lora_alpha` that `rank_pattern` / `alpha_pattern` give module
+        `name` (PEFT's matching rule: `peft_format.pattern_value`); no match keeps r / lora_alpha."""
+        r = pattern_value(self.rank_pattern, name, self.r)
+        alpha = pattern_value(self.alpha_pattern, name, self.lora_alpha)
         if (r, alpha) == (self.r, self.lora_alpha):
             return self
         return dataclasses.replace(self, r=r, lora_alpha=alpha)
@@ -139,6 +133,7 @@ class LoRALayer(TunerLayer):
     out_axis: ClassVar[int] = 0  # axis of W0 indexing output features (Linear (out, in): 0)
     embedding: ClassVar[bool] = False  # token ids in: no dropout, factors are bare parameters
     mergeable = True
+    keep_pre_merge = True  # unmerge puts W0 back exactly, in any order (core/layer.py): W0 + ΔW - ΔW != W0 in floats
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
@@ -146,7 +141,6 @@ class LoRALayer(TunerLayer):
             setattr(self, attr, nn.ParameterDict() if attr.startswith("lora_embedding") else nn.ModuleDict())
         self.scaling: dict[str, float] = {}
         self.use_dora: dict[str, bool] = {}
-        self._before_merge: dict[str, tuple] = {}  # adapter -> (base weight before its merge, DoRA factor)
 
     def add_adapter(self, adapter_name: str, config: LoRAConfig) -> None:
         device, dtype = self._base_device_dtype()
@@ -246,31 +240,13 @@ class LoRALayer(TunerLayer):
     def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
         W = self.base_layer.weight
         merged = W.data + self.delta_weight(adapter_name).detach().to(W.dtype)  # W0 + s·BA
-        factor = None
         if adapter_name in self.lora_magnitude_vector:
             m = self.lora_magnitude_vector[adapter_name].weight.detach().reshape(-1).to(W.dtype)
             factor = self._along_out_axis(m / self._column_norm(merged).reshape(-1), W.dim())
             merged = factor * merged  # m · (W0 + s·BA) / ||W0 + s·BA||_c
         if safe_merge:
             check_finite(merged, f"LoRA adapter {adapter_name!r}")
-        # Keep the weight from before the merge (a reference, no copy) so that unmerge restores it
-        # exactly (W0 + ΔW - ΔW is not W0 in floating point); it costs one weight's memory while merged.
-        self._before_merge[adapter_name] = (W.data, factor)
         W.data = merged
-
-    def unmerge(self, adapter_name: str) -> None:
-        # (SwiftModel calls this while `adapter_name` is still in `self.merged_adapters`.)
-        W = self.base_layer.weight
-        before, factor = self._before_merge.pop(adapter_name)
-        same_place = before is not None and (before.device, before.dtype) == (W.device, W.dtype)  # not moved since
-        if same_place and self.merged_adapters[-1] == adapter_name:  # merged last: restore exactly
-            W.data = before
-            return
-        later = self.merged_adapters[self.merged_adapters.index(adapter_name) + 1:]
-        for name in later:  # their saved weights still hold this adapter: they undo by arithmetic too
-            self._before_merge[name] = (None, self._before_merge[name][1])
-        merged = W.data if factor is None else W.data / factor
-        W.data = merged - self.delta_weight(adapter_name).detach().to(W.dtype)
 
 
 class LoRALinear(LoRALayer):
@@ -284,69 +260,6 @@ class LoRALinear(LoRALayer):
 
     def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.base_layer.weight)
-
-
-class LoRAConv1D(LoRALinear):
-    """transformers' Conv1D (GPT-2): y = x W + b with W stored (d_in, d_out), i.e. fan_in_fan_out."""
-
-    out_axis = 1
-
-    def dims(self) -> tuple[int, int]:
-        return tuple(self.base_layer.weight.shape)
-
-    def to_weight_layout(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta.T  # (d_out, d_in) -> (d_in, d_out)
-
-    def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.base_layer.weight
-
-
-class LoRAConv2d(LoRALinear):
-    def make_factors(self, config: LoRAConfig, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
-        conv, r = self.base_layer, config.r
-        if conv.groups != 1:
-            raise ValueError(f"LoRAConfig.target_modules: Conv2d with groups={conv.groups} is not supported "
-                             f"(ΔW = B A needs groups=1); leave this layer out of target_modules")
-        A = nn.Conv2d(conv.in_channels, r, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                      bias=False, padding_mode=conv.padding_mode, device=device, dtype=dtype)
-        return A, nn.Conv2d(r, conv.out_channels, 1, bias=False, device=device, dtype=dtype)
-
-    def _column_norm(self, weight: torch.Tensor) -> torch.Tensor:
-        return super()._column_norm(weight).view(1, -1, 1, 1)  # PEFT's shape for a conv's m
-
-    def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base_layer._conv_forward(x, self.base_layer.weight, None)
-
-
-class LoRAEmbedding(LoRALayer):
-    """A (r, num_embeddings) is looked up like an embedding table, then mapped by B (embedding_dim, r)."""
-
-    adapter_attrs = ("lora_embedding_A", "lora_embedding_B", "lora_dropout", "lora_magnitude_vector")
-    out_axis = 1  # W0 is (num_embeddings, embedding_dim)
-    embedding = True
-
-    def make_factors(self, config: LoRAConfig, device: torch.device, dtype: torch.dtype
-                     ) -> tuple[nn.Parameter, nn.Parameter]:
-        (n, d), r = self.base_layer.weight.shape, config.r
-        return (nn.Parameter(torch.empty(r, n, device=device, dtype=dtype)),
-                nn.Parameter(torch.empty(d, r, device=device, dtype=dtype)))
-
-    def apply_A(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        e = self.base_layer
-        return F.embedding(x, self.lora_embedding_A[name].T, e.padding_idx, e.max_norm, e.norm_type,
-                           e.scale_grad_by_freq, e.sparse)  # A[:, x]: (..., r)
-
-    def apply_B(self, name: str, z: torch.Tensor) -> torch.Tensor:
-        return z @ self.lora_embedding_B[name].T  # (..., embedding_dim)
-
-    def factors_of(self, A: Any, B: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return A, B
-
-    def to_weight_layout(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta.T  # (embedding_dim, num_embeddings) -> (num_embeddings, embedding_dim)
-
-    def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base_layer(x)
 
 
 @register_tuner
@@ -372,14 +285,11 @@ class LoRATuner(Tuner):
 
     @staticmethod
     def layer_for(module: nn.Module, config: LoRAConfig) -> type[LoRALayer]:
-        kinds = ((nn.Conv2d, LoRAConv2d), (nn.Embedding, LoRAEmbedding), (transformers_conv1d(), LoRAConv1D),
-                 (nn.Linear, LoRALinear))
-        layer = next(layer for kind, layer in kinds if kind is not None and isinstance(module, kind))  # subclasses too
-        if config.use_merged_linear:
-            from .lora_merged import merged_layer_for
+        from .lora_layers import layer_class_for
+        from .lora_merged import merged_layer_for
 
-            layer = merged_layer_for(layer, module)
-        return layer
+        layer = layer_class_for(module)  # LoRALinear, LoRAConv1D, LoRAConv2d or LoRAEmbedding
+        return merged_layer_for(layer, module) if config.use_merged_linear else layer
 
     @classmethod
     def inject(cls, model: nn.Module, config: LoRAConfig, adapter_name: str) -> None:
@@ -403,11 +313,9 @@ class LoRATuner(Tuner):
     def optimizer_param_groups(cls, model: nn.Module, config: LoRAConfig, params: dict[str, nn.Parameter],
                                **defaults: Any) -> list[dict[str, Any]] | None:
         """LoRA+ groups when `lorap_lr_ratio` is set (see `lora_plus.py`); None: one plain group."""
-        if config.lorap_lr_ratio is None:
-            return None
         from .lora_plus import loraplus_param_groups
 
-        return loraplus_param_groups(model, config, params, **defaults)
+        return None if config.lorap_lr_ratio is None else loraplus_param_groups(model, config, params, **defaults)
 
     @classmethod
     def add_weighted_adapter(cls, swift_model: Any, adapters: list[str], weights: list[float], adapter_name: str,

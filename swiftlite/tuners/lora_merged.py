@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .lora import LoRAConfig, LoRAConv1D, LoRALayer, LoRALinear
+from .lora import LoRAConfig, LoRALayer, LoRALinear
+from .lora_layers import LoRAConv1D
 
 
 class MergedLoRA:
