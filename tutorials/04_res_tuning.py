@@ -21,7 +21,7 @@
 # and the Bypass variant moves all branches into a side network that reads detached backbone
 # features, so no gradient ever enters the backbone.
 #
-# **Claim (the paper's):** Res-Tuning beats full fine-tuning on CIFAR-100 (93.25 % vs 89.12 % with
+# **Claim:** (the paper's) Res-Tuning beats full fine-tuning on CIFAR-100 (93.25 % vs 89.12 % with
 # ViT-B/16, 0.55 % of the parameters trained), and Res-Tuning-Bypass cuts training memory by 49.7 %
 # and multi-task inference time by 80.9 % (19 VTAB tasks sharing one backbone forward).
 #
