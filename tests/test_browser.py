@@ -276,3 +276,46 @@ def test_notebook_in_jupyterlab(notebook: Path, lab, browser):
               f"{controls.count()} interactions, {loaded} images; screenshot {lab['shots'] / (notebook.stem + '.png')}")
     finally:
         context.close()
+
+
+def test_course_site_in_the_browser(lab, browser, tmp_path_factory):
+    """The rendered course (swiftlite course build, quick mode; built once, shared with
+    tests/test_course.py): its index lists the tutorials in order and one tutorial page shows its
+    outputs and figures."""
+    from tests.test_course import ONE, quick_site
+
+    site = quick_site(tmp_path_factory) / "site"
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(site)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("python -m http.server did not serve the course site")
+                time.sleep(0.3)
+        page.goto(f"http://127.0.0.1:{port}/index.html")
+        assert "swiftlite: the course" in page.locator("h1").first.inner_text()
+        rows = page.locator("article table tbody tr td:first-child a").all_inner_texts()
+        assert rows and all(r.startswith(ONE) for r in rows), rows
+        page.screenshot(path=str(lab["shots"] / "course-index.png"), full_page=True)
+        page.locator("article table tbody tr td:first-child a").first.click()
+        page.wait_for_load_state("load")
+        assert page.url.endswith(".html") and f"/{ONE}_" in page.url
+        body = page.locator("article").inner_text()
+        assert "Build your own tuner" in body and "SSFLinear matches" in body  # markdown and printed output
+        loaded = page.evaluate("() => [...document.querySelectorAll('article img')]"
+                               ".filter(e => e.complete && e.naturalWidth > 0).length")
+        assert loaded >= 2, f"course page: {loaded} figures drawn"
+        page.screenshot(path=str(lab["shots"] / "course-page.png"), full_page=True)
+        print(f"course site: index and {page.url.rsplit('/', 1)[-1]} ({loaded} figures); screenshots in {lab['shots']}")
+    finally:
+        context.close()
+        server.terminate()
+        server.wait(timeout=20)
