@@ -329,7 +329,27 @@ def test_unmerging_an_adapter_merged_under_another():
     torch.testing.assert_close(fc1.base_layer.weight.detach(), W0, rtol=1e-5, atol=1e-6)
 
 
-def test_unmerge_after_moving_the_model_uses_arithmetic():
+@pytest.mark.parametrize("dora", [False, True])
+def test_unmerge_in_any_order_is_exact(dora):
+    """merge a, merge b, unmerge a: exactly as if only b had been merged (DoRA too); then W0 bit for bit."""
+    torch.manual_seed(0)
+    model, inputs = models.mlp()
+    sm = Swift.prepare_model(model, {n: LoRAConfig(target_modules=["fc1"], init_lora_weights=False, use_dora=dora)
+                                     for n in "ab"})
+    W = sm.base_model.fc1.base_layer.weight
+    W0 = W.detach().clone()
+    sm.merge("b")
+    only_b = W.detach().clone()
+    sm.unmerge()
+    assert torch.equal(W, W0)
+    sm.merge(["a", "b"])
+    sm.unmerge("a")
+    assert torch.equal(W, only_b)
+    sm.unmerge()
+    assert torch.equal(W, W0)
+
+
+def test_unmerge_after_moving_the_model_keeps_its_dtype():
     torch.manual_seed(0)
     model, inputs = models.mlp()
     sm = Swift.prepare_model(model, LoRAConfig(target_modules=["fc1"], init_lora_weights=False))
