@@ -404,8 +404,8 @@ def attachment_sites(model, config: Any = None) -> list[Site]:
 
     For a SwiftModel: every tuner layer (a module wrapping the original op, or a module the tuner
     added) with each adapter's state, plus the modules a hook-based tuner (ResTuning) hooks.
-    With `config` (a SwiftConfig not yet applied): the modules `config.matched_modules` selects
-    (for ResTuning: its root, stems and target, each with its role).
+    With `config` (a SwiftConfig not yet applied, or a dict {adapter name: config}): the modules
+    `config.matched_modules` selects (for ResTuning: its root, stems and target, each with its role).
     """
     import torch.nn as nn
 
@@ -440,10 +440,14 @@ def attachment_sites(model, config: Any = None) -> list[Site]:
     if config is not None:
         from .core.config import SwiftConfig
 
-        if not isinstance(config, SwiftConfig):
-            raise TypeError(f"tuner_diagram(config=...): expected a SwiftConfig, got {type(config).__name__}")
-        for path, role in _roles(base, config).items():
-            sites.append(Site(path, _tuner_name(config), None, role if role != "would attach" else "would attach"))
+        configs = config.values() if isinstance(config, Mapping) else [config]  # {adapter name: config} too
+        for cfg in configs:
+            if not isinstance(cfg, SwiftConfig):
+                raise TypeError(f"tuner_diagram(config=...): expected a SwiftConfig or a dict of them, "
+                                f"got {type(cfg).__name__}")
+        for cfg in configs:
+            for path, role in _roles(base, cfg).items():
+                sites.append(Site(path, _tuner_name(cfg), None, role))
     return sites
 
 

@@ -176,6 +176,10 @@ def test_tuner_diagram_with_a_config_changes_nothing_and_marks_the_matches():
         assert "nothing applied yet" in fig.axes[0].get_title(loc="left")
     with pytest.raises(TypeError, match="SwiftConfig"):
         viz.tuner_diagram(model, {"target_modules": ["fc1"]})
+    from swiftlite import NEFTuneConfig
+
+    both = viz.tuner_diagram(model, {"default": LoRAConfig(target_modules=["fc1"]), "noise": NEFTuneConfig()})
+    assert {(s.path, s.tuner) for s in both.sites} == {("fc1", "LoRA"), ("embed", "NEFTune")}
     plt.close("all")
 
 
