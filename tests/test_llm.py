@@ -137,8 +137,12 @@ def test_compare_tuners_lisa_row(tokenizer):
     train_ds = build_sft_dataset(instruction_pairs(32, seed=0), tokenizer)
     eval_ds = build_sft_dataset(instruction_pairs(8, seed=1), tokenizer)
     factory = lambda: tiny_llama(len(tokenizer))  # noqa: E731
-    configs = {"full": None, "LISA": LISAConfig(lisa_activated_layers=1, lisa_step_interval=2)}
-    full, lisa = compare_tuners(factory, configs, train_ds, eval_ds, steps=4, lr=1e-3, batch_size=8, seed=0,
+    import peft
+
+    peft_lora = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    configs = {"full": None, "LISA": LISAConfig(lisa_activated_layers=1, lisa_step_interval=2),
+               "PEFT LoRA": lambda model: peft.get_peft_model(model, peft_lora)}  # a function prepares its own
+    full, lisa, reference = compare_tuners(factory, configs, train_ds, eval_ds, steps=4, lr=1e-3, batch_size=8, seed=0,
                                 measure_steps=1, measure_warmup=0, progress=False,
                                 collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id),
                                 eval_fn=lambda model, name: {"n_trainable_after": sum(
@@ -149,6 +153,8 @@ def test_compare_tuners_lisa_row(tokenizer):
     assert lisa["peak_memory_bytes"] < full["peak_memory_bytes"]
     assert lisa["eval_loss"] != lisa["eval_loss_init"]
     assert full["seen"] == "full" and lisa["seen"] == "LISA"  # eval_fn's metrics join each row
+    assert reference["trainable_params"] == 2 * 2 * 4 * (32 + 32)  # PEFT's LoRA on q, v of 2 layers
+    assert reference["eval_loss"] != reference["eval_loss_init"]
     assert lisa["n_trainable_after"] == lisa["trainable_params"]  # still one layer frozen after training
 
 

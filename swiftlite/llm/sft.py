@@ -250,11 +250,14 @@ def exact_match(model: nn.Module, tokenizer, pairs, *, template: str = "chat", m
 
 
 def _prepare(model: nn.Module, config) -> nn.Module:
-    """None: full fine-tuning (every parameter trains); else ``Swift.prepare_model(model, config)``."""
+    """None: full fine-tuning (every parameter trains); a function: ``config(model)`` (e.g. PEFT's
+    ``get_peft_model``, for a reference row); else ``Swift.prepare_model(model, config)``."""
     if config is None:
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+    if callable(config) and not isinstance(config, Mapping) and not hasattr(config, "swift_type"):
+        return config(model)
     from swiftlite.core.model import Swift
 
     return Swift.prepare_model(model, config)
@@ -283,7 +286,9 @@ def compare_tuners(
     """Fine-tune a fresh ``model_factory()`` with each config and return one row per config.
 
     ``configs`` maps a display name to a tuner config, a ``{adapter_name: config}`` dict (several
-    tuners at once, e.g. LoRA + NEFTune), None for full fine-tuning, or a
+    tuners at once, e.g. LoRA + NEFTune), None for full fine-tuning, a function ``model -> model``
+    that prepares the model itself (e.g. ``lambda m: peft.get_peft_model(m, peft.LoraConfig(...))``
+    for a reference row), or a
     :class:`swiftlite.llm.lisa.LISAConfig` (full fine-tuning of γ layers at a time: measured with
     its first draw trainable, trained with the :class:`~swiftlite.llm.lisa.LISA` callback). ``lr`` is one learning
     rate or ``{name: lr}`` (a name missing from the dict is an error). Every run uses the same
