@@ -129,3 +129,20 @@ def test_res_prefix_is_the_unbound_prefix_branch():
     t_x = rearrange(weights @ v_pre, "b h t e -> b t (h e)") @ op.o_proj.weight.double().T  # W_o without its bias
     torch.testing.assert_close(tuned.double(), frozen.double() + t_x, atol=1e-5, rtol=1e-5)
     assert t_x.abs().max() > 1e-3  # the branch contributes
+
+
+def test_unbind_prefix_rebuilds_the_module_output_and_its_gate():
+    """`unbind_prefix` (used by tutorial 03) against the real module and the hand-computed λ."""
+    from swiftlite.tuners.utuning import attention_parts, unbind_prefix
+
+    model, inputs, layer = _prefixed("vit")
+    seen = {}
+    layer.register_forward_hook(lambda m, args, out: seen.update(x=args[0], out=out[0]))
+    with torch.no_grad():
+        model(**inputs)
+        parts = unbind_prefix(layer, seen["x"])
+    torch.testing.assert_close(parts["output"], seen["out"], atol=1e-5, rtol=1e-5)
+    k_pre, v_pre = layer.prefixes("default")
+    _, lam = _unbound(seen["x"][0], attention_parts(layer.base_layer), k_pre, v_pre,
+                      torch.ones(seen["x"].shape[1], dtype=torch.bool))
+    torch.testing.assert_close(parts["lam"][0].double(), lam, atol=1e-6, rtol=1e-5)

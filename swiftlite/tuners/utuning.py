@@ -232,6 +232,27 @@ def make_branch(kind: str, dim: int, out_dim: int, config: Any, op: nn.Module, w
     return ResPrompt(dim, out_dim, config.num_tokens, config.init_std)
 
 
+def unbind_prefix(prefix_layer: nn.Module, x: torch.Tensor, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """Res-Tuning's reading of a prefix-tuned attention module (a `PrefixLayer` of prefix.py) on input x:
+
+    {"frozen": Attn(Q, K, V), "prefix": Attn(Q, K_pre, V_pre), "lam": λ(q), "output": the module's output rebuilt as
+    concat_h((1 − λ)·frozen + λ·prefix) · W_o (+ b_o)}; heads (B, h, T, d_h), λ (B, h, T, 1). No attention mask
+    (use it on unpadded inputs, e.g. images). Tutorial 03 checks "output" against the real module's output.
+    """
+    from .prefix import decompose_prefix_attention
+
+    op = innermost_base_layer(prefix_layer)
+    parts = attention_parts(op)
+    e = parts["head_dim"]
+    q, k, v = (_heads(parts[n](x), e) for n in "qkv")  # (B, h, T, d_h)
+    k_pre, v_pre = (rearrange(t, "p (n e) -> 1 n p e", e=e) for t in prefix_layer.prefixes(adapter_name))
+    frozen, prefix, lam = decompose_prefix_attention(q, k, v, k_pre, v_pre)
+    # (1 − λ)·Attn(Q, K, V) + λ·Attn(Q, K_pre, V_pre), heads concatenated, then W_o
+    mixed = rearrange((1 - lam) * frozen + lam * prefix, "b n t e -> b t (n e)")
+    output = parts["o"](mixed) if parts["o"] is not None else mixed
+    return {"frozen": frozen, "prefix": prefix, "lam": lam, "output": output}
+
+
 # ---- the layer: x' = OP(x) + Σ_a T_a(x) -----------------------------------------------------------------
 class ParallelLayer(TunerLayer):
     """Wraps a frozen operation OP; each active adapter's Res-Tuner T_a adds T_a(x) to OP's output."""
