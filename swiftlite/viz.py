@@ -675,6 +675,7 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
     legend_rows = 2.6
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(6.0, (total_w + margin) * char_w), (height + legend_rows) * row_h + 0.6))
+        fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.03)  # x units = characters: keep the axes full width
     fig = ax.figure
     ax.set_xlim(-margin, total_w)
     ax.set_ylim(height, -1.2)
