@@ -117,7 +117,7 @@ def _index(pages: list[Page], quick: bool, total: float) -> str:
              "tuner attaches from the real model, runs it on a CPU, checks the result with `assert`s and ends with "
              "exercises. The pages show the outputs of one run; to change a knob, open the notebook in JupyterLab.",
              "", f"Built with swiftlite {__version__} on {time.strftime('%Y-%m-%d %H:%M %Z')}, {mode}: "
-             f"{len(pages)} tutorials executed in {_duration(total)} in all.", "",
+             f"{len(pages)} tutorial{'s' if len(pages) != 1 else ''} executed in {_duration(total)} in all.", "",
              "| tutorial | claim | run time |", "|---|---|---|"]
     for page in pages:
         claim = page.claim.replace("|", "\\|")
