@@ -62,6 +62,7 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+import peft as hf_peft  # 🤗 PEFT (the name `peft` is used below for the rows)
 import torch
 import transformers
 
@@ -120,6 +121,8 @@ assert example["labels"][prompt_len:] == example["input_ids"][prompt_len:]
 # embeddings and norms; ReFT edits each layer's output in a rank-4 subspace (LoReFT). LISA is not
 # a tuner but a training technique: full fine-tuning of the embeddings, the head and, for every
 # period of 20 steps, one randomly drawn decoder layer (`swiftlite.llm.lisa`); it adds no weights.
+# "PEFT LoRA" is 🤗 PEFT's LoRA with our LoRA's settings, a reference row for speed and quality
+# (`compare_tuners` accepts a function that prepares the model itself).
 
 # %%
 H, L = config.hidden_size, config.num_hidden_layers
@@ -149,6 +152,8 @@ CONFIGS = {
     "LongLoRA": T.LongLoRAConfig(r=8, lora_alpha=32, target_modules=ALL_LINEAR),  # + S²-Attn, embeddings, norms
     "ReFT": T.ReftConfig(r=4),  # LoReFT on every layer's output
     "LISA": LISAConfig(lisa_activated_layers=1, lisa_step_interval=20),  # 1 of 4 layers (paper: 2 of 32)
+    "PEFT LoRA": lambda m: hf_peft.get_peft_model(m, hf_peft.LoraConfig(r=8, lora_alpha=32,
+                                                                         target_modules=ALL_LINEAR)),
 }
 
 # Learning rates differ per method because the number and the role of the trained weights
@@ -161,7 +166,7 @@ CONFIGS = {
 LR = {"full FT": 1e-3, "Part": 1e-3, "LLaMA-Pro": 1e-3, "LoRA+": 1e-3,
       "LoRA": 5e-3, "DoRA": 5e-3, "rsLoRA": 5e-3, "NEFTune+LoRA": 5e-3, "Adapter": 5e-3, "Side": 5e-3,
       "Prompt": 3e-2, "BitFit": 3e-2, "Prefix": 1e-1, "IA3": 1e-1, "LN tuning": 1e-1,
-      "LongLoRA": 5e-3, "ReFT": 5e-3, "LISA": 1e-3}  # the last three: the rules above, not swept
+      "LongLoRA": 5e-3, "ReFT": 5e-3, "LISA": 1e-3, "PEFT LoRA": 5e-3}  # the last four: rules above, not swept
 
 # %% [markdown]
 # **The learning-rate sweep** ([`benchmarks/lr_sweep.py`](../benchmarks/lr_sweep.py)) chose the
@@ -353,6 +358,9 @@ print("tuners that need MORE memory than full FT:", [r["name"] for r in peft if 
 print("tuners slower per step than full FT:", [r["name"] for r in peft if r["time_ratio"] > 1] or "none")
 print(f"DoRA / LoRA step time: {ours['DoRA']['step_time_s'] / ours['LoRA']['step_time_s']:.2f}"
       f" (paper: {PAPER['LoRA'][1] / PAPER['DoRA'][1]:.2f})")
+lora_vs_peft = ours["LoRA"]["step_time_s"] / ours["PEFT LoRA"]["step_time_s"]
+print(f"swiftlite LoRA / PEFT LoRA step time: {lora_vs_peft:.2f}"
+      f" (held-out loss {ours['LoRA']['eval_loss']:.3f} vs {ours['PEFT LoRA']['eval_loss']:.3f})")
 ranking = sorted(rows, key=lambda r: r["eval_loss"])
 print("held-out loss, best first:", ", ".join(f"{r['name']} {r['eval_loss']:.3f}" for r in ranking))
 print(f"before fine-tuning: {full['eval_loss_init']:.3f}")
@@ -408,6 +416,8 @@ NEFTune+LoRA do LoRA's computation and span {min(same_as_lora):.1f}–{max(same_
 {noise:.0%} are noise; full FT
 runs at {full['throughput']:.1f}. DoRA costs
 {dora['step_time_s'] / lora['step_time_s']:.2f}× LoRA's step time (paper: {PAPER['LoRA'][1] / PAPER['DoRA'][1]:.2f}×).
+swiftlite's LoRA takes {lora_vs_peft:.2f}× the step time of 🤗 PEFT's LoRA with the same settings (measured in the
+same interleaved rounds; [`benchmarks/lora_vs_peft.py`](../benchmarks/lora_vs_peft.py) measures it more carefully).
 
 **Held-out loss after {STEPS} steps** ({full['eval_loss_init']:.2f} before fine-tuning; the paper's table has no
 loss): {", ".join(f"{r['name']} {r['eval_loss']:.2f}" for r in ranking)}. This is one seed, a short schedule and
