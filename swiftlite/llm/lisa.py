@@ -23,8 +23,7 @@ two moments and step count) is deleted. torch's optimizers skip a parameter whos
 None entirely, so a frozen layer receives no weight decay and no momentum step while frozen (a
 loop that zeroed grads instead of dropping them would keep moving it by its old momentum and
 decay). Deleting the state frees its memory, as LISA's memory argument assumes, and a layer drawn
-again starts with fresh moments (the paper does not say; ms-swift/LMFlow keep the stale moments
-in the optimizer).
+again starts with fresh moments (the paper does not say what happens to them).
 
 Why the conformance kit's adapter checks do not apply: LISA is a *training technique*, not a
 tuner. It adds no modules and no adapter weights; it tunes the base model's own weights in place,
@@ -32,9 +31,12 @@ so there is nothing to activate/deactivate, merge, save as an adapter or reload 
 (a checkpoint is the whole fine-tuned model). What can be checked (tests/test_lisa.py) is the
 schedule, that frozen layers stay bit-identical while frozen, and the optimizer state.
 
-Differences from ms-swift: layers are drawn with a seeded ``torch.Generator`` (reproducible runs);
-freezing under DistributedDataParallel is not supported (DDP fixes the set of parameters that
-receive gradients when it wraps the model).
+Differences from ms-swift: ms-swift's callback takes the first ``nn.ModuleList`` of the model as the
+layers and freezes them all when it is created, before the 🤗 Trainer builds its optimizer; here
+the decoder layers are looked up by their 🤗 paths and the optimizer is built explicitly over every
+layer (:meth:`LISA.make_optimizer`). Layers are drawn with a seeded ``torch.Generator``
+(reproducible runs). Freezing under DistributedDataParallel is not supported (DDP fixes the set of
+parameters that receive gradients when it wraps the model).
 """
 
 from __future__ import annotations
