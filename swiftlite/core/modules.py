@@ -5,6 +5,8 @@
 - `innermost_base_layer(module)`: the original module under any tuner wrappers;
 - `hidden_of(out, pos)` / `apply_to_hidden(out, pos, fn)`: find (or replace) the hidden-states tensor
   inside a module's output, whether the module returns a tensor, a tuple/list or a dict/ModelOutput.
+- `Settings(name=value, ...)`: one adapter's settings as a module without parameters, for a tuner
+  that trains nothing (NEFTune's α, LongLoRA's group size);
 """
 from __future__ import annotations
 
@@ -122,3 +124,17 @@ def model_attention(module: nn.Module, config_name: str) -> Callable:
                          f"attn_implementation='sdpa' or 'eager'")
     source = sys.modules[type(module).__module__]  # the modeling file: its registry and its eager function
     return source.ALL_ATTENTION_FUNCTIONS.get_interface(impl or "eager", source.eager_attention_forward)
+
+
+class Settings(nn.Module):
+    """One adapter's settings, no parameters: a module, so they sit in the layer's per-adapter container
+    like weights would (`layer.neftune["default"].noise_alpha`) and show in `print(model)`."""
+
+    def __init__(self, **values: float) -> None:
+        super().__init__()
+        self._names = list(values)
+        for name, value in values.items():
+            setattr(self, name, float(value))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={getattr(self, name)}" for name in self._names)

@@ -168,3 +168,17 @@ def remove_module(model: nn.Module, name: str) -> None:
             parent._modules[str(i)] = m
     else:
         delattr(parent, child)
+
+
+def module_list_at(model: nn.Module, path: str, where: str) -> nn.ModuleList:
+    """The nn.ModuleList called `path` (a stack of blocks), else one error naming the config field
+    `where` (e.g. "ReftConfig.layer_key") and the model's ModuleLists."""
+    try:
+        stack = model.get_submodule(path)
+    except AttributeError:
+        stack = None
+    if not isinstance(stack, nn.ModuleList):
+        lists = [p for p, m in model.named_modules() if isinstance(m, nn.ModuleList) and p]
+        raise ValueError(f"{where}={path!r} is not an nn.ModuleList of this model; its ModuleLists: {lists[:6]} "
+                         f"(give the dotted path of the block stack, e.g. 'model.layers')")
+    return stack

@@ -187,8 +187,6 @@ class AdapterTuner(Tuner):
 
     config_class = AdapterConfig
     layer_class = AdapterLayer
-    identity_at_init = True
-    mergeable = False
     not_mergeable_reason = "an adapter is a non-linear bottleneck MLP added after the module; it has no weight to fold into"
 
     @classmethod

@@ -47,7 +47,7 @@ from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import ModuleNames, PositiveInt
 from ..core.modules import apply_to_hidden, hidden_of, innermost_base_layer
 from ..core.layer import canonical_name
-from ..core.targeting import replace_module
+from ..core.targeting import module_list_at, replace_module
 
 
 @dataclass
@@ -151,14 +151,7 @@ class _Expansion:
 
 def _find_stack(model: nn.Module, config: LLaMAProConfig) -> tuple[str, nn.ModuleList]:
     if config.module_list is not None:
-        try:
-            stack = model.get_submodule(config.module_list)
-        except AttributeError:
-            stack = None
-        if not isinstance(stack, nn.ModuleList):
-            raise ValueError(f"LLaMAProConfig.module_list={config.module_list!r} is not a ModuleList of this model; "
-                             f"give the path of the decoder blocks, e.g. 'model.layers'")
-        return config.module_list, stack
+        return config.module_list, module_list_at(model, config.module_list, "LLaMAProConfig.module_list")
     # The first ModuleList whose blocks contain every zero_modules name (LLaMA: o_proj and down_proj).
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) > 0:

@@ -49,7 +49,7 @@ from einops import rearrange
 from ..core import TunerLayer, register_tuner
 from ..core.config import Range
 from ..core.layer import canonical_name
-from ..core.modules import model_attention, route_attention
+from ..core.modules import Settings, model_attention, route_attention
 from ..core.modules_to_save import ModulesToSaveLayer
 from ..core.targeting import replace_module
 from .lora import LoRAConfig, LoRATuner
@@ -156,17 +156,6 @@ def _s2_attention(module: nn.Module, query, key, value, attention_mask, **kwargs
     return shifted_sparse_attention(module, query, key, value, attention_mask, group_size, original, **kwargs)
 
 
-class GroupSpec(nn.Module):
-    """One adapter's S²-Attn setting (no parameters)."""
-
-    def __init__(self, group_size_ratio: float) -> None:
-        super().__init__()
-        self.group_size_ratio = float(group_size_ratio)
-
-    def extra_repr(self) -> str:
-        return f"group_size_ratio={self.group_size_ratio}"
-
-
 class ShiftedSparseAttention(TunerLayer):
     """Wraps a LLaMA attention module: S²-Attn in training while one of its adapters is active."""
 
@@ -180,7 +169,7 @@ class ShiftedSparseAttention(TunerLayer):
         self.train(base_layer.training)
 
     def add_adapter(self, adapter_name: str, config: LongLoRAConfig) -> None:
-        self.s2_attn[adapter_name] = GroupSpec(config.group_size_ratio)
+        self.s2_attn[adapter_name] = Settings(group_size_ratio=config.group_size_ratio)
 
     def unwrap(self) -> nn.Module:
         self.base_layer.config = self.base_layer.config.base

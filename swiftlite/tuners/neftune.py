@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import NonNegativeFloat, Target
+from ..core.modules import Settings
 from ..core.targeting import match_modules
 
 
@@ -46,17 +47,6 @@ class NEFTuneConfig(SwiftConfig):
                       "noise_alpha", f"must be a finite number >= 0 (the paper uses 5 to 15), got {self.noise_alpha!r}")
 
 
-class NoiseSpec(nn.Module):
-    """Holds one adapter's α (no parameters: NEFTune trains nothing)."""
-
-    def __init__(self, noise_alpha: float) -> None:
-        super().__init__()
-        self.noise_alpha = float(noise_alpha)
-
-    def extra_repr(self) -> str:
-        return f"noise_alpha={self.noise_alpha}"
-
-
 class NEFTuneLayer(TunerLayer):
     """Adds α/√(L·d)·U(−1,1) noise to an embedding's output in training mode."""
 
@@ -68,7 +58,7 @@ class NEFTuneLayer(TunerLayer):
 
 
     def add_adapter(self, adapter_name: str, config: NEFTuneConfig) -> None:
-        self.neftune[adapter_name] = NoiseSpec(config.noise_alpha)
+        self.neftune[adapter_name] = Settings(noise_alpha=config.noise_alpha)  # NEFTune trains nothing
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         x_emb = self.base_layer(*args, **kwargs)  # (B, L, d)

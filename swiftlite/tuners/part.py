@@ -74,7 +74,8 @@ class PartLayer(ModuleCopyLayer):
 
 @register_tuner
 class PartTuner(Tuner):
-    """Wraps each matched module, outermost only; its copy `_part_<adapter>` runs when active."""
+    """Wraps each matched module, outermost only; its copy `_part_<adapter>` runs when active.
+    Merging writes the copy's weights into the module (exact)."""
 
     config_class = PartConfig
     layer_class = PartLayer

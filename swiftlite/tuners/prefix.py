@@ -196,10 +196,11 @@ def _dispatches_attention(module: nn.Module) -> bool:
 
 @register_tuner
 class PrefixTuner(Tuner):
+    """Wraps each matched attention module; its prefix keys and values join every query's context."""
+
     config_class = PrefixConfig
     layer_class = PrefixLayer
     identity_at_init = False
-    mergeable = False
     not_mergeable_reason = "prefixes are extra keys and values every query attends to, not a weight update"
 
     @classmethod

@@ -239,7 +239,6 @@ class PromptTuner(Tuner):
     config_class = PromptConfig
     layer_class = PromptLayer
     identity_at_init = False
-    mergeable = False
     not_mergeable_reason = "prompt tokens are extra inputs to the layers, not a change of their weights"
 
     @classmethod
