@@ -138,6 +138,17 @@ class TunerLayer(nn.Module):
         """What replaces this layer once it holds no adapter (the original module by default)."""
         return self.base_layer
 
+    def follow_base_training_mode(self) -> None:
+        """New modules are built in training mode; give this layer's own modules (not the wrapped one's)
+        the mode of the module it wraps, so an eval-mode model stays deterministic (no LoRA dropout)
+        after prepare_model. PEFT leaves them in training mode until the next `.eval()`."""
+        if self.base_layer is None:
+            return
+        inside_base = {id(m) for m in self.base_layer.modules()}
+        for module in self.modules():
+            if id(module) not in inside_base:
+                module.training = self.base_layer.training
+
     # ---- activation (thread aware) -----------------------------------------------------------
     def _thread_state(self, create: bool) -> dict[str, bool] | None:
         """This thread's activation state (None: it never chose; it then sees the process-wide one)."""

@@ -107,7 +107,7 @@ class SwiftModel(nn.Module):
             self._wrap_modules_to_save(config, adapter_name)
             for layer in self._layers_of(adapter_name):
                 layer.set_adapter_active(adapter_name, True)
-                _follow_training_mode(layer)
+                layer.follow_base_training_mode()
             for p in self.adapter_parameters(adapter_name).values():
                 p.requires_grad_(not inference_mode)
 
@@ -465,17 +465,3 @@ class Swift:
         Idempotent: a directory already in PEFT's format converts to itself, and `output_dir` may be
         `ckpt_dir`. Raises AssertionError (as ms-swift) for a tuner PEFT cannot load, or extra states."""
         checkpoint.save_to_peft_format(ckpt_dir, output_dir)
-
-
-# ---- helpers ------------------------------------------------------------------------------------
-def _follow_training_mode(layer: TunerLayer) -> None:
-    """New modules are built in training mode; give a layer's own modules (not the wrapped one's) the
-    mode of the module it wraps, so an eval-mode model stays deterministic (no LoRA dropout) after
-    prepare_model. PEFT leaves them in training mode until the next `.eval()`."""
-    base = layer.base_layer
-    if base is None:
-        return
-    inside_base = {id(m) for m in base.modules()}
-    for module in layer.modules():
-        if id(module) not in inside_base:
-            module.training = base.training
