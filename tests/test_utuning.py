@@ -146,3 +146,15 @@ def test_feature_maps_go_through_token_tuners_channel_wise():
     with torch.no_grad():
         t_x = torch.einsum("bchw,rc,or->bohw", x, branch.lora_A.weight, branch.lora_B.weight)
         torch.testing.assert_close(layer(x), layer.base_layer(x) + t_x, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["res_adapter", "res_lora", "res_prefix", "res_prompt", "res_attn"])
+def test_a_bfloat16_model_keeps_its_dtype_and_every_branch_trains(kind):
+    base, inputs = models.vit()
+    base = base.to(torch.bfloat16)
+    model = Swift.prepare_model(base, UTuningConfig(target_modules=r".*layers\.\d+\.attention", tuner=kind, r=4))
+    kit.perturb(model, "default", seed=1)
+    logits = model(pixel_values=inputs["pixel_values"].to(torch.bfloat16)).logits
+    assert logits.dtype == torch.bfloat16
+    logits.float().pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapter_parameters("default").values())

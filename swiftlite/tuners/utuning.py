@@ -266,7 +266,7 @@ class ParallelLayer(TunerLayer):
 
     def add_branch(self, adapter_name: str, prefix: str, kind: str, branch: nn.Module, input_pos: Any,
                    hidden_pos: Any) -> None:
-        device, dtype = self._base_device_dtype()
+        device, _ = self._base_device_dtype()
         self.add_adapter_module(prefix, adapter_name, branch.to(device))  # float32 branch, cast in forward
         self.branch_info[adapter_name] = (kind, input_pos, hidden_pos)
 
@@ -314,15 +314,12 @@ class ParallelLayer(TunerLayer):
         """T(x) in x's layout: (B, C, H, W) feature maps go through the token tuners as (B, HW, C)."""
         branch = self.branch(name)
         h = rearrange(x, "b c hh ww -> b (hh ww) c") if x.dim() == 4 else x
-        h = h.to(next(branch.parameters()).dtype)
-        if kind == "res_adapter":
-            t = branch.branch(h)
-        elif kind == "res_attn":
-            t = branch(h, mask)
-        elif kind in ("res_prefix", "res_prompt"):
-            t = branch(h, attention_parts(innermost_base_layer(self.base_layer)))
+        if kind in ("res_prefix", "res_prompt"):  # through the op's own projections, in the op's dtype
+            parts = attention_parts(innermost_base_layer(self.base_layer))
+            t = branch(h.to(innermost_base_layer(parts["q"]).weight.dtype), parts)
         else:
-            t = branch(h)
+            h = h.to(next(branch.parameters()).dtype)
+            t = branch.branch(h) if kind == "res_adapter" else branch(h, mask) if kind == "res_attn" else branch(h)
         return rearrange(t, "b (hh ww) c -> b c hh ww", hh=x.shape[2]) if x.dim() == 4 else t
 
     def _add(self, h: torch.Tensor, t_x: torch.Tensor) -> torch.Tensor:
