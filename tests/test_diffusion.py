@@ -216,3 +216,17 @@ def test_sample_grid_figure():
     assert len(fig.axes) == 6
     fig = sample_grid(images, ncols=4)
     assert len(fig.axes) == 8
+
+
+def test_score_samples_covers_every_prompt(pipe):
+    from swiftlite.diffusion import StyleClassifier, score_samples, world_prompts
+    from swiftlite.zoo.unet import load_judge
+
+    prompts, shapes, colours = world_prompts(["circle", "square"], ["red", "blue"], per_prompt=2, seed=1)
+    assert len(prompts) == 8 and prompts[0].startswith("a red circle") and shapes[0] == "circle" and colours[-1] == "blue"
+    metrics, images = score_samples(pipe, "plain", judge=load_judge(zoo.path("unet-tiny", quick=True)),
+                                    classifier=StyleClassifier(width=4), shapes=["circle", "square"],  # untrained
+                                    colours=["red", "blue"], per_prompt=2, seed=1, num_inference_steps=3)
+    assert images.shape == (8, 16, 16, 3)
+    assert np.array_equal(images, sample(pipe, prompts, seed=1, num_inference_steps=3))  # same prompts, same seed
+    assert set(metrics) == {"style_accuracy", "prompt_match", "shape_match", "colour_match"}

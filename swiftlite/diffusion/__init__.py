@@ -31,7 +31,7 @@ _EXPORTS = {
     # metrics
     "StyleClassifier": "metrics", "style_classifier": "metrics", "style_accuracy": "metrics",
     "prompt_adherence": "metrics", "object_mask": "metrics", "mask_iou": "metrics", "mask_edges": "metrics",
-    "edge_agreement": "metrics",
+    "edge_agreement": "metrics", "world_prompts": "metrics", "score_samples": "metrics",
 }
 
 __all__ = sorted(_EXPORTS)

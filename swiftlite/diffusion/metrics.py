@@ -41,7 +41,8 @@ from torch import nn
 from ..data.shapes import COLOURS, SHAPES, SIZES, STYLES
 
 __all__ = ["StyleClassifier", "style_classifier", "style_accuracy", "prompt_adherence", "object_mask",
-           "mask_edges", "mask_iou", "edge_agreement", "CLASSIFIER_FULL", "CLASSIFIER_QUICK"]
+           "mask_edges", "mask_iou", "edge_agreement", "world_prompts", "score_samples", "CLASSIFIER_FULL",
+           "CLASSIFIER_QUICK"]
 
 CLASSIFIER_VERSION = 1
 CLASSIFIER_FULL: dict[str, Any] = dict(image_size=16, n_train=12_000, steps=800, batch_size=64, lr=3e-3,
@@ -234,3 +235,37 @@ def edge_agreement(predicted: np.ndarray, target: np.ndarray, tolerance: int = 1
     recall = (t & _shift_max(p, tolerance)).sum(axis=(-2, -1)) / np.maximum(n_t, 1)  # R = |E ∩ dilate(Ê)| / |E|
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return np.where((n_p == 0) & (n_t == 0), 1.0, f1)
+
+
+def world_prompts(shapes: Sequence[str], colours: Sequence[str], per_prompt: int = 1,
+                  seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Every (shape, colour) prompt ``per_prompt`` times, each at a random grid position:
+    ``(prompts, shapes, colours)`` in the captions' own wording ("a red circle at the top left")."""
+    from ..data.shapes import POSITIONS
+
+    rng = np.random.default_rng(seed)
+    prompts, wanted_shapes, wanted_colours = [], [], []
+    for shape in shapes:
+        for colour in colours:
+            for _ in range(per_prompt):
+                position = list(POSITIONS)[rng.integers(len(POSITIONS))]
+                where = "in the center" if position == "center" else f"at the {position}"
+                prompts.append(f"a {colour} {shape} {where}")
+                wanted_shapes.append(shape)
+                wanted_colours.append(colour)
+    return prompts, wanted_shapes, wanted_colours
+
+
+def score_samples(pipe: Any, style: str, *, unet: nn.Module | None = None, judge: Any, classifier: StyleClassifier,
+                  shapes: Sequence[str], colours: Sequence[str], per_prompt: int = 2, seed: int = 0,
+                  **sampling: Any) -> tuple[dict[str, float], np.ndarray]:
+    """Sample every (shape, colour) prompt and score: style accuracy (classifier) and prompt
+    adherence (judge). ``sampling`` goes to :func:`swiftlite.diffusion.sample` (steps, guidance, a
+    ``condition_context``, ...). Returns ``(metrics, images)``."""
+    from .sampling import sample
+
+    prompts, wanted_shapes, wanted_colours = world_prompts(shapes, colours, per_prompt, seed)
+    images = sample(pipe, prompts, unet=unet, seed=seed, **sampling)
+    metrics = {"style_accuracy": style_accuracy(images, style, classifier),
+               **prompt_adherence(images, wanted_shapes, wanted_colours, judge)}
+    return metrics, images
