@@ -734,7 +734,7 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
         handles.append(Line2D([], [], color=_DIAGRAM_STYLE["hooked"]["edgecolor"], marker=">", markersize=4,
                               label="feature read by the tuner / written back"))
     if any(r["copies"] > 1 for r in rows):
-        handles.append(Patch(facecolor="#ffffff", edgecolor="#9ca3af", label="stacked box 'x N': N identical blocks"))
+        handles.append(Patch(facecolor="#ffffff", edgecolor="#9ca3af", label="stacked box 'x N': N identical blocks (counts are per block)"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 0), ncol=2, fontsize=7, frameon=False)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     trainable = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
