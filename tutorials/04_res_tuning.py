@@ -57,6 +57,7 @@ QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 1 task, 1 seed
 TASKS = ["colour", "digits", "style", "shape-in-style", "size"][: 1 if QUICK else 5]
 SEEDS = [0] if QUICK else [0, 1, 2]
 STEPS = 3 if QUICK else 60  # optimizer steps per run (batch 32)
+SHOTS = 10  # training images per class (few-shot; the test split is 200 images)
 BATCH_SIZE = 32
 torch.set_num_threads(1)  # one thread: step times compare methods, not how well torch uses a shared CPU
 started = time.perf_counter()
@@ -116,13 +117,14 @@ plt.show()
 # ## 3. The tasks
 #
 # `swiftlite.data.tasks` renders VTAB-like tasks offline; each has its own train and test split
-# (~1,000 training images, like VTAB-1k, and 200 test images). The backbone knows shapes in a
+# (few-shot: `SHOTS` = 10 training images per class, so 30–100 per task;
+# 200 test images). The backbone knows shapes in a
 # plain style only; the tasks ask for other things (colour, rendering style, size, position) or
 # for shapes under a domain shift (`shape-in-style`).
 
 # %%
 for task in TASKS:
-    data = vision.load_task(task, None, 0, base.config.image_size)
+    data = vision.load_task(task, SHOTS, 0, base.config.image_size)
     names = data["train"].features["label"].names
     print(f"{task:15s} {TASK_GROUPS[task]:12s} {len(names):2d} classes, train {len(data['train']):4d}, "
           f"test {len(data['test'])}: {', '.join(names[:6])}")
@@ -168,7 +170,7 @@ LR = {name: 1e-3 if name == "full fine-tuning" else 1e-2 for name in CONFIGS}
 # weights, or the ones whose gradients travel through the most frozen layers?
 
 # %%
-rows = vision.run_suite(CONFIGS, TASKS, SEEDS, STEPS, lr=LR, batch_size=BATCH_SIZE)
+rows = vision.run_suite(CONFIGS, TASKS, SEEDS, STEPS, lr=LR, batch_size=BATCH_SIZE, shots=SHOTS)
 summary = vision.summarize(rows)
 ours = {r["name"]: r for r in summary}
 display(vision.ResultsTable(summary))
@@ -337,7 +339,7 @@ This run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK else 'ful
 
 # %% jupyter={"source_hidden": true}
 m = vision.prepare(vision.load_backbone("vit-tiny", ["a", "b", "c"]), vision.bypass_config(base))
-batch = vision.load_task("size", None, 0, base.config.image_size)["train"].with_format("torch")[:8]
+batch = vision.load_task("size", SHOTS, 0, base.config.image_size)["train"].with_format("torch")[:8]
 vision.classification_loss(m, batch).backward()
 backbone = [n for n, p in m.named_parameters() if n.startswith("base_model.vit.") and ".restuning_" not in n]
 assert backbone and all(m.get_parameter(n).grad is None for n in backbone)  # the answer: none

@@ -56,6 +56,7 @@ QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 1 task, 1 seed
 TASKS = ["style", "shape-in-style", "digits"][: 1 if QUICK else 3]
 SEEDS = [0] if QUICK else [0, 1, 2]
 STEPS = 3 if QUICK else 80
+SHOTS = 10  # training images per class (few-shot)
 RANKS = [4] if QUICK else [2, 8]  # Res-Attn ranks; each sets one budget
 torch.set_num_threads(1)
 started = time.perf_counter()
@@ -143,7 +144,7 @@ for r in RANKS:
 # ## 3. The comparison
 #
 # Every run trains the tuner and the new head for `STEPS` AdamW steps (batch 32, lr 1e-2 for all
-# three, cosine schedule) on ~1,000 training images of each task; the linear probe (head only) is
+# three, cosine schedule) on 10 training images per class (`SHOTS`); the linear probe (head only) is
 # the floor. *Predict:* does the attention branch, which mixes information across tokens, do better
 # than LoRA's per-token update on tasks about the whole image (style, shape under a domain shift)?
 
@@ -153,7 +154,7 @@ for b in BUDGETS:
     CONFIGS[f"Res-Attn r={b['Res-Attn'][0]}"] = res_attn(b["Res-Attn"][0])
     CONFIGS[f"LoRA r={b['LoRA'][0]}"] = lora(b["LoRA"][0])
     CONFIGS[f"Adapter m={b['Adapter'][0]}"] = adapter(b["Adapter"][0])
-rows = vision.run_suite(CONFIGS, TASKS, SEEDS, STEPS, lr=1e-2)
+rows = vision.run_suite(CONFIGS, TASKS, SEEDS, STEPS, lr=1e-2, shots=SHOTS)
 summary = vision.summarize(rows)
 ours = {r["name"]: r for r in summary}
 display(vision.ResultsTable(summary))
@@ -239,7 +240,7 @@ print(answer)
 
 # %% jupyter={"source_hidden": true}
 m = vision.prepare(vision.load_backbone("vit-tiny", ["a", "b", "c"]), res_attn(4))
-batch = vision.load_task("size", None, 0, base.config.image_size)["train"].with_format("torch")[:8]
+batch = vision.load_task("size", SHOTS, 0, base.config.image_size)["train"].with_format("torch")[:8]
 vision.classification_loss(m, batch).backward()
 grads = {n.split(".")[-2]: p.grad.abs().sum().item() for n, p in m.named_parameters()
          if "resattn" in n and ".layers.0." in n}
