@@ -164,3 +164,16 @@ def test_parameter_counts_and_budget_matching():
     size, count = vision.match_budget(lambda r: T.LoRAConfig(r=r, target_modules=["q_proj", "v_proj"]), [1, 2, 3, 4],
                                       n_layers * 2 * 2 * d * 3 + 1, base)
     assert (size, count) == (3, n_layers * 2 * 2 * d * 3)
+
+
+def test_bypass_memory_and_multi_task_timing_on_the_quick_vit():
+    rows = vision.bypass_memory_comparison("vit-tiny", batch_size=4, steps=1, warmup=0, include_full=False)
+    res, bypass, not_detached = rows
+    assert [r["name"] for r in rows] == [vision.RES_TUNING, vision.BYPASS, vision.NOT_DETACHED]
+    assert res["trainable_params"] == bypass["trainable_params"]  # the same budget, different placement
+    assert bypass["peak_memory_bytes"] < res["peak_memory_bytes"]
+    assert not_detached["peak_memory_bytes"] == bypass["peak_memory_bytes"]  # no graph upstream of the probes
+    assert res["peak_memory_ratio_to_res_tuning"] == 1.0
+    timing = vision.multi_task_timing("vit-tiny", k=3, batch_size=2, rounds=1, warmup=0)
+    assert timing["max_logit_difference"] < 1e-5 and timing["k"] == 3
+    assert timing["time_ratio"] > 0 and timing["shared_forward_s"] > 0
