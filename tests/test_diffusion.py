@@ -94,6 +94,11 @@ def test_sampling_is_deterministic_for_a_seed_and_matches_the_zoo_pipeline(pipe)
     ddpm = sample(pipe, PROMPTS, scheduler="ddpm", num_inference_steps=6, seed=3)
     assert np.array_equal(ddpm, sample(pipe, PROMPTS, scheduler="ddpm", num_inference_steps=6, seed=3))
     assert not np.array_equal(ddpm, a)  # DDPM adds fresh noise every step (from the same seeded generator)
+    from diffusers import EulerDiscreteScheduler
+
+    euler = sample(pipe, PROMPTS, scheduler=EulerDiscreteScheduler, num_inference_steps=6, seed=3)  # any diffusers class
+    assert euler.shape == a.shape and np.array_equal(euler, sample(pipe, PROMPTS, scheduler=EulerDiscreteScheduler,
+                                                                   num_inference_steps=6, seed=3))
     with pytest.raises(ValueError, match="scheduler='euler'"):
         sample(pipe, PROMPTS, scheduler="euler")
 

@@ -102,7 +102,7 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     b, size = len(prompts), pipe.image_size
     device = next(unet.parameters()).device
-    sched = scheduler if hasattr(scheduler, "step") else make_scheduler(pipe.scheduler, scheduler)
+    sched = make_scheduler(pipe.scheduler, scheduler) if isinstance(scheduler, (str, type)) else scheduler
     sched.set_timesteps(num_inference_steps)
     use_cfg = guidance_scale != 1.0
     ctx = pipe.encode_prompt(prompts)  # (B, L, D)
