@@ -14,6 +14,7 @@ and the pieces live beside this file:
 - `snapshot.py`: all or nothing: `prepare_model`, `from_pretrained` and `add_weighted_adapter`
   either succeed or leave the model exactly as it was;
 - `checkpoint.py`: `save_pretrained` / `from_pretrained` / `save_to_peft_format` and the layout.
+- `offload.py`: an inactive adapter's weights moved to CPU or freed (`deactivate_adapter(offload=...)`).
 """
 from __future__ import annotations
 
