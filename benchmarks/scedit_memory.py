@@ -15,7 +15,10 @@ backward runs through the whole U-Net. On `unet-tiny` (zoo), with the shapes wor
   convs), and whether any encoder output needs a gradient.
 
 LoRA's rank is the one whose trainable parameter count is closest to the SC-Tuner's (a comparable
-budget); LoRA on attention only is reported beside it. Not a test: it prints the table for
+budget); LoRA on attention only is reported beside it. The same comparison runs on a second U-Net with
+SD-1.5's block layout (attention in the high-resolution encoder blocks, 2 resnets per down block, 3 per
+up block) at unet-tiny's widths: unet-tiny's encoder is shallow (1 resnet per down block against 2 per
+up block, no attention at full resolution), which bounds what skipping the encoder can save. Not a test: it prints the table for
 benchmarks/README.md and returns the rows (tutorial 06 / 07 can call `run()`).
 """
 from __future__ import annotations
@@ -87,13 +90,56 @@ def lora_rank_for(unet_factory: Any, target: str, budget: int) -> int:
     return best[0]
 
 
-def run(batch_size: int = 32, steps: int = 3, warmup: int = 1, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def sd_layout_unet(like: torch.nn.Module) -> torch.nn.Module:
+    """A U-Net with SD-1.5's block layout (attention in the three high-resolution down blocks, two resnets per
+    down block, three per up block) at unet-tiny's widths, sample size and text width; random weights
+    (memory does not depend on the weights)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=like.config.sample_size, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32, 32),
+        layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=like.config.cross_attention_dim, attention_head_dim=8, norm_num_groups=8)
+
+
+def compare_on(unet: torch.nn.Module, batch_fn: Any, loss_fn: Any, steps: int, warmup: int, progress: bool) -> dict:
+    """SC-Tuner vs LoRA (attention + conv, attention only) at the closest budget on copies of `unet`."""
     import copy
 
-    from swiftlite import bench, zoo
-    from swiftlite.diffusion import TextToImageLoss, text_to_image_dataset
+    from swiftlite import bench
     from swiftlite.tuners import LoRAConfig, SCETuningConfig, Swift
     from swiftlite.tuners.scetuning import unet_skip_widths
+
+    def fresh():
+        return copy.deepcopy(unet)
+
+    sc_config = SCETuningConfig(dims=list(unet_skip_widths(unet).values()), target_modules=r"up_blocks\.\d+\.resnets\.\d+")
+    models = {"SC-Tuner (decoder skips)": Swift.prepare_model(fresh(), sc_config)}
+    budget = sum(p.numel() for p in models["SC-Tuner (decoder skips)"].adapter_parameters("default").values())
+    ranks = {}
+    for label, target in (("LoRA (attention + conv)", ATTENTION_AND_CONV), ("LoRA (attention only)", ATTENTION)):
+        ranks[label] = r = lora_rank_for(fresh, target, budget)
+        models[f"{label}, r={r}"] = Swift.prepare_model(fresh(), LoRAConfig(r=r, lora_alpha=r, target_modules=target))
+    rows, breakdown = [], {}
+    for name, model in models.items():
+        if progress:
+            print(f"measuring {name} ...", flush=True)
+        rows.append(bench.measure(model, batch_fn, loss_fn, name=name, steps=steps, warmup=warmup))
+        breakdown[name] = saved_bytes_by_region(model, model.base_model, loss_fn, batch_fn())
+    return {"rows": rows, "breakdown": breakdown, "ranks": ranks, "budget": budget,
+            "sc_over_lora": rows[0]["peak_memory_bytes"] / rows[1]["peak_memory_bytes"],
+            "sc_over_lora_attention": rows[0]["peak_memory_bytes"] / rows[2]["peak_memory_bytes"],
+            "block_out_channels": list(unet.config.block_out_channels),
+            "layers_per_block": unet.config.layers_per_block, "image_size": unet.config.sample_size}
+
+
+def run(batch_size: int = 32, steps: int = 3, warmup: int = 1, seed: int = 0, progress: bool = True,
+        sd_layout: bool = True) -> dict[str, Any]:
+    """{"unet-tiny": comparison, "sd-layout": comparison (when sd_layout)}, same data, loss and batch."""
+    from swiftlite import zoo
+    from swiftlite.diffusion import TextToImageLoss, text_to_image_dataset
 
     torch.manual_seed(seed)
     pipe = zoo.load("unet-tiny")
@@ -103,38 +149,21 @@ def run(batch_size: int = 32, steps: int = 3, warmup: int = 1, seed: int = 0, pr
     g = torch.Generator().manual_seed(seed)
 
     def batch_fn():
-        idx = torch.randint(0, len(data), (batch_size,), generator=g).tolist()
-        return data[idx]
+        return data[torch.randint(0, len(data), (batch_size,), generator=g).tolist()]
 
-    def fresh():
-        return copy.deepcopy(pipe.unet)
-
-    widths = unet_skip_widths(pipe.unet)
-    sc_config = SCETuningConfig(dims=list(widths.values()), target_modules=r"up_blocks\.\d+\.resnets\.\d+")
-    models = {"SC-Tuner (decoder skips)": Swift.prepare_model(fresh(), sc_config)}
-    budget = sum(p.numel() for p in models["SC-Tuner (decoder skips)"].adapter_parameters("default").values())
-    ranks = {}
-    for label, target in (("LoRA (attention + conv)", ATTENTION_AND_CONV), ("LoRA (attention only)", ATTENTION)):
-        ranks[label] = r = lora_rank_for(fresh, target, budget)
-        models[f"{label}, r={r}"] = Swift.prepare_model(fresh(), LoRAConfig(r=r, lora_alpha=r, target_modules=target))
-
-    rows, breakdown = [], {}
-    for name, model in models.items():
-        if progress:
-            print(f"measuring {name} ...", flush=True)
-        rows.append(bench.measure(model, batch_fn, loss_fn, name=name, steps=steps, warmup=warmup))
-        breakdown[name] = saved_bytes_by_region(model, model.base_model, loss_fn, batch_fn())
-    sc, lora = rows[0], rows[1]
-    return {"rows": rows, "breakdown": breakdown, "ranks": ranks, "budget": budget, "batch_size": batch_size,
-            "sc_over_lora": sc["peak_memory_bytes"] / lora["peak_memory_bytes"],
-            "sc_over_lora_attention": sc["peak_memory_bytes"] / rows[2]["peak_memory_bytes"],
-            "image_size": pipe.image_size, "block_out_channels": list(pipe.unet.config.block_out_channels)}
+    out = {"unet-tiny": compare_on(pipe.unet, batch_fn, loss_fn, steps, warmup, progress)}
+    if sd_layout:
+        out["sd-layout"] = compare_on(sd_layout_unet(pipe.unet), batch_fn, loss_fn, steps, warmup, progress)
+    for result in out.values():
+        result["batch_size"] = batch_size
+    return out
 
 
 def report(result: dict[str, Any]) -> str:
     mib = 2 ** 20
-    lines = [f"unet-tiny ({result['image_size']} px, block_out_channels={result['block_out_channels']}), batch "
-             f"{result['batch_size']}, AdamW; SC-Tuner budget {result['budget']:,} trainable params", "",
+    lines = [f"{result['image_size']} px, block_out_channels={result['block_out_channels']}, layers_per_block="
+             f"{result['layers_per_block']}, batch {result['batch_size']}, AdamW; SC-Tuner budget {result['budget']:,} "
+             f"trainable params", "",
              "| method | trainable params | peak train memory (MiB) | ratio to LoRA (attention + conv) | "
              "saved for backward: encoder (MiB) | decoder (MiB) | time emb. + loss (MiB) | encoder outputs need grad |",
              "|---|---|---|---|---|---|---|---|"]
@@ -159,6 +188,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-sd-layout", action="store_true", help="skip the SD-1.5-layout U-Net")
     parser.add_argument("--quick", action="store_true", help="SWIFTLITE_QUICK=1 zoo build, batch 4, 1 step")
     args = parser.parse_args()
     if args.quick:
@@ -166,9 +196,10 @@ def main() -> None:
         args.batch, args.steps, args.warmup = 4, 1, 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args.batch, args.steps, args.warmup)
-    print(report(result))
-    print(f"\ntorch {torch.__version__}, threads {torch.get_num_threads()}, LoRA ranks {result['ranks']}")
+    results = run(args.batch, args.steps, args.warmup, sd_layout=not args.no_sd_layout)
+    for name, result in results.items():
+        print(f"\n### {name}\n\n{report(result)}\n\nLoRA ranks {result['ranks']}")
+    print(f"\ntorch {torch.__version__}, threads {torch.get_num_threads()}")
 
 
 if __name__ == "__main__":
