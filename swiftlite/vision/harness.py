@@ -81,8 +81,8 @@ def load_backbone(name_or_path: str = "vit-tiny", label_names: Sequence[str] | N
 
     The head is re-initialised by transformers itself (``ignore_mismatched_sizes=True``) when the
     number of labels differs from the checkpoint's; with the same number it keeps the pretrained
-    head's weights (and the new names). The load report that lists the re-initialised head is
-    silenced: the mismatch is the point.
+    head's weights (and the new names). The load report that lists the re-initialised head, and the
+    loading progress bar, are silenced: the mismatch is the point.
     """
     from transformers import ViTForImageClassification
     from transformers.utils import logging
@@ -92,12 +92,15 @@ def load_backbone(name_or_path: str = "vit-tiny", label_names: Sequence[str] | N
         names = [str(n) for n in label_names]
         kwargs = dict(num_labels=len(names), id2label=dict(enumerate(names)),
                       label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True)
-    verbosity = logging.get_verbosity()
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()  # a 72-tensor "Loading weights" bar per run would drown a notebook's output
     try:
         model = ViTForImageClassification.from_pretrained(_backbone_path(name_or_path), **kwargs)
     finally:
         logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
     return model
 
 
