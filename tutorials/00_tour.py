@@ -27,10 +27,11 @@
 # other.
 #
 # **Running time** on a shared 2-core CPU, measured with `jupyter nbconvert --execute`
-# (2026-11-29, other jobs sharing the CPU): full mode 6 min 50 s and 15 min 42 s in two runs
-# (three 300-step trainings of a 0.16 M-parameter model, 84 s and 437 s each: the load decides),
-# both with the same results; quick mode (`SWIFTLITE_QUICK=1`) 1 min 30 s. Section 8 prints
-# this run's times.
+# (2026-11-29): full mode 6 min 50 s with the CPU nearly free, 15 min 42 s and 32 min 56 s while
+# other jobs shared it (the last with six other notebooks running, load average 15): one of its
+# three 300-step trainings of a 0.16 M-parameter model took 84 s, 437 s and 632 s — the load
+# decides; all three runs gave the same results. Quick mode (`SWIFTLITE_QUICK=1`) 1 min 30 s
+# (2 min 20 s under that load). Section 8 prints this run's times.
 #
 # **You will learn**
 # * to check a `target_modules` pattern with `show` before attaching anything, then attach LoRA
@@ -423,7 +424,7 @@ print(f"floor of the task {floor:.3f} nats; held-out loss with lm_head tuned {lo
       f"q_proj/v_proj only {held_out_loss(reloaded, up_test):.3f}")
 assert loss_head >= 0.97 * floor  # no model beats the task's own uncertainty
 if not QUICK:
-    assert loss_head < 3 * floor  # ... and with lm_head free to sharpen its logits, it gets close
+    assert loss_head < 1.5 * floor  # ... and with lm_head free to sharpen its logits, it gets close (0.087 vs 0.073)
 
 # %% [markdown]
 # 2. **A harder ceiling.** Progressions with $d \in \{1, …, 5\}$: predict the new accuracy
