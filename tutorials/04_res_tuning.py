@@ -183,8 +183,9 @@ assert max(summary, key=lambda r: r["peak_memory_bytes"])["name"] == "full fine-
 # shows where each method wins.
 
 # %%
-fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1.1, 1]})
+fig, (left, right) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [1.2, 1]})
 vision.memory_accuracy_scatter(summary, ax=left, highlight=["Res-Tuning (Res-Adapter ∥ MHA, FFN)", "Res-Tuning-Bypass"],
+                               highlight_label="Res-Tuning, Res-Tuning-Bypass",
                                title=f"{len(TASKS)} tasks × {len(SEEDS)} seeds, {STEPS} steps")
 vision.task_heatmap(summary, ax=right)
 fig.tight_layout()

@@ -13,28 +13,36 @@ _MARKERS = "osD^v<>PX*hp"
 
 
 def memory_accuracy_scatter(summary: Sequence[Mapping[str, Any]], ax=None, title: str | None = None,
-                            highlight: Sequence[str] = ()):
-    """Peak training memory (MiB, log axis) against accuracy (%, mean ± std error bars), one
-    labelled point per method; point area grows with the trainable share. ``highlight`` names are
-    drawn in orange. Returns the axes."""
+                            highlight: Sequence[str] = (), highlight_label: str = "highlighted"):
+    """Peak training memory (MiB, log axis) against accuracy (%, mean ± std error bars), one labelled
+    point per method (labels alternate right / left of the points, in accuracy order, to stay apart).
+    ``highlight`` names are drawn in orange, with a legend entry ``highlight_label``. Returns the axes."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     if not summary:
         raise ValueError("memory_accuracy_scatter: no rows; pass summarize(run_suite(...))")
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, r in enumerate(summary):
+    order = sorted(range(len(summary)), key=lambda i: summary[i]["accuracy_mean"])
+    for rank, i in enumerate(order):
+        r = summary[i]
         x = r["peak_memory_bytes"] / 2**20
         y, err = 100 * r["accuracy_mean"], 100 * r["accuracy_std"]
         color = "#dd8452" if r["name"] in highlight else "#4c72b0"
-        ax.errorbar(x, y, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], color=color, capsize=3,
-                    markersize=5 + 2 * min(4.0, max(0.0, r["trainable_percent"]) ** 0.5), label=r["name"])
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.errorbar(x, y, yerr=err, fmt="o", color=color, capsize=3, markersize=6)
+        right = rank % 2 == 0
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(7 if right else -7, 0), fontsize=7,
+                    ha="left" if right else "right", va="center")
     ax.set_xscale("log")
+    ax.margins(x=0.35)
     ax.set_xlabel("peak training memory (MiB, log scale)")
     ax.set_ylabel("accuracy, mean over tasks (%)\n(error bar: std over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    handles = [Line2D([], [], marker="o", linestyle="", color="#4c72b0", label="other methods")]
+    if highlight:
+        handles.insert(0, Line2D([], [], marker="o", linestyle="", color="#dd8452", label=highlight_label))
+    ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left")
     if title:
         ax.set_title(title)
     return ax
@@ -46,9 +54,12 @@ def task_heatmap(summary: Sequence[Mapping[str, Any]], ax=None, title: str | Non
 
     tasks = list(summary[0]["tasks"])
     values = [[r["per_task"].get(t, (float("nan"), 0.0))[0] for t in tasks] for r in summary]
-    return viz.heatmap(values, [r["name"] for r in summary], tasks, ax=ax, fmt="{:.0%}", vmin=0.0, vmax=1.0,
-                       colorbar_label="test accuracy (mean over seeds)", xlabel="task",
-                       title=title or "accuracy per task")
+    ax = viz.heatmap(values, [r["name"] for r in summary], tasks, ax=ax, fmt="{:.0%}", vmin=0.0, vmax=1.0,
+                     colorbar_label="test accuracy (mean over seeds)", xlabel="task", title=title or "accuracy per task")
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_ha("right")
+    return ax
 
 
 def learning_curves(rows: Sequence[Mapping[str, Any]], ax=None, smooth: float = 0.9, title: str | None = None):
