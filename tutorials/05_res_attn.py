@@ -28,10 +28,10 @@
 # accuracy gap on 3 tasks × 3 seeds at two budgets).
 #
 # **Running time**, measured with `jupyter nbconvert --execute` on the project's shared 2-core CPU
-# on 2026-11-29 while other jobs ran (load average ≈ 15): full mode (3 tasks × 3 seeds × 7 runs,
-# 80 steps each) 17 min 30 s of wall time, of which the notebook's kernel used 3 min 48 s of CPU
-# time (one torch thread); quick mode (`SWIFTLITE_QUICK=1`) 38 s. The last section prints this
-# run's time.
+# on 2026-11-29 while other jobs ran (load average ≈ 15): full mode (3 tasks × 3 seeds × 7 runs, 80
+# steps each) 17 min 30 s of wall time, of which the notebook's kernel used 3 min 48 s of CPU time
+# (one torch thread; an idle machine was not available to time it); quick mode
+# (`SWIFTLITE_QUICK=1`) 38 s. The last section prints this run's time.
 #
 # **You will learn**
 # * the Res-Attn equation with its shapes and zero-initialised output, and its parameter count;
