@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
                                         rounds=args.rounds)
     by_name = {r["name"]: r for r in rows}
     memory_ratio = by_name[multitask.BYPASS]["peak_memory_ratio_to_res_tuning"]
-    setup = (f"{args.backbone}, batch {args.batch}, device {args.device} ({platform.processor() or platform.machine()}), "
+    machine = platform.processor() or platform.machine()
+    setup = (f"{args.backbone}, batch {args.batch}, device {args.device} ({machine}), "
              f"threads {args.threads}, torch {torch.__version__}, memory method {rows[0]['memory_method']}")
     print(f"# Res-Tuning-Bypass benchmark: {setup}\n")
     print("| model | trainable params | peak train memory (MiB) | memory / Res-Tuning | step time (ms) |")

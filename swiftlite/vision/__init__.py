@@ -16,9 +16,11 @@ from typing import Any
 
 _EXPORTS = {
     "harness": ["LINEAR_PROBE", "FULL_FINE_TUNING", "load_task", "load_backbone", "backbone_image_size", "prepare",
-                 "classification_loss", "evaluate", "tuner_parameter_count", "match_budget", "transfer", "run_suite", "summarize", "ResultsTable",
+                 "classification_loss", "evaluate", "tuner_parameter_count", "match_budget", "transfer", "run_suite",
+                 "summarize", "ResultsTable",
                  "format_mean_std"],
-    "plots": ["memory_accuracy_scatter", "task_heatmap", "learning_curves", "paper_vs_ours", "explore_tuner", "tuner_explorer"],
+    "plots": ["memory_accuracy_scatter", "task_heatmap", "learning_curves", "paper_vs_ours", "explore_tuner",
+              "tuner_explorer"],
     "multitask": ["multi_task_timing", "bypass_memory_comparison", "vit_backbone", "bypass_config", "res_tuning_config",
                   "VIT_B16_SHAPE", "RES_TUNING", "BYPASS", "NOT_DETACHED"],
 }

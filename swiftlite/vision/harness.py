@@ -245,7 +245,8 @@ def transfer(model_or_name: str | nn.Module, config: Any, task: str, steps: int,
                                  steps=measure_steps, warmup=1)
     else:
         trainable, total = bench.count_parameters(model)
-        measured = {"trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
+        measured = {"trainable_params": trainable, "total_params": total,
+                    "trainable_percent": 100.0 * trainable / total,
                     "peak_memory_bytes": None, "memory_method": None, "step_time_s": None}
     row.update({k: measured[k] for k in ("trainable_params", "total_params", "trainable_percent",
                                          "peak_memory_bytes", "memory_method", "step_time_s")})

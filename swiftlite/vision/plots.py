@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["memory_accuracy_scatter", "task_heatmap", "learning_curves", "paper_vs_ours", "explore_tuner", "tuner_explorer"]
+__all__ = ["memory_accuracy_scatter", "task_heatmap", "learning_curves", "paper_vs_ours", "explore_tuner",
+           "tuner_explorer"]
 
 _MARKERS = "osD^v<>PX*hp"
 
@@ -55,7 +56,8 @@ def task_heatmap(summary: Sequence[Mapping[str, Any]], ax=None, title: str | Non
     tasks = list(summary[0]["tasks"])
     values = [[r["per_task"].get(t, (float("nan"), 0.0))[0] for t in tasks] for r in summary]
     ax = viz.heatmap(values, [r["name"] for r in summary], tasks, ax=ax, fmt="{:.0%}", vmin=0.0, vmax=1.0,
-                     colorbar_label="test accuracy (mean over seeds)", xlabel="task", title=title or "accuracy per task")
+                     colorbar_label="test accuracy (mean over seeds)", xlabel="task",
+                     title=title or "accuracy per task")
     ax.tick_params(axis="x", labelrotation=30)
     for label in ax.get_xticklabels():
         label.set_ha("right")
@@ -114,8 +116,9 @@ def explore_tuner(make_config: Callable[[str, int], Any], tuner: str, size: int,
     cache = {} if cache is None else cache
     if (tuner, size) not in cache:
         run_lr = lr(tuner) if callable(lr) else lr
-        cache[tuner, size] = transfer(model, make_config(tuner, size), task, steps, seed, name=f"{tuner} {size_label}={size}",
-                                      lr=run_lr, eval_every=max(1, steps // 5), **transfer_kwargs)
+        cache[tuner, size] = transfer(model, make_config(tuner, size), task, steps, seed,
+                                      name=f"{tuner} {size_label}={size}", lr=run_lr,
+                                      eval_every=max(1, steps // 5), **transfer_kwargs)
     row = cache[tuner, size]
     line = (f"{row['name']}: {row['trainable_params']:,} trainable params ({row['trainable_percent']:.2f} %), "
             f"peak train memory {row['peak_memory_bytes'] / 2**20:.2f} MiB, step time "
