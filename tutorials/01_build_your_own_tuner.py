@@ -20,10 +20,10 @@
 # checks every promise of the API on it. The example, SSF, then learns a small task nearly as well as
 # LoRA with under a quarter of LoRA's trainable weights.
 #
-# **Running time** on a shared 2-core CPU, measured with `jupyter nbconvert --execute`
-# (2026-11-29, other jobs sharing the CPU): full mode 58 s and 79 s in two runs, quick mode
-# (`SWIFTLITE_QUICK=1`) 49 s. Section 6 prints
-# this run's time.
+# **Running time** on a shared 2-core CPU (2026-11-29, other jobs sharing the CPU): full mode
+# 1 min 43 s with the γ slider and the exercises (`swiftlite course build --only 01`, load average
+# 11; 58 s and 79 s before they were added, with `jupyter nbconvert --execute`), quick mode
+# (`SWIFTLITE_QUICK=1`) 49 s (1 min 10 s under that load). Section 6 prints this run's time.
 #
 # **You will learn**
 # * the three pieces of a tuner (config, layer, registered tuner) and which core machinery they
