@@ -29,6 +29,12 @@ dims = [1280]*5 + [640]*3 + [320]*4.
 `tuner_mode="encoder"` (and its alias "identity") tunes the target's output instead, e.g. the down
 blocks' resnets, i.e. where the skips are produced (for a tuple output, its first item).
 
+Controllable SC-Tuner (CSC-Tuner; details and the condition encoder in `scetuning_condition.py`): each
+adapter with a hint adds `α · (c_j + T_j(x_j + c_j))` to its skip (α = tuner_scale), where c_j comes from
+ms-swift's `hint_modules` (modules of the model, one per target: their output is c_j) or from swiftlite's
+built-in condition encoder (`condition_channels=k`, `condition_dims`), fed with
+`set_condition(model, {adapter: map})` or `with scetuning_condition(model, adapter=map): ...`.
+
 Checkpoints as in ms-swift: adapter `<name>` on target `<t>` is the child `<t>.scetuner_<name>`
 (an `SCETunerModule`) whose `tuner_op` is the `SCEAdapter` with `ln1` (W_down) and `ln2` (W_up), so the
 keys are `<t>.scetuner_<name>.tuner_op.ln1.weight` etc. A target that is a ModuleList means its last
@@ -47,9 +53,8 @@ Differences from ms-swift / the paper:
   fixture scetuning_two checks the decoder order against ms-swift). Nested adapters do not commute, and
   ms-swift reloads a folder's adapters in `os.listdir` order (swiftlite: sorted by name): pass
   `adapter_name=[...]` in the saved order.
-- The Controllable SC-Tuner (CSC-Tuner: `hint_modules`, or swiftlite's built-in condition encoder with
-  `condition_channels`) is in `scetuning_condition.py`: `skip' = skip + Σ_m α_m · (c_m + T_m(skip + c_m))`.
-  CSC adapters on one target are summed from the same skip (the paper's Σ), after the plain SC adapters.
+- CSC adapters on one target are summed from the same skip (the paper's Σ), after the plain SC adapters
+  (which nest, as above).
 - A target given as a list entry may also be a dotted suffix (swiftlite's matching); ms-swift needs
   full names. Not mergeable: the tuner is a non-linear MLP on a skip feature.
 """
