@@ -38,7 +38,8 @@ map gets its channel axis)::
         images = pipe(prompts, guidance_scale=1.5)
 
 A condition whose batch divides the U-Net's batch is tiled (`repeat`), so classifier-free guidance, which
-runs cat([uncond, cond]), uses it for both halves. An adapter whose condition is not set (None) adds
+runs cat([uncond, cond]), uses it for both halves. A condition belongs to the model (every thread sees it);
+the hints computed from it are kept per thread and per forward. An adapter whose condition is not set (None) adds
 `α · T(skip)` (c = 0): it is the plain SC-Tuner.
 
 Differences from the paper / Scepter / ms-swift:
