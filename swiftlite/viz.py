@@ -532,6 +532,10 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
     orange dashed. At the right of each marked box: which tuner, its role, and the input/output
     width of the wrapped op. Works for a SwiftModel (its adapters) and for a plain model with a
     config; changes nothing. `fig.sites` holds the `Site`s drawn (see `attachment_sites`).
+
+    With `ax` (e.g. one of several subplots) the drawing fits that axes: labels shrink to fit their
+    boxes, each tuner's role is written inside its box and the summary heads the legend (the
+    caller's title stays); give it room, about 5 in wide for a transformer.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch, Patch
@@ -616,9 +620,10 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
                    "opened": opened, "copies": node.copies, "paths": list(node.paths), "y": cursor[0],
                    "sites": [x for p in node.paths for x in by_path.get(p, [])]}
             rows.append(row)
-            cursor[0] += 1.0
+            extra = 0.7 if compact and row["site"] else 0.0  # compact: the site's line under the label
+            cursor[0] += 1.0 + extra
             if not opened:
-                row["bottom"] = row["y"] + 0.85
+                row["bottom"] = row["y"] + 0.85 + extra
                 return
             children = list(node.children)
             quiet_run: list = []
@@ -653,6 +658,7 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
         return rows
 
     # the full drawing, or (too tall) tuner layers closed, then blocks closed from the deepest level up
+    compact = ax is not None  # the caller's axes (often one of several): sites inside the boxes, no right column
     depth_of_tree = max(len(p.split(".")) for n in root.walk() for p in n.paths if p) if list(base.children()) else 1
     for open_tuners, max_open_depth in [(True, None), (False, None)] + [(False, d) for d in range(depth_of_tree, 0, -1)]:
         rows = layout(open_tuners, max_open_depth)
@@ -661,11 +667,14 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
 
     # layout in character units (x) and rows (y, downwards)
     indent, char_w, row_h = 2.0, 0.075, 0.3  # inches per character / per row
-    left_w = max(r["depth"] * indent + len(r["text"]) + 2 for r in rows)
+    if compact:
+        for r in rows:
+            r["site_line"] = "  ".join(t for t in (r["site"], r["io"]) if t)
+    left_w = max(r["depth"] * indent + max(len(r["text"]), len(r.get("site_line", "")) * 0.87) + 2 for r in rows)
     max_depth = max(r["depth"] for r in rows)
     box_right = left_w + max_depth * 0.6 + 2
     header = "where the tuner attaches  |  wrapped op: input -> output width"
-    right_w = max([len(r["site"]) for r in rows] + [len(r["io"]) for r in rows] + [len(header)]) + 4
+    right_w = 1 if compact else max([len(r["site"]) for r in rows] + [len(r["io"]) for r in rows] + [len(header)]) + 4
     total_w = box_right + right_w
     n_lanes = sum(1 for x in sites if x.role != "added" and any(y.role == "added" and (y.tuner, y.adapter) == (x.tuner, x.adapter)
                                                                 for y in sites))
@@ -673,10 +682,20 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
     height = max(r["bottom"] for r in rows) + 0.5
 
     legend_rows = 2.6
-    if ax is None:
+    own_axes = ax is None
+    if own_axes:
         fig, ax = plt.subplots(figsize=(max(6.0, (total_w + margin) * char_w), (height + legend_rows) * row_h + 0.6))
         fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.03)  # x units = characters: keep the axes full width
+        unit_x = char_w
+        scale = 1.0
+    else:  # the caller's axes: shrink the text so each label still fits its box
+        box = ax.get_position()
+        width_in, height_in = box.width * ax.figure.get_figwidth(), box.height * ax.figure.get_figheight()
+        unit_x = width_in / (total_w + margin)
+        scale = min(unit_x / char_w, height_in / (height + 1.2) / row_h, 1.3)
     fig = ax.figure
+    fs = 7.5 * scale  # font size of the labels (points)
+    artists: list[tuple[Any, Any]] = []  # (label, its box) per row
     ax.set_xlim(-margin, total_w)
     ax.set_ylim(height, -1.2)
     ax.axis("off")
@@ -690,19 +709,23 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
                 ax.add_patch(FancyBboxPatch((x0 + 0.5 * k, top - 0.12 * k), x1 - x0, bottom - top,
                                             boxstyle="round,pad=0,rounding_size=0.25", facecolor=st["facecolor"],
                                             edgecolor=st["edgecolor"], linewidth=0.6, zorder=1.5 + r["depth"]))
-        ax.add_patch(FancyBboxPatch((x0, top), x1 - x0, bottom - top, boxstyle="round,pad=0,rounding_size=0.25",
-                                    zorder=2 + r["depth"], **st))
+        patch = ax.add_patch(FancyBboxPatch((x0, top), x1 - x0, bottom - top, boxstyle="round,pad=0,rounding_size=0.25",
+                                            zorder=2 + r["depth"], **st))
 
         weight = "bold" if r["style"] in ("tuner", "hooked", "match") else "normal"
-        ax.text(x0 + 0.8, r["y"] + 0.5, r["text"], va="center", ha="left", fontsize=7.5, family="monospace",
-                fontweight=weight, zorder=3 + r["depth"], clip_on=False)
-        if r["site"]:
+        label = ax.text(x0 + 0.8, r["y"] + 0.5, r["text"], va="center", ha="left", fontsize=fs, family="monospace",
+                        fontweight=weight, zorder=3 + r["depth"], clip_on=False)
+        artists.append((label, patch))
+        if r["site"] and compact:
+            ax.text(x0 + 0.8, r["y"] + 1.2, r["site_line"], va="center", ha="left", fontsize=fs * 0.87,
+                    family="monospace", color=st["edgecolor"], fontweight="bold", zorder=3 + r["depth"])
+        elif r["site"]:
             ax.annotate("", xy=(x1, r["y"] + 0.5), xytext=(box_right + 1.5, r["y"] + 0.5),
                         arrowprops=dict(arrowstyle="-", color=st["edgecolor"], linewidth=0.8, linestyle=":"))
             ax.text(box_right + 1.8, r["y"] + 0.5 - (0.22 if r["io"] else 0), r["site"], va="center", ha="left",
-                    fontsize=7.5, family="monospace", color=st["edgecolor"], fontweight="bold")
+                    fontsize=fs, family="monospace", color=st["edgecolor"], fontweight="bold")
             if r["io"]:
-                ax.text(box_right + 1.8, r["y"] + 0.72, r["io"], va="center", ha="left", fontsize=6.5,
+                ax.text(box_right + 1.8, r["y"] + 0.72, r["io"], va="center", ha="left", fontsize=fs * 0.87,
                         family="monospace", color="#374151")
     # a tuner that reads features at some modules and feeds them into a module it added (ResTuning's
     # bypass: root and stems -> bypass -> target's input): arrows in the left margin
@@ -717,15 +740,15 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
             src, dst = (r, side) if into_side else (side, r)
             lane += 1
             x_lane = -1.2 * lane  # each arrow runs down its own lane in the left margin
-            arm_a = (src["depth"] * indent - x_lane) * char_w * 72  # points
-            arm_b = (dst["depth"] * indent - x_lane) * char_w * 72
+            arm_a = (src["depth"] * indent - x_lane) * unit_x * 72  # points
+            arm_b = (dst["depth"] * indent - x_lane) * unit_x * 72
             ax.annotate("", xy=(dst["depth"] * indent, dst["y"] + 0.5), xytext=(src["depth"] * indent, src["y"] + 0.5),
                         zorder=20, annotation_clip=False,
                         arrowprops=dict(arrowstyle="-|>", color=_DIAGRAM_STYLE["hooked" if into_side else "tuner"]["edgecolor"],
                                         linewidth=1.0, shrinkA=0, shrinkB=0,
                                         connectionstyle=f"arc,angleA=180,armA={arm_a:.1f},angleB=180,armB={arm_b:.1f},rad=3"))
-    ax.text(box_right + 1.8, -0.6, header, fontsize=7,
-            family="monospace", color="#374151", va="center")
+    if not compact:
+        ax.text(box_right + 1.8, -0.6, header, fontsize=fs * 0.93, family="monospace", color="#374151", va="center")
     used = [k for k in _DIAGRAM_STYLE if any(r["style"] == k for r in rows)]
     handles = [Patch(label=_DIAGRAM_LEGEND[k], **{a: v for a, v in _DIAGRAM_STYLE[k].items()}) for k in used]
     if lane:
@@ -735,7 +758,6 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
                               label="feature read by the tuner / written back"))
     if any(r["copies"] > 1 for r in rows):
         handles.append(Patch(facecolor="#ffffff", edgecolor="#9ca3af", label="stacked box 'x N': N identical blocks (counts are per block)"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 0), ncol=2, fontsize=7, frameon=False)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     trainable = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
     tuners = sorted({s.tuner for s in sites})
@@ -746,7 +768,14 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
     else:
         title = (f"{type(base).__name__} ({total:,} parameters): where {what} would attach "
                  f"({len({s.path for s in sites})} modules; nothing applied yet)")
-    ax.set_title(title, fontsize=9, loc="left")
-    fig.sites = sites
-    fig.diagram_rows = [{k: r[k] for k in ("depth", "text", "style", "site", "io", "paths")} for r in rows]
+    if own_axes:
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 0), ncol=2, fontsize=7, frameon=False)
+    else:  # the caller titles its axes: the summary heads the legend instead
+        legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 0), ncol=1, fontsize=6.5,
+                           frameon=False, title=title, title_fontsize=7)
+        legend._legend_box.align = "left"
+    fig.sites = ax.sites = sites  # (the last diagram drawn on a figure holding several)
+    fig.diagram_rows = ax.diagram_rows = [{k: r[k] for k in ("depth", "text", "style", "site", "io", "paths")} for r in rows]
+    fig.diagram_artists = ax.diagram_artists = artists
     return fig

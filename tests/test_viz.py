@@ -265,3 +265,32 @@ def test_knob_widget_renders_on_every_change():
         viz.knob_widget(widgets.Output(), render)
     with pytest.raises(TypeError, match="function"):
         viz.knob_widget(widgets.IntSlider(), "r")
+
+
+def _labels_fit(fig):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for label, box in fig.diagram_artists:
+        text, frame = label.get_window_extent(renderer), box.get_window_extent(renderer)
+        assert text.x0 >= frame.x0 and text.x1 <= frame.x1 + 1, f"label {label.get_text()!r} overflows its box"
+    return True
+
+
+def test_tuner_diagram_labels_fit_their_boxes_alone_and_in_a_given_axes():
+    from swiftlite import ResTuningConfig
+
+    base, _ = models.vit()
+    lora = Swift.prepare_model(base, LoRAConfig(target_modules=["q_proj", "v_proj"]))
+    assert _labels_fit(viz.tuner_diagram(lora))
+    other, _ = models.vit()
+    bypass = Swift.prepare_model(other, ResTuningConfig(dims=32, root_modules=r"vit\.embeddings", root_modules_hook="output",
+                                                        stem_modules=r"vit\.layers\.\d+", target_modules="vit.layernorm"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    assert viz.tuner_diagram(lora, ax=axes[0]) is fig
+    axes[0].set_title("mine")
+    viz.tuner_diagram(bypass, ax=axes[1])
+    assert axes[0].get_title() == "mine" and {s.tuner for s in axes[0].sites} == {"LoRA"}
+    assert {s.tuner for s in axes[1].sites} == {"ResTuning"}
+    assert any("ResTuning[default]: root (output)" in t.get_text() for t in axes[1].texts)  # the role inside the box
+    assert _labels_fit(fig)
+    plt.close("all")
