@@ -430,7 +430,7 @@ def attachment_sites(model, config: Any = None) -> list[Site]:
         for adapter, cfg in configs.items():
             try:
                 roles = _roles(base, cfg)
-            except Exception:  # noqa: BLE001  (some tuners' targets no longer match once injected)
+            except ValueError:  # some tuners' targets no longer match once injected: their layers show them
                 continue
             for path, role in roles.items():
                 if path in layers or path.startswith(inside):
