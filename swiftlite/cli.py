@@ -3,7 +3,8 @@
     swiftlite zoo build [NAME] [--quick]     build tiny backbones and print their quality figures
     swiftlite zoo list                       list backbones, shipped builds and their figures
     swiftlite show MODEL_DIR                 print the structure tree of a saved transformers model
-    swiftlite course build [--quick] [--out DIR]   execute every tutorial, render the course site
+    swiftlite course build [--quick] [--out DIR] [--only NN ...] [--keep-going]
+                                             execute every tutorial, render the course site
     swiftlite --version
 
 A user error (an unknown backbone, a missing or wrong directory, ...) prints one line,
@@ -58,6 +59,8 @@ def _main(argv: list[str]) -> int:
     course_build.add_argument("--quick", action="store_true", help="quick mode (SWIFTLITE_QUICK=1), as CI")
     course_build.add_argument("--out", default="course-site", help="output folder (default: ./course-site)")
     course_build.add_argument("--only", nargs="+", metavar="NN", help="only these tutorials (numbers or names)")
+    course_build.add_argument("--keep-going", action="store_true",
+                              help="run every notebook to its end, show errors in the site, then fail")
     if argv[:1] == ["zoo"]:
         from .zoo import cli_main
 
@@ -68,7 +71,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "course":
         from .course import build
 
-        index = build(args.out, quick=args.quick, only=args.only)
+        index = build(args.out, quick=args.quick, only=args.only, keep_going=args.keep_going)
         print(f"course site: {index} (serve it: python -m http.server -d {index.parent})")
     return 0
 

@@ -3,6 +3,8 @@
     swiftlite course build                 # full mode: every tutorial as a reader runs it (long)
     swiftlite course build --quick         # quick mode (SWIFTLITE_QUICK=1), as CI does
     swiftlite course build --out DIR       # default: ./course-site
+    swiftlite course build --only 00 01    # a subset
+    swiftlite course build --keep-going    # a failing notebook does not stop the build (see build)
     python -m http.server -d DIR/site      # then open http://localhost:8000
 
 What `build` does:
@@ -35,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Page", "tutorials", "build"]
+__all__ = ["CourseError", "Page", "tutorials", "build"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
@@ -50,6 +52,7 @@ class Page:
     title: str  # "00 · A tour of swiftlite"
     claim: str  # the first cell's **Claim:** paragraph, without the label
     seconds: float | None = None  # execution time of this build
+    errors: list[str] | None = None  # error outputs of this build (`keep_going`), "Name: message" each
 
 
 def _first_markdown(nb: dict) -> str:
@@ -85,22 +88,26 @@ def _kernel_env(quick: bool, figures: Path) -> dict[str, str]:
     return env
 
 
-def execute(notebook: Path, out: Path, quick: bool, figures: Path, timeout: int = CELL_TIMEOUT_S) -> float:
+def execute(notebook: Path, out: Path, quick: bool, figures: Path, timeout: int = CELL_TIMEOUT_S,
+            keep_going: bool = False) -> tuple[float, list[str]]:
     """Run `notebook` top to bottom (see the module docstring) and write it with its outputs to `out`.
-    Returns the wall time in seconds."""
+    Returns (wall time in seconds, its error outputs). A failing cell raises nbclient's
+    CellExecutionError, or with `keep_going` is recorded and the later cells still run."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(notebook, as_version=4)
     started = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=keep_going,
                    resources={"metadata": {"path": str(notebook.parent)}}).execute(env=_kernel_env(quick, figures))
     seconds = time.perf_counter() - started
+    errors = [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
     for cell in nb.cells:  # links between tutorials point at their pages in the site
         if cell.cell_type == "markdown":
             cell.source = re.sub(r"\]\((\d+_\w+)\.ipynb(#[^)\s]*)?\)", r"](\1.html\2)", cell.source)
     nbformat.write(nb, out)
-    return seconds
+    return seconds, errors
 
 
 def _duration(seconds: float) -> str:
@@ -121,8 +128,9 @@ def _index(pages: list[Page], quick: bool, total: float) -> str:
              "| tutorial | claim | run time |", "|---|---|---|"]
     for page in pages:
         claim = page.claim.replace("|", "\\|")
+        failed = f" **failed**: {len(page.errors)} error output(s)" if page.errors else ""
         lines.append(f"| [{page.title}]({page.notebook.name}) | {claim} | "
-                     f"{_duration(page.seconds) if page.seconds is not None else ''} |")
+                     f"{_duration(page.seconds) if page.seconds is not None else ''}{failed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -143,11 +151,19 @@ def _mkdocs_yml(pages: list[Page]) -> str:
     return json.dumps(config, indent=2, ensure_ascii=False)  # JSON is YAML
 
 
+class CourseError(OSError):
+    """Tutorials failed in a `keep_going` build; the site was written with their errors shown."""
+
+
 def build(out: str | Path = "course-site", quick: bool = False, only: list[str] | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, keep_going: bool = False, folder: str | Path = TUTORIALS) -> Path:
     """Execute the tutorials and render the site (see the module docstring); returns DIR/site/index.html.
 
     `only`: notebook stems or numbers to include (default: all), e.g. `["00_tour"]` or `["00"]`.
+    `keep_going`: a failing cell does not stop the build: every notebook runs to its end, the site
+    shows the errors where they happened and marks the notebook failed in its index, and then
+    `CourseError` names the failed notebooks. Without it the first failing cell stops the build.
+    `folder`: where the tutorials are (default: this checkout's `tutorials/`).
     """
     try:
         import mkdocs  # noqa: F401
@@ -158,7 +174,7 @@ def build(out: str | Path = "course-site", quick: bool = False, only: list[str] 
                       f"pip install -e \".[course]\"") from None
     from tqdm.auto import tqdm
 
-    pages = tutorials()
+    pages = tutorials(Path(folder))
     if only:
         unknown = [o for o in only if not any(p.notebook.stem == o or p.notebook.stem.split("_")[0] == o for p in pages)]
         if unknown:
@@ -175,7 +191,8 @@ def build(out: str | Path = "course-site", quick: bool = False, only: list[str] 
     bar = tqdm(pages, desc=f"executing tutorials ({'quick' if quick else 'full'} mode)", disable=not progress)
     for page in bar:
         bar.set_postfix_str(page.notebook.stem)
-        page.seconds = execute(page.notebook, docs / page.notebook.name, quick, figures)
+        page.seconds, page.errors = execute(page.notebook, docs / page.notebook.name, quick, figures,
+                                            keep_going=keep_going)
     total = time.perf_counter() - started
     (docs / "index.md").write_text(_index(pages, quick, total), encoding="utf-8")
     (out / "mkdocs.yml").write_text(_mkdocs_yml(pages), encoding="utf-8")
@@ -186,4 +203,8 @@ def build(out: str | Path = "course-site", quick: bool = False, only: list[str] 
     index = site / "index.html"
     if not index.is_file():
         raise OSError(f"mkdocs build wrote no {index}")
+    failed = [p for p in pages if p.errors]
+    if failed:
+        raise CourseError("course build: " + "; ".join(f"{p.notebook.stem} failed ({p.errors[0]})" for p in failed)
+                          + f"; the site shows where: {index}")
     return index

@@ -68,3 +68,34 @@ def test_cli_refuses_an_unknown_tutorial(capsys):
     assert main(["course", "build", "--quick", "--only", "99", "--out", "unused"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("swiftlite: error: course build --only ['99']: no such tutorial") and "00_tour" in err
+
+
+def _notebook(path: Path, title: str, code: list[str]) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n**Claim:** a test page.")]
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in code]
+    nbformat.write(nb, path)
+
+
+@pytest.mark.notebook
+def test_keep_going_renders_the_failure_and_then_fails(tmp_path):
+    pytest.importorskip("mkdocs_jupyter", reason="the course extra is not installed")
+    from nbclient.exceptions import CellExecutionError
+
+    folder = tmp_path / "tutorials"
+    folder.mkdir()
+    _notebook(folder / "00_fine.ipynb", "00 · Fine", ["print('all good')"])
+    _notebook(folder / "01_broken.ipynb", "01 · Broken", ["raise ValueError('boom')", "print('ran after the error')"])
+    with pytest.raises(CellExecutionError, match="boom"):
+        course.build(tmp_path / "stop", quick=True, progress=False, folder=folder)
+    with pytest.raises(course.CourseError, match=r"01_broken failed \(ValueError: boom\)") as err:
+        course.build(tmp_path / "going", quick=True, progress=False, keep_going=True, folder=folder)
+    assert "00_fine" not in str(err.value)
+    site = tmp_path / "going" / "site"
+    broken = (site / "01_broken.html").read_text(encoding="utf-8")
+    assert "boom" in broken and "ran after the error" in broken
+    assert "all good" in (site / "00_fine.html").read_text(encoding="utf-8")
+    index = (tmp_path / "going" / "docs" / "index.md").read_text(encoding="utf-8")
+    assert re.search(r"01 · Broken.*\*\*failed\*\*: 1 error", index) and "00 · Fine" in index
