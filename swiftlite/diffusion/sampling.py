@@ -60,7 +60,8 @@ def make_scheduler(train_scheduler: Any, kind: Any = "ddim", **overrides: Any) -
                              "class such as diffusers.EulerDiscreteScheduler")
         kind = getattr(diffusers, SCHEDULERS[kind.lower()])
     if not hasattr(kind, "from_config"):
-        raise TypeError(f"scheduler={kind!r}: expected 'ddim', 'ddpm' or a diffusers scheduler class (with from_config)")
+        raise TypeError(f"scheduler={kind!r}: expected 'ddim', 'ddpm' or a diffusers scheduler class "
+                        "(one with from_config)")
     return kind.from_config(train_scheduler.config, **{"timestep_spacing": "trailing", **overrides})
 
 

@@ -6,7 +6,7 @@ One training step of a diffusion model (DDPM, Ho et al., arXiv:2006.11239), with
     t ~ U{0, …, T−1},  ε ~ N(0, I)
     x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε                                   (scheduler.add_noise)
     target = ε                          if prediction_type == "epsilon"
-           = √ᾱ_t ε − √(1−ᾱ_t) x₀       if prediction_type == "v_prediction"   (Salimans & Ho, arXiv:2202.00512)
+           = √ᾱ_t ε − √(1−ᾱ_t) x₀       if prediction_type == "v_prediction"   (arXiv:2202.00512)
            = x₀                         if prediction_type == "sample"
     L = ‖f_θ(x_t, t, c) − target‖²
 
