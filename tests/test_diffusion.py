@@ -235,3 +235,36 @@ def test_score_samples_covers_every_prompt(pipe):
     assert images.shape == (8, 16, 16, 3)
     assert np.array_equal(images, sample(pipe, prompts, seed=1, num_inference_steps=3))  # same prompts, same seed
     assert set(metrics) == {"style_accuracy", "prompt_match", "shape_match", "colour_match"}
+
+
+def test_loss_hands_condition_columns_to_the_callers_context(pipe):
+    """The training loss uses the same condition contract as sampling: maps from the batch, as float
+    (B, 1, H, W), entered around the U-Net call."""
+    seen = []
+
+    class Unet(RecordingUNet):
+        def forward(self, x_t, t, encoder_hidden_states):
+            seen.append(("unet", active[-1] if active else None))
+            return super().forward(x_t, t, encoder_hidden_states)
+
+    active = []
+
+    @contextlib.contextmanager
+    def hand_over(condition):
+        active.append(condition)
+        try:
+            yield
+        finally:
+            active.pop()
+
+    data = text_to_image_dataset(pipe.tokenizer, 4, condition_columns=["mask", "edges"], shapes=["circle"])
+    batch = data[:4]
+    loss_fn = TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder, condition_context=hand_over,
+                              condition_columns=["mask", "edges"])
+    loss_fn(Unet(), batch)
+    (_, condition), = seen
+    assert set(condition) == {"mask", "edges"} and not active  # entered for the call, left afterwards
+    assert condition["mask"].shape == (4, 1, 16, 16) and condition["mask"].dtype == torch.float32
+    assert torch.equal(condition["mask"][:, 0], batch["mask"].float())
+    with pytest.raises(ValueError, match="together"):
+        TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder, condition_columns=["mask"])
