@@ -611,6 +611,9 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
                 sum(_numel(p.shape) for p in node.params), sum(_numel(p.shape) for p in node.params if p.trainable))
             if total:
                 text += f"  {total:,} params" + _status_word(total, trainable, applied)
+            tied = [p.tied_to for p in node.params if p.tied_to]
+            if tied:  # counted once, where it was first seen
+                text += f"  (weight shared with {tied[0].rsplit('.', 1)[0]})"
             if in_tuner and node.name == "base_layer":
                 text += "  <- the wrapped op"
             module = base.get_submodule(node.paths[0]) if node.paths[0] else base

@@ -294,3 +294,11 @@ def test_tuner_diagram_labels_fit_their_boxes_alone_and_in_a_given_axes():
     assert any("ResTuning[default]: root (output)" in t.get_text() for t in axes[1].texts)  # the role inside the box
     assert _labels_fit(fig)
     plt.close("all")
+
+
+def test_tuner_diagram_names_a_shared_weight():
+    model, _ = models.gpt2()  # lm_head.weight is transformer.wte.weight
+    fig = viz.tuner_diagram(model, LoRAConfig(target_modules=["c_attn"]))
+    (head,) = [r["text"] for r in fig.diagram_rows if r["text"].startswith("lm_head")]
+    assert head == "lm_head (Linear)  (weight shared with transformer.wte)"
+    plt.close("all")
