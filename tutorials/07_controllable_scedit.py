@@ -25,10 +25,10 @@
 # and masks, compose several conditions with one scale each, and need about 7.9 % of ControlNet's
 # trainable parameters.
 #
-# **Running time** (one torch thread): quick mode (`SWIFTLITE_QUICK=1`) 25 s; full mode (1000 steps per
-# condition) 15 min 15 s wall on the 2-core CPU shared with other jobs (load average ≈ 14), of which
-# 219 s of CPU time, i.e. about 4 min on an idle core. Both measured 2026-11-29 by running the script
-# with `/usr/bin/time`; section 8 prints the time of the run.
+# **Running time** (one torch thread): quick mode (`SWIFTLITE_QUICK=1`) 15 s; full mode (1000 steps for
+# each of the two CSC adapters and for the ControlNet) 16 min 13 s wall on the 2-core CPU shared with other
+# jobs (load average ≈ 10), of which 354 s of CPU time, i.e. about 6 min on an idle core. Both measured
+# 2026-11-29 by running the script with `/usr/bin/time`; section 8 prints the time of the run.
 #
 # **You will learn**
 # * how a condition enters a skip connection: `skip' = skip + Σ_m α_m (c_m + T_m(skip + c_m))`, and
@@ -284,19 +284,38 @@ widgets.interactive(compose, **sliders)
 #
 # The ControlNet baseline is diffusers' own `ControlNetModel.from_unet(unet)` (a trainable copy of the
 # encoder with zero convs into every skip and the mid block;
-# [`swiftlite/diffusion/controlnet.py`](../swiftlite/diffusion/controlnet.py)). Counted per condition:
+# [`swiftlite/diffusion/controlnet.py`](../swiftlite/diffusion/controlnet.py)). We train it on the mask
+# maps exactly as the mask adapter (same data, loss, steps, batch; its own learning rate `CONTROLNET_LR`,
+# since it fine-tunes a copy of pretrained weights) and score its samples the same way. Counted per condition:
 
 # %%
+CONTROLNET_LR = 1e-3
+controlnet_loss = TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder, p_uncond=P_UNCOND, empty_ids=empty_ids,
+                                  condition_columns=["mask"], condition_context=controlnet.conditioned)
+controlnet_history = train(controlnet, train_ds, controlnet_loss, steps=STEPS, batch_size=BATCH_SIZE, lr=CONTROLNET_LR, seed=0)
+controlnet_images = sample(pipe, prompts, unet=controlnet, condition=maps["mask"], condition_context=controlnet.conditioned,
+                           num_inference_steps=SAMPLING_STEPS, seed=0)
+scores["ControlNet (mask)"] = adherence(controlnet_images, maps)
+print(f"mask IoU: CSC-Tuner {scores['mask (α=1)']['mask IoU']:.3f}, ControlNet {scores['ControlNet (mask)']['mask IoU']:.3f}, "
+      f"base {scores['no control (base)']['mask IoU']:.3f}; loss in the last 10 steps: CSC "
+      f"{np.mean(histories['mask'].loss[-10:]):.4f}, ControlNet {np.mean(controlnet_history.loss[-10:]):.4f}")
 controlnet_params = trainable_parameter_count(controlnet)
 encoder_params = sum(p.numel() for k, p in model.adapter_parameters("mask").items() if k.startswith("scecondition_"))
 ratio = csc_params["mask"] / controlnet_params
 print(f"ControlNet (trainable copy of the encoder): {controlnet_params:,} parameters")
 print(f"CSC-Tuner per condition: {csc_params['mask']:,} = {csc_params['mask'] - encoder_params:,} in the skip tuners "
       f"+ {encoder_params:,} in the condition encoder → {100 * ratio:.1f} % of ControlNet (paper, SD-1.5: 7.9 %)")
-fig, ax = plt.subplots(figsize=(6, 2.4))
+fig, (ax, ax_iou) = plt.subplots(1, 2, figsize=(10, 2.6))
 ax.barh(["ControlNet", "CSC-Tuner"], [controlnet_params, csc_params["mask"]], color=["tab:gray", "tab:blue"])
-ax.set_xlabel("trainable parameters per condition")
-ax.set_title(f"unet-tiny: CSC-Tuner = {100 * ratio:.1f} % of ControlNet (paper: 7.9 %)")
+ax.set_xlabel("trainable parameters per condition (thousands)")
+ax.xaxis.set_major_formatter(lambda value, pos: f"{value / 1000:g}k")
+ax.set_title(f"CSC-Tuner = {100 * ratio:.1f} % of ControlNet (paper: 7.9 %)", fontsize=10)
+ax_iou.barh(["base (no control)", "ControlNet (mask)", "CSC-Tuner (mask)"],
+            [scores[k]["mask IoU"] for k in ("no control (base)", "ControlNet (mask)", "mask (α=1)")],
+            color=["tab:olive", "tab:gray", "tab:blue"])
+ax_iou.set_xlim(0, 1), ax_iou.set_xlabel("mask IoU with the condition (held-out prompts)")
+ax_iou.set_title(f"after {STEPS} steps each on unet-tiny", fontsize=10)
+fig.tight_layout()
 viz.save_figure(fig, "07_params")
 assert csc_params["mask"] < controlnet_params
 
@@ -315,6 +334,7 @@ display(Markdown(f"""
 | skip connections tuned | 12 | {len(widths)} |
 | condition encoder share of the CSC-Tuner | small | {100 * encoder_params / csc_params['mask']:.0f} % |
 | mask IoU, base → best adapter ({best}) | (FID / SSIM instead) | {base_iou:.2f} → {scores[f'{best} (α=1)']['mask IoU']:.2f} |
+| mask IoU, CSC-Tuner vs ControlNet (mask, same steps) | comparable control | {scores['mask (α=1)']['mask IoU']:.2f} vs {scores['ControlNet (mask)']['mask IoU']:.2f} |
 
 * The parameter ratio is {'above' if ratio > 0.079 else 'below'} the paper's: at 16 px with 16–32 channels the
   skip tuners ($2C^2 + 2C$ each) are tiny, so the condition encoder ({encoder_params:,} weights) is a large part of
