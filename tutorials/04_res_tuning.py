@@ -27,10 +27,11 @@
 #
 # **Running time**, measured with `jupyter nbconvert --execute` on the project's shared 2-core CPU
 # on 2026-11-29 while other jobs ran (load average ≈ 15): full mode (5 tasks × 3 seeds × 12
-# methods, 60 steps each) 33 min 29 s of wall time, of which the notebook's kernel used 8 min 25 s
-# of CPU time (one torch thread; an idle machine was not available to time it); quick mode
-# (`SWIFTLITE_QUICK=1`: 1 task, 1 seed, 3 steps, the 16-px quick ViT) 41 s. Section 10 prints this
-# run's time.
+# methods, 60 steps each) 23 min 9 s and 33 min 29 s of wall time in two runs (identical
+# accuracies), of which the notebook's kernel used 8 min 5 s and 8 min 25 s of CPU time (one torch
+# thread; an idle machine was not available to time it); quick mode (`SWIFTLITE_QUICK=1`: 1 task, 1
+# seed, 3 steps, the 16-px quick ViT) 41 s. The committed figures come from the 23 min run. Section
+# 10 prints this run's time.
 #
 # **You will learn**
 # * the two equations — Res-Tuning's `x' = OP(x) + T(x)` and the Bypass's side network — and where
