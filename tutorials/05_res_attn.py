@@ -163,13 +163,16 @@ assert all(r["accuracy_mean"] >= 0 for r in summary) and len(summary) == 1 + 3 *
 
 # %%
 fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-for method, marker in [("Res-Attn", "o"), ("LoRA", "s"), ("Adapter", "D")]:
+for k, (method, marker) in enumerate([("Res-Attn", "o"), ("LoRA", "s"), ("Adapter", "D")]):
     points = [ours[f"{method} {'m' if method == 'Adapter' else 'r'}={b[method][0]}"] for b in BUDGETS]
-    left.errorbar([p["trainable_params"] for p in points], [100 * p["accuracy_mean"] for p in points],
-                  yerr=[100 * p["accuracy_std"] for p in points], marker=marker, capsize=3, label=method)
+    left.errorbar([i + 0.12 * (k - 1) for i in range(len(BUDGETS))],  # side by side within each budget
+                  [100 * p["accuracy_mean"] for p in points], yerr=[100 * p["accuracy_std"] for p in points],
+                  marker=marker, linestyle="", capsize=3, label=method)
 left.axhline(100 * ours["linear probe"]["accuracy_mean"], color="gray", linestyle="--", label="linear probe (head only)")
-left.set_xscale("log")
-left.set_xlabel("trainable parameters incl. head (log scale)")
+left.set_xticks(range(len(BUDGETS)), labels=[f"{b['Res-Attn'][1]:,} weights\n(Res-Attn r = {b['Res-Attn'][0]})"
+                                             for b in BUDGETS])
+left.set_xlim(-0.5, len(BUDGETS) - 0.5)
+left.set_xlabel("parameter budget of the tuner (head not counted)")
 left.set_ylabel(f"accuracy, mean over {len(TASKS)} tasks (%)\n(error bar: std over {len(SEEDS)} seeds)")
 left.legend(frameon=False, fontsize=8)
 left.set_title("equal budgets: Res-Attn vs LoRA vs Adapter")
