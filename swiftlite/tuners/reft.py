@@ -46,7 +46,7 @@ from torch.nn.utils.parametrizations import orthogonal
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt
 from ..core.modules import apply_to_hidden
-from ..core.targeting import replace_module
+from ..core.targeting import module_list_at, replace_module
 from ..core.tuner import feature_width
 
 INTERVENTIONS = ("LoreftIntervention", "NoreftIntervention", "DireftIntervention")
@@ -154,15 +154,7 @@ def layer_stack(model: nn.Module, config: ReftConfig) -> tuple[str, nn.ModuleLis
                 return path, module
         raise ValueError("ReftConfig.layer_key: the model has no nn.ModuleList of layers; give the dotted path of "
                          "its layer stack, e.g. 'model.layers'")
-    lists = [p for p, m in model.named_modules() if isinstance(m, nn.ModuleList) and p]
-    try:
-        stack = model.get_submodule(config.layer_key)
-    except AttributeError:
-        stack = None
-    if not isinstance(stack, nn.ModuleList):
-        raise ValueError(f"ReftConfig.layer_key={config.layer_key!r} is not an nn.ModuleList of this model; its "
-                         f"ModuleLists: {lists[:6]}")
-    return config.layer_key, stack
+    return config.layer_key, module_list_at(model, config.layer_key, "ReftConfig.layer_key")
 
 
 @register_tuner
