@@ -321,8 +321,6 @@ class SCETuningTuner(Tuner):
 
     config_class = SCETuningConfig
     layer_class = SCETuningLayer
-    identity_at_init = True
-    mergeable = False
     not_mergeable_reason = "the SC-Tuner is a non-linear MLP on a skip feature; it has no weight to fold into"
 
     @classmethod
