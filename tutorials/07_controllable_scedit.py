@@ -26,9 +26,10 @@
 # trainable parameters.
 #
 # **Running time** (one torch thread): quick mode (`SWIFTLITE_QUICK=1`) 15 s; full mode (1000 steps for
-# each of the two CSC adapters and for the ControlNet) 16 min 13 s wall on the 2-core CPU shared with other
-# jobs (load average ≈ 10), of which 354 s of CPU time, i.e. about 6 min on an idle core. Both measured
-# 2026-11-29 by running the script with `/usr/bin/time`; section 8 prints the time of the run.
+# each of the two CSC adapters and for the ControlNet) 7 min 29 s wall on the 2-core CPU shared with other
+# jobs (336 s of CPU time; an earlier run under heavier load took 16 min 13 s). Both measured 2026-11-29 by
+# running the script with `/usr/bin/time`; section 8 prints the time of the run. The committed figures come
+# from the 7 min 29 s run.
 #
 # **You will learn**
 # * how a condition enters a skip connection: `skip' = skip + Σ_m α_m (c_m + T_m(skip + c_m))`, and
