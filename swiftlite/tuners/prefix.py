@@ -44,7 +44,6 @@ from einops import rearrange
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import NonNegativeFloat, PositiveInt, Target
 from ..core.modules import model_attention, route_attention
-from ..core.targeting import match_modules
 
 ATTN_NAME = "swiftlite_prefix"
 # (attention module, K_pre, V_pre) of the attention call in progress; K_pre, V_pre: (1, H_kv, p, d)
@@ -205,7 +204,7 @@ class PrefixTuner(Tuner):
 
     @classmethod
     def match(cls, model: nn.Module, config: PrefixConfig) -> list[str]:
-        names = match_modules(model, config.target_modules, config_name="PrefixConfig")
+        names = super().match(model, config)  # target_modules, any module type; then: attention modules only
         wrong = [f"{n} ({type(model.get_submodule(n)).__name__})" for n in names
                  if not isinstance(model.get_submodule(n), PrefixLayer) and not _dispatches_attention(model.get_submodule(n))]
         if wrong:
