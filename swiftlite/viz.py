@@ -275,25 +275,13 @@ def adapter_switch_widget(model, inputs: Any, render_fn: Callable[[Any, Any], An
     box.dropdown, box.renders = dropdown, 0
 
     def render(choice: str) -> None:
-        from IPython.display import display
-
         if choice == BASE_MODEL_OPTION:
             with model.disable_adapter():
                 result = render_fn(model, inputs)
         else:
             model.set_active_adapters(choice)
             result = render_fn(model, inputs)
-        output.clear_output(wait=True)
-        with output:
-            if hasattr(result, "savefig"):  # a matplotlib figure: show it once, not twice
-                import matplotlib.pyplot as plt
-
-                display(result)
-                plt.close(result)
-            elif isinstance(result, str):
-                print(result)
-            elif result is not None:
-                display(result)
+        _show_in(output, result)
         box.renders += 1
 
     dropdown.observe(lambda change: render(change["new"]), names="value")
@@ -333,27 +321,32 @@ def knob_widget(control, render: Callable[[Any], Any]):
     box.control, box.output, box.renders, box.last = control, output, 0, None
 
     def show(value: Any) -> None:
-        from IPython.display import display
-
-        result = render(value)
-        output.clear_output(wait=True)
-        with output:
-            for item in result if isinstance(result, tuple) else (result,):
-                if hasattr(item, "savefig"):  # a matplotlib figure: shown once, not twice
-                    import matplotlib.pyplot as plt
-
-                    display(item)
-                    plt.close(item)
-                elif isinstance(item, str):
-                    print(item)
-                elif item is not None:
-                    display(item)
+        _show_in(output, render(value))
         box.renders += 1
         box.last = value
 
     control.observe(lambda change: show(change["new"]), names="value")
     show(control.value)
     return box
+
+
+def _show_in(output: Any, result: Any) -> None:
+    """Replace what a widget's `output` shows with `result`: a figure, a str, any displayable, or a
+    tuple of those (shown one after the other)."""
+    from IPython.display import display
+
+    output.clear_output(wait=True)
+    with output:
+        for item in result if isinstance(result, tuple) else (result,):
+            if hasattr(item, "savefig"):  # a matplotlib figure: shown once, not twice
+                import matplotlib.pyplot as plt
+
+                display(item)
+                plt.close(item)
+            elif isinstance(item, str):
+                print(item)
+            elif item is not None:
+                display(item)
 
 
 # ---- tuner_diagram: a block schematic drawn from the real model ---------------------------------------
