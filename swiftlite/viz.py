@@ -45,12 +45,8 @@ def plot_history(history: Any, labels: str | Sequence[str] | None = None, ax=Non
     """
     import matplotlib.pyplot as plt
 
-    if isinstance(history, Mapping):
-        labels, runs = list(history), list(history.values())
-    elif hasattr(history, "loss"):
-        runs = [history]
-    else:
-        runs = list(history)
+    named, runs = _runs(history, "loss")
+    labels = named if named is not None else labels
     if isinstance(labels, str):
         labels = [labels]
     labels = list(labels) if labels is not None else [f"run {i}" for i in range(len(runs))] if len(runs) > 1 else ["loss"]
@@ -74,6 +70,14 @@ def plot_history(history: Any, labels: str | Sequence[str] | None = None, ax=Non
     return ax
 
 
+def _runs(history: Any, attr: str) -> tuple[list[str] | None, list[Any]]:
+    """(the labels a dict gives, else None; the runs) of one History (it has `attr`), a list of them
+    or a dict {label: history}."""
+    if isinstance(history, Mapping):
+        return list(history), list(history.values())
+    return None, [history] if hasattr(history, attr) else list(history)
+
+
 def plot_evals(history: Any, metric: str, labels: str | Sequence[str] | None = None, ax=None,
                start: float | Sequence[float] | None = None, ylabel: str | None = None, title: str | None = None):
     """Curves of an evaluation metric over training: `history.evals` holds `(step, {metric: value})`
@@ -82,12 +86,8 @@ def plot_evals(history: Any, metric: str, labels: str | Sequence[str] | None = N
     the value before training. Returns the axes."""
     import matplotlib.pyplot as plt
 
-    if isinstance(history, Mapping):
-        labels, runs = list(history), list(history.values())
-    elif hasattr(history, "evals"):
-        runs = [history]
-    else:
-        runs = list(history)
+    named, runs = _runs(history, "evals")
+    labels = named if named is not None else labels
     labels = [labels] if isinstance(labels, str) else list(labels) if labels is not None else [f"run {i}" for i in range(len(runs))]
     starts = [None] * len(runs) if start is None else [start] * len(runs) if isinstance(start, (int, float)) else list(start)
     if len(labels) != len(runs) or len(starts) != len(runs):
