@@ -28,10 +28,11 @@
 # accuracy gap on 3 tasks × 3 seeds at two budgets).
 #
 # **Running time**, measured with `jupyter nbconvert --execute` on the project's shared 2-core CPU
-# on 2026-11-29 while other jobs ran (load average ≈ 15): full mode (3 tasks × 3 seeds × 7 runs, 80
-# steps each) 17 min 30 s of wall time, of which the notebook's kernel used 3 min 48 s of CPU time
-# (one torch thread; an idle machine was not available to time it); quick mode
-# (`SWIFTLITE_QUICK=1`) 38 s. The last section prints this run's time.
+# on 2026-11-29 while other jobs ran: full mode (3 tasks × 3 seeds × 7 runs, 80 steps each) 4 min 9
+# s of wall time at load average ≈ 4 and 17 min 30 s at load average ≈ 15 (identical accuracies);
+# the notebook's kernel used 3 min 18 s and 3 min 48 s of CPU time (one torch thread). Quick mode
+# (`SWIFTLITE_QUICK=1`) 38 s. The committed figure comes from the 4 min run. The last section
+# prints this run's time.
 #
 # **You will learn**
 # * the Res-Attn equation with its shapes and zero-initialised output, and its parameter count;
@@ -222,7 +223,8 @@ ra_time = np.median([ours[f"Res-Attn r={b['Res-Attn'][0]}"]["step_time_s"] for b
 lo_time = np.median([ours[f"LoRA r={b['LoRA'][0]}"]["step_time_s"] for b in BUDGETS])
 display(Markdown("\n".join(f"* {g}" for g in gaps) + f"""
 * Linear probe: {100 * ours['linear probe']['accuracy_mean']:.1f} %. Step time, Res-Attn / LoRA:
-  {ra_time / lo_time:.2f}× (the branch computes a second attention map per block).
+  {ra_time / lo_time:.2f}× ({'the branch computes a second attention map per block' if ra_time > 1.1 * lo_time else
+  'no difference beyond the timing noise of a shared CPU (one measured step batch per method)'}).
 
 This run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK else 'full'} mode).
 """))
