@@ -29,9 +29,12 @@
 # Here: the identity holds to float precision on a real transformers ViT, and five Res-Tuners are
 # trained on a tiny task.
 #
-# **Running time** on a 2-core CPU: full mode 6 min 40 s, quick mode (`SWIFTLITE_QUICK=1`) 45 s,
-# both measured with `jupyter nbconvert --execute` on 2026-11-29 while other jobs shared the CPU;
-# section 5 prints the training time of the run you are reading.
+# **Running time** on a 2-core CPU, measured on 2026-11-29 with `jupyter nbconvert --execute` while
+# two other tutorials ran on the same 2 cores (load average 6–13): full mode 33 min 35 s of wall time
+# but 14 min 2 s of CPU time (832 s user + 9 s sys); the kernel uses at most 2 threads, so on an idle
+# 2-core machine the full run takes at most about those 14 minutes (an estimate from the CPU time, not
+# a measured wall time). Quick mode (`SWIFTLITE_QUICK=1`, 3 variants × 3 steps): 23 s (the notebook
+# test, same day). Section 5 prints the training time of the run you are reading.
 #
 # **You will learn**
 # * why prefix tuning *is* a gated parallel attention, and how to check it on a real model;
