@@ -49,6 +49,25 @@ def test_loreft_rows_are_orthonormal_and_stay_so_through_training():
     torch.testing.assert_close(phi.R @ phi.R.T, torch.eye(R_RANK), atol=1e-5, rtol=0)  # ... and stayed orthonormal
 
 
+def test_loreft_stays_orthonormal_under_weight_decay_and_perturbation():
+    """Regression: with torch's orthogonal(use_trivialization=False), R's column signs come from the stored
+    matrix's diagonal cast to int, so weight decay (or the kit's perturbation) shrinking it below 1 made R = 0."""
+    torch.manual_seed(0)
+    phi = ReftIntervention(D, R_RANK, "LoreftIntervention")
+    stored = phi.rotate_layer.parametrizations.weight.original
+    with torch.no_grad():
+        stored.mul_(0.9)  # every entry shrinks, as weight decay does; the diagonal drops below 1
+    torch.testing.assert_close(phi.R @ phi.R.T, torch.eye(R_RANK), atol=1e-5, rtol=0)
+    optimizer = torch.optim.AdamW(phi.parameters(), lr=0.05, weight_decay=0.5)
+    for _ in range(5):
+        loss = (phi(hidden()) - hidden(1)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.testing.assert_close(phi.R @ phi.R.T, torch.eye(R_RANK), atol=1e-5, rtol=0)
+    assert phi.rotate_layer.parametrizations.weight.original.grad.abs().sum() > 0  # R still receives gradients
+
+
 def test_what_holds_at_init():
     torch.manual_seed(0)
     phi = ReftIntervention(D, R_RANK, "LoreftIntervention")

@@ -6,7 +6,11 @@ by a chosen layer inside an r-dimensional subspace::
     Φ(h) = h + Rᵀ(W h + b − R h)       R ∈ R^{r×d}, orthonormal rows (R Rᵀ = I); W ∈ R^{r×d}, b ∈ R^r
 
 i.e. the component of h in the row space of R, R h, is replaced by W h + b; the rest of h is kept. R
-stays orthonormal through training by `torch.nn.utils.parametrizations.orthogonal`.
+stays orthonormal through training by a parametrization: the stored matrix X (r×d) is free, and
+R = the orthonormal rows of X's QR decomposition (signs fixed so an orthonormal X is its own R), so any
+optimizer step, weight decay or perturbation of X still gives R Rᵀ = I. (torch's
+`parametrizations.orthogonal(use_trivialization=False)` is not safe here: it takes the signs of R's
+columns from X's diagonal cast to int, so weight decay shrinking a diagonal entry below 1 zeroes R.)
 
 `intervention_type` (pyreft's names, as ms-swift passes them on):
 - 'LoreftIntervention': the equation above.
@@ -41,7 +45,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.parametrizations import orthogonal
+from torch.nn.utils import parametrize
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt
@@ -91,6 +95,18 @@ class ReftConfig(SwiftConfig):
         return parsed
 
 
+class OrthonormalRows(nn.Module):
+    """Parametrization R = orthonormal rows spanning X's rows (X: (r, d), r <= d), via QR of Xᵀ."""
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Q, upper = torch.linalg.qr(X.mT)  # Xᵀ = Q U, Q: (d, r) with orthonormal columns
+        signs = torch.where(torch.diagonal(upper, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(Q.dtype)
+        return (Q * signs.unsqueeze(-2)).mT  # flip columns so U's diagonal is positive: unique, and X = R if X is orthonormal
+
+    def right_inverse(self, R: torch.Tensor) -> torch.Tensor:
+        return R
+
+
 class ReftIntervention(nn.Module):
     """One adapter's edit Φ of a d-dim hidden state (names as pyreft's: `rotate_layer`, `learned_source`)."""
 
@@ -102,7 +118,7 @@ class ReftIntervention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         if intervention_type != "NoreftIntervention":
             nn.init.orthogonal_(self.rotate_layer.weight)
-            orthogonal(self.rotate_layer, use_trivialization=False)  # R Rᵀ = I, kept so by training
+            parametrize.register_parametrization(self.rotate_layer, "weight", OrthonormalRows())  # R Rᵀ = I, kept so by training
 
     @property
     def R(self) -> torch.Tensor:
