@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..data.shapes import COLOURS, SHAPES, SIZES, STYLES
+from ..zoo.judge import load_small_model, save_small_model
 
 __all__ = ["StyleClassifier", "style_classifier", "style_accuracy", "prompt_adherence", "object_mask",
            "mask_edges", "mask_iou", "edge_agreement", "world_prompts", "score_samples", "CLASSIFIER_FULL",
@@ -85,23 +86,12 @@ class StyleClassifier(nn.Module):
                 "colour": [self.colours[i] for i in co.argmax(-1)]}
 
     def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        config = {"styles": self.styles, "shapes": self.shapes, "colours": self.colours, "width": self.width,
-                  "accuracy": self.accuracy}
-        (d / "config.json").write_text(json.dumps(config, indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(d / "model.safetensors"))
+        save_small_model(self, directory, {"styles": self.styles, "shapes": self.shapes, "colours": self.colours,
+                                           "width": self.width, "accuracy": self.accuracy})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "StyleClassifier":
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        model = cls(**json.loads((d / "config.json").read_text()))
-        model.load_state_dict(load_file(str(d / "model.safetensors")))
-        return model.eval()
+        return load_small_model(cls, directory)
 
 
 def _train_classifier(p: dict[str, Any], progress: bool) -> StyleClassifier:

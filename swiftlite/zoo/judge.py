@@ -49,22 +49,31 @@ class ShapeColourJudge(nn.Module):
         return [self.shapes[i] for i in s.argmax(-1)], [self.colours[i] for i in c.argmax(-1)]
 
     def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps({"shapes": self.shapes, "colours": self.colours,
-                                                   "width": self.width}, indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(d / "model.safetensors"))
+        save_small_model(self, directory, {"shapes": self.shapes, "colours": self.colours, "width": self.width})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "ShapeColourJudge":
-        from safetensors.torch import load_file
+        return load_small_model(cls, directory)
 
-        d = Path(directory)
-        model = cls(**json.loads((d / "config.json").read_text()))
-        model.load_state_dict(load_file(str(d / "model.safetensors")))
-        return model.eval()
+
+def save_small_model(model: nn.Module, directory: str | Path, config: dict) -> None:
+    """`directory/config.json` (the constructor's keyword arguments) + `model.safetensors`."""
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+
+
+def load_small_model(cls: type, directory: str | Path) -> nn.Module:
+    """The inverse of `save_small_model`: `cls(**config)` with the saved weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    model = cls(**json.loads((d / "config.json").read_text()))
+    model.load_state_dict(load_file(str(d / "model.safetensors")))
+    return model.eval()
 
 
 def train_judge(image_size: int, *, n_train: int, steps: int, seed: int = 0, progress: bool = False,

@@ -96,17 +96,10 @@ def prompt_match(pipe, judge, shapes, colours, *, samples_per_prompt: int, steps
     """Generate for every (shape, colour) prompt and score with the judge."""
     import numpy as np
 
-    from ..data.shapes import POSITIONS
+    from ..diffusion.metrics import world_prompts
 
-    rng = np.random.default_rng(seed)
-    prompts, wanted = [], []
-    for shape in shapes:
-        for colour in colours:
-            for _ in range(samples_per_prompt):
-                position = list(POSITIONS)[rng.integers(len(POSITIONS))]
-                where = "in the center" if position == "center" else f"at the {position}"
-                prompts.append(f"a {colour} {shape} {where}")
-                wanted.append((shape, colour))
+    prompts, wanted_shapes, wanted_colours = world_prompts(shapes, colours, samples_per_prompt, seed)
+    wanted = list(zip(wanted_shapes, wanted_colours))
     images = np.concatenate([pipe(prompts[i:i + 48], num_inference_steps=steps, guidance_scale=guidance_scale,
                                   seed=seed + i) for i in range(0, len(prompts), 48)])
     got_shape, got_colour = judge.predict(images)
