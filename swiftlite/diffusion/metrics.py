@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..data.shapes import COLOURS, SHAPES, SIZES, STYLES
-from ..zoo.judge import load_small_model, save_small_model
+from ..zoo.judge import image_features, load_small_model, save_small_model
 
 __all__ = ["StyleClassifier", "style_classifier", "style_accuracy", "prompt_adherence", "object_mask",
            "mask_edges", "mask_iou", "edge_agreement", "world_prompts", "score_samples", "CLASSIFIER_FULL",
@@ -60,12 +60,7 @@ class StyleClassifier(nn.Module):
         super().__init__()
         self.styles, self.shapes, self.colours, self.width = list(styles), list(shapes), list(colours), width
         self.accuracy = dict(accuracy or {})  # held-out accuracy on real images, per head
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 2·width)
-        )
+        self.features = image_features(width)  # (B, 3, H, W) -> (B, 2·width)
         self.style_head = nn.Linear(2 * width, len(self.styles))
         self.shape_head = nn.Linear(2 * width, len(self.shapes))
         self.colour_head = nn.Linear(2 * width, len(self.colours))

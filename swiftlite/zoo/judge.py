@@ -21,16 +21,21 @@ from torch import nn
 from ..data.shapes import COLOURS, SHAPES
 
 
+def image_features(width: int) -> nn.Sequential:
+    """A small conv encoder: (B, 3, H, W) -> (B, 2·width), three 3×3 convs (two strided) and average pooling."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 2·width)
+    )
+
+
 class ShapeColourJudge(nn.Module):
     def __init__(self, shapes: Sequence[str] = SHAPES, colours: Sequence[str] = tuple(COLOURS), width: int = 32):
         super().__init__()
         self.shapes, self.colours, self.width = list(shapes), list(colours), width
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 2·width)
-        )
+        self.features = image_features(width)  # (B, 3, H, W) -> (B, 2·width)
         self.shape_head = nn.Linear(2 * width, len(self.shapes))
         self.colour_head = nn.Linear(2 * width, len(self.colours))
 
