@@ -30,10 +30,11 @@
 # trained on a tiny task.
 #
 # **Running time** on a 2-core CPU, measured on 2026-11-29 with `jupyter nbconvert --execute` while
-# two other tutorials ran on the same 2 cores (load average 6–13): full mode 33 min 35 s of wall time
-# but 14 min 2 s of CPU time (832 s user + 9 s sys); the kernel uses at most 2 threads, so on an idle
-# 2-core machine the full run takes at most about those 14 minutes (an estimate from the CPU time, not
-# a measured wall time). Quick mode (`SWIFTLITE_QUICK=1`, 3 variants × 3 steps): 23 s (the notebook
+# other tutorials ran on the same 2 cores (load average about 6): full mode 20 min 55 s of wall time
+# but 12 min 10 s of CPU time (720 s user + 10 s sys); the kernel uses at most 2 threads, so on an
+# idle 2-core machine the full run takes at most about those 12 minutes (an estimate from the CPU
+# time, not a measured wall time; an earlier run under heavier load: 33 min 35 s wall, 14 min 2 s
+# CPU, the same results). Quick mode (`SWIFTLITE_QUICK=1`, 3 variants × 3 steps): 23 s (the notebook
 # test, same day). Section 5 prints the training time of the run you are reading.
 #
 # **You will learn**
