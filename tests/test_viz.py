@@ -227,9 +227,10 @@ def test_tuner_diagram_draws_every_registered_tuner():
     from swiftlite.core.layer import TunerLayer
     from tests.test_conformance import CASES
 
-    missing = sorted(set(TUNERS) - set(CASES))
+    public = sorted(t for t in TUNERS if not t.startswith("_"))  # other tests register private `_TEST_*` tuners
+    missing = sorted(set(public) - set(CASES))
     assert not missing, f"no conformance case (tests/test_conformance.py CASES) to draw for {missing}"
-    for swift_type in sorted(TUNERS):
+    for swift_type in public:
         family, make = next(iter(CASES[swift_type].items()))
         model, _ = models.MODELS[family]()
         before = _snapshot(model)

@@ -245,6 +245,46 @@ class TunerLayer(nn.Module):
         return f"adapters={self.adapter_names}, merged={self.merged_adapters}"
 
 
+class HookedAdapter(TunerLayer):
+    """A tuner module that holds exactly one adapter, attached to the model as a child of its own and
+    wired in by forward hooks (`handles`) instead of wrapping a module: ResTuning's bypass, SCEdit's
+    condition encoder. Its weights are the child named by `weights_attribute`; `clear_state` drops
+    what the hooks keep between calls."""
+
+    weights_attribute: str = ""
+
+    def __init__(self, adapter_name: str) -> None:
+        super().__init__(None)
+        self.adapter_name: str | None = adapter_name
+        self.handles: list = []
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return [self.adapter_name] if self.adapter_name is not None else []
+
+    def adapter_modules(self, adapter_name: str):
+        if adapter_name == self.adapter_name:
+            yield self.weights_attribute, getattr(self, self.weights_attribute)
+
+    def is_adapter_attribute(self, name: str) -> bool:
+        return name == self.weights_attribute and self.adapter_name is not None
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        if adapter_name == self.adapter_name:
+            for handle in self.handles:
+                handle.remove()
+            self.handles.clear()
+            self.clear_state()
+            self.adapter_name = None
+
+    def clear_state(self) -> None:
+        """Forget per-call state kept by the hooks (subclasses override)."""
+
+    def unwrap(self) -> None:
+        return None  # nothing was wrapped: the child is simply removed
+
+
 def tuner_layers(model: nn.Module) -> Iterator[tuple[str, TunerLayer]]:
     """(name, layer) of every tuner layer in `model`."""
     for name, module in model.named_modules():

@@ -94,3 +94,14 @@ def _is_adapter_path(root: nn.Module, name: str) -> Iterator[bool]:
     for part in name.split("."):
         yield isinstance(module, TunerLayer) and module.is_adapter_attribute(part)
         module = module._modules.get(part) if module is not None else None
+
+
+def rename_attached(weights: dict, prefix: str, adapter_name: str) -> dict:
+    """Keys of a module attached to the model as `<prefix><saved name>` (`restuning_x.…`), renamed to
+    this adapter's `<prefix><adapter_name>.…`; other keys unchanged. For tuners whose child module is
+    named after the adapter, when a checkpoint saved as `x` is loaded under another name."""
+    out = {}
+    for key, value in weights.items():
+        head, _, rest = key.partition(".")
+        out[f"{prefix}{adapter_name}.{rest}" if head.startswith(prefix) else key] = value
+    return out

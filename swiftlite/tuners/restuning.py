@@ -57,10 +57,11 @@ from typing import Any, ClassVar, Literal, Union
 import torch
 import torch.nn as nn
 
-from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core import SwiftConfig, Tuner, register_tuner
 from ..core.config import Index, PositiveInt, Target
-from ..core.layer import canonical_name
+from ..core.layer import HookedAdapter, canonical_name
 from ..core.modules import apply_to_hidden, hidden_of
+from ..core.params import rename_attached
 from ..core.targeting import match_modules, name_matches
 from .restuning_components import ResTunerBypassBlock, block_cfgs
 
@@ -165,18 +166,18 @@ class _Target:
         return tuple(args), kwargs
 
 
-class ResTuningBypassModule(TunerLayer):
+class ResTuningBypassModule(HookedAdapter):
     """The side network of one adapter (`restuning_<name>`, a child of the model) and its hooks."""
 
+    weights_attribute = "bypass_blocks"
+
     def __init__(self, config: ResTuningConfig, depth: int, adapter_name: str) -> None:
-        super().__init__(None)
-        self.adapter_name: str | None = adapter_name
+        super().__init__(adapter_name)
         self.use_bypass = config.use_bypass
         self.depth = depth
         # thread -> {slot: feature of this forward} (slot 0: x_0, slot i: s_i); per thread, since threads
         # may run the model at the same time (USE_UNIQUE_THREAD=0)
         self._features: dict[int, dict[int, torch.Tensor]] = {}
-        self.handles: list = []
         self.slot_names: dict[int, str] = {}
         self.target: tuple[str, int | str, str] | None = None  # (name, target_hidden_pos, hook side)
         self.collect: dict[str, torch.Tensor] | None = None  # set by multi_task_forward
@@ -191,29 +192,8 @@ class ResTuningBypassModule(TunerLayer):
                                 upsample_out_channels=of(config.upsample_out_channels, i))
             for i in range(depth)])
 
-    # ---- TunerLayer bookkeeping: one adapter, whose weights are `bypass_blocks` --------------------
-    @property
-    def adapter_names(self) -> list[str]:
-        return [self.adapter_name] if self.adapter_name is not None else []
-
-    def adapter_modules(self, adapter_name: str):
-        if adapter_name == self.adapter_name:
-            yield "bypass_blocks", self.bypass_blocks
-
-    def is_adapter_attribute(self, name: str) -> bool:
-        return name == "bypass_blocks" and self.adapter_name is not None
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        super().delete_adapter(adapter_name)
-        if adapter_name == self.adapter_name:
-            for handle in self.handles:
-                handle.remove()
-            self.handles.clear()
-            self._features.clear()
-            self.adapter_name = None
-
-    def unwrap(self) -> None:
-        return None  # nothing was wrapped: the child is simply removed
+    def clear_state(self) -> None:
+        self._features.clear()
 
     # ---- hooks and the bypass itself ------------------------------------------------------------
     def probe(self, module: nn.Module, name: str, slot: int, side: str) -> None:
@@ -329,11 +309,7 @@ class ResTuningTuner(Tuner):
     def from_saved_state(cls, model: nn.Module, config: ResTuningConfig, weights: dict[str, Any],
                          adapter_name: str) -> dict[str, Any]:
         """A checkpoint saved as adapter `x` names its weights `restuning_x.…`: load them as this adapter's."""
-        out = {}
-        for key, value in weights.items():
-            head, _, rest = key.partition(".")
-            out[f"restuning_{adapter_name}.{rest}" if head.startswith("restuning_") else key] = value
-        return out
+        return rename_attached(weights, "restuning_", adapter_name)
 
 
 # ---- multi-task inference: one backbone forward, K bypasses ----------------------------------------------

@@ -71,6 +71,7 @@ from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import PositiveFloat, PositiveInt, Target
 from ..core.layer import tuner_layers
 from ..core.modules import innermost_base_layer
+from ..core.params import rename_attached
 from ..core.targeting import match_modules
 from ..core.tuner import forward_arguments
 from .scetuning_condition import (ConditionEncoder, ConditionHints, HintProbe, fit_hint, hint_target_levels,
@@ -428,8 +429,4 @@ class SCETuningTuner(Tuner):
     def from_saved_state(cls, model: nn.Module, config: SCETuningConfig, weights: dict[str, Any],
                          adapter_name: str) -> dict[str, Any]:
         """The built-in encoder of a checkpoint saved as adapter `x` is `scecondition_x.…`: load it as this adapter's."""
-        out = {}
-        for key, value in weights.items():
-            head, _, rest = key.partition(".")
-            out[f"scecondition_{adapter_name}.{rest}" if head.startswith("scecondition_") else key] = value
-        return out
+        return rename_attached(weights, "scecondition_", adapter_name)

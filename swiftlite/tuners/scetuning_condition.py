@@ -60,6 +60,7 @@ import torch
 import torch.nn as nn
 
 from ..core import TunerLayer
+from ..core.layer import HookedAdapter
 
 PAPER_CONDITION_DIMS = (16, 32, 96, 256)  # the paper's cascade widths (3→16→16→32→32→96→96→256)
 
@@ -122,42 +123,22 @@ def _as_map(condition: torch.Tensor, where: str) -> torch.Tensor:
     return condition
 
 
-class ConditionHints(TunerLayer):
+class ConditionHints(HookedAdapter):
     """The built-in condition encoder of one CSC adapter (`scecondition_<adapter>`, a child of the model),
     the condition it was given and the hints it computed in the current forward."""
 
+    weights_attribute = "encoder"
+
     def __init__(self, adapter_name: str, encoder: ConditionEncoder, in_channels: int) -> None:
-        super().__init__(None)
-        self.adapter_name: str | None = adapter_name
+        super().__init__(adapter_name)
         self.encoder = encoder
         self.in_channels = in_channels
         self.condition: torch.Tensor | None = None
         self._hints: dict[int, list[torch.Tensor]] = {}  # thread -> hints of this forward
-        self.handles: list = []
 
-    # ---- TunerLayer bookkeeping: one adapter, whose weights are `encoder` ---------------------------
-    @property
-    def adapter_names(self) -> list[str]:
-        return [self.adapter_name] if self.adapter_name is not None else []
-
-    def adapter_modules(self, adapter_name: str):
-        if adapter_name == self.adapter_name:
-            yield "encoder", self.encoder
-
-    def is_adapter_attribute(self, name: str) -> bool:
-        return name == "encoder" and self.adapter_name is not None
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        super().delete_adapter(adapter_name)
-        if adapter_name == self.adapter_name:
-            for handle in self.handles:
-                handle.remove()
-            self.handles.clear()
-            self._hints.clear()
-            self.adapter_name, self.condition = None, None
-
-    def unwrap(self) -> None:
-        return None  # nothing was wrapped: the child is simply removed
+    def clear_state(self) -> None:
+        self._hints.clear()
+        self.condition = None
 
     # ---- the hints ---------------------------------------------------------------------------------
     def attach(self, root: nn.Module) -> None:
