@@ -29,13 +29,12 @@
 # Here: the identity holds to float precision on a real transformers ViT, and five Res-Tuners are
 # trained on a tiny task.
 #
-# **Running time** on a 2-core CPU, measured on 2026-11-29 with `jupyter nbconvert --execute` while
-# other tutorials ran on the same 2 cores (load average about 6): full mode 20 min 55 s of wall time
-# but 12 min 10 s of CPU time (720 s user + 10 s sys); the kernel uses at most 2 threads, so on an
-# idle 2-core machine the full run takes at most about those 12 minutes (an estimate from the CPU
-# time, not a measured wall time; an earlier run under heavier load: 33 min 35 s wall, 14 min 2 s
-# CPU, the same results). Quick mode (`SWIFTLITE_QUICK=1`, 3 variants × 3 steps): 23 s (the notebook
-# test, same day). Section 5 prints the training time of the run you are reading.
+# **Running time**, measured with `jupyter nbconvert --execute` on the project's 2-core CPU: full mode
+# **1 min 30 s** (2026-11-30, one torch thread, the only other job on the machine one more notebook
+# on the other core; 83 s of CPU time). While six other tutorials shared the same 2 cores it took
+# 20 min 55 s and 33 min 35 s of wall time (2026-11-29, load average 6 and 15), with the same results.
+# Quick mode (`SWIFTLITE_QUICK=1`, 3 variants × 3 steps): 23 s. Section 5 prints the training time of
+# the run you are reading.
 #
 # **You will learn**
 # * why prefix tuning *is* a gated parallel attention, and how to check it on a real model;

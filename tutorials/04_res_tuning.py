@@ -25,13 +25,12 @@
 # ViT-B/16, 0.55 % of the parameters trained), and Res-Tuning-Bypass cuts training memory by 49.7 %
 # and multi-task inference time by 80.9 % (19 VTAB tasks sharing one backbone forward).
 #
-# **Running time**, measured with `jupyter nbconvert --execute` on the project's shared 2-core CPU
-# on 2026-11-29 while other jobs ran: full mode (5 tasks × 3 seeds × 12 methods, 60 steps each) 16
-# min 35 s of wall time at load average ≈ 5–6, and 23 min 9 s and 33 min 29 s in two runs at load
-# average ≈ 15 (identical accuracies); the notebook's kernel used 8 min 3 s, 8 min 5 s and 8 min 25
-# s of CPU time (one torch thread). Quick mode (`SWIFTLITE_QUICK=1`: 1 task, 1 seed, 3 steps, the
-# 16-px quick ViT) 41 s. The committed figures come from the 16 min run. Section 10 prints this
-# run's time.
+# **Running time**, measured with `jupyter nbconvert --execute` on the project's 2-core CPU: full mode
+# (5 tasks × 3 seeds × 12 methods, 60 steps each) **7 min 15 s** (2026-11-30, one torch thread, the
+# only other job one more notebook on the other core; 430 s of CPU time). While other tutorials shared
+# the 2 cores (2026-11-29) it took 16 min 35 s at load average ≈ 5–6 and 23 min 9 s / 33 min 29 s at
+# ≈ 15, with identical accuracies. Quick mode (`SWIFTLITE_QUICK=1`: 1 task, 1 seed, 3 steps, the 16-px
+# quick ViT) 41 s. The committed figures come from the 7 min run. Section 10 prints this run's time.
 #
 # **You will learn**
 # * the two equations — Res-Tuning's `x' = OP(x) + T(x)` and the Bypass's side network — and where
