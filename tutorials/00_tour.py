@@ -26,12 +26,12 @@
 # holds two such adapters that can be switched, saved, reloaded and merged without changing each
 # other.
 #
-# **Running time** on a shared 2-core CPU, measured with `jupyter nbconvert --execute`
-# (2026-11-29): full mode 6 min 50 s with the CPU nearly free, 15 min 42 s and 32 min 56 s while
-# other jobs shared it (the last with six other notebooks running, load average 15): one of its
-# three 300-step trainings of a 0.16 M-parameter model took 84 s, 437 s and 632 s — the load
-# decides; all three runs gave the same results. Quick mode (`SWIFTLITE_QUICK=1`) 1 min 30 s
-# (2 min 20 s under that load). Section 8 prints this run's times.
+# **Running time**, measured with `jupyter nbconvert --execute` on the project's 2-core CPU: full mode
+# **24 s** with one torch thread and one other notebook on the other core (2026-11-30; the 300-step
+# training takes 6 s). With torch's default threads on a CPU shared with other jobs it took 6 min 50 s,
+# 15 min 42 s and 32 min 56 s (2026-11-29): the load decides, the results were the same every time.
+# If it is slow for you, `torch.set_num_threads(1)` usually helps on a busy CPU. Quick mode
+# (`SWIFTLITE_QUICK=1`) 1 min 30 s under load. Section 8 prints this run's times.
 #
 # **You will learn**
 # * to check a `target_modules` pattern with `show` before attaching anything, then attach LoRA

@@ -34,9 +34,9 @@
 #
 # **Running time** on a 2-core CPU (one torch thread): quick mode (`SWIFTLITE_QUICK=1`, 3 steps
 # per tuner) 16 s; full mode (19 configurations × 120 steps, plus exact match on 100 prompts each)
-# 13 min 14 s while other jobs shared the CPU (347 s of CPU time; the 15-config version without
-# exact match took 4 min 8 s on a quieter CPU). Measured with `jupyter nbconvert --execute` on
-# 2026-11-29/30; section 5 prints the time of every run. The committed figures come from the 13 min run.
+# **5 min 15 s** with one other notebook on the other core (2026-11-30, 312 s of CPU time), 13 min 14 s
+# while several jobs shared the CPU (2026-11-29). Measured with `jupyter nbconvert --execute`; section 5
+# prints the time of every run. The committed figures come from the 5 min run.
 #
 # **You will learn**
 # * how to run every registered tuner on one model with `compare_tuners`, and what each one costs
