@@ -180,7 +180,8 @@ def measure(
 
     Returns a row: name, trainable_params, total_params, trainable_percent, step_time_s,
     step_time_iqr_s, throughput (samples/s, batch size = dim 0 of the batch's first tensor),
-    peak_memory_bytes, memory_method, device.
+    peak_memory_bytes, memory_parts_bytes (CPU: the four terms of the count above, by name; CUDA:
+    None), memory_method, device.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"measure(): need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}.")
@@ -218,6 +219,7 @@ def measure(
             _sync(device)
             times.append(time.perf_counter() - t0)
 
+        parts = None
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device)
             method = "cuda-allocator-peak"
@@ -235,6 +237,8 @@ def measure(
                 if isinstance(v, torch.Tensor)
             )
             peak = param_bytes + saved + grad_bytes + state_bytes
+            parts = {"parameters": param_bytes, "saved for backward": saved, "gradients": grad_bytes,
+                     "optimizer state": state_bytes}
             method = "saved-for-backward+params+grads+optimizer-state"
     finally:
         with torch.no_grad():
@@ -255,6 +259,7 @@ def measure(
         "step_time_iqr_s": iqr,
         "throughput": batch_size / median if median > 0 else float("nan"),
         "peak_memory_bytes": int(peak),
+        "memory_parts_bytes": parts,
         "memory_method": method,
         "device": str(device),
     }
@@ -338,14 +343,15 @@ def _format_cell(column: str, value: Any) -> str:
 
 
 def to_markdown(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A markdown table of ``rows``; ``columns`` defaults to the keys of the first row.
+    """A markdown table of ``rows``; ``columns`` defaults to the keys of the first row (except
+    dict-valued ones such as ``memory_parts_bytes``).
 
     Integers get thousands separators, ``*_bytes`` columns are shown in MiB, floats with 4
     significant digits (ratios with 3).
     """
     if not rows:
         return ""
-    columns = list(columns or rows[0].keys())
+    columns = list(columns or [k for k, v in rows[0].items() if not isinstance(v, dict)])
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(_format_cell(c, row.get(c)) for c in columns) + " |")

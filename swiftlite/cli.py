@@ -3,7 +3,7 @@
     swiftlite zoo build [NAME] [--quick]     build tiny backbones and print their quality figures
     swiftlite zoo list                       list backbones, shipped builds and their figures
     swiftlite show MODEL_DIR                 print the structure tree of a saved transformers model
-    swiftlite course build [--quick] [--out DIR] [--only NN ...] [--keep-going]
+    swiftlite course build [--quick] [--out DIR] [--only NN ...] [--keep-going] [--jobs N] [--resume]
                                              execute every tutorial, render the course site
     swiftlite --version
 
@@ -61,6 +61,10 @@ def _main(argv: list[str]) -> int:
     course_build.add_argument("--only", nargs="+", metavar="NN", help="only these tutorials (numbers or names)")
     course_build.add_argument("--keep-going", action="store_true",
                               help="run every notebook to its end, show errors in the site, then fail")
+    course_build.add_argument("--jobs", type=int, default=1, metavar="N",
+                              help="notebooks run at once (default 1; each gets cores/N torch threads)")
+    course_build.add_argument("--resume", action="store_true",
+                              help="skip tutorials already run unchanged, in this mode, into --out")
     if argv[:1] == ["zoo"]:
         from .zoo import cli_main
 
@@ -71,7 +75,8 @@ def _main(argv: list[str]) -> int:
     if args.command == "course":
         from .course import build
 
-        index = build(args.out, quick=args.quick, only=args.only, keep_going=args.keep_going)
+        index = build(args.out, quick=args.quick, only=args.only, keep_going=args.keep_going, jobs=args.jobs,
+                      resume=args.resume)
         print(f"course site: {index} (serve it: python -m http.server -d {index.parent})")
     return 0
 

@@ -5,6 +5,8 @@
     swiftlite course build --out DIR       # default: ./course-site
     swiftlite course build --only 00 01    # a subset
     swiftlite course build --keep-going    # a failing notebook does not stop the build (see build)
+    swiftlite course build --jobs 2        # two notebooks at a time (one torch thread each by default)
+    swiftlite course build --resume        # skip tutorials this folder already ran, unchanged, in this mode
     python -m http.server -d DIR/site      # then open http://localhost:8000
 
 What `build` does:
@@ -13,9 +15,10 @@ What `build` does:
    figures land in the outputs, `SWIFTLITE_FIGURES` pointing into DIR so the repository's committed
    figures are never overwritten), with a progress bar; a failing cell stops the build naming the
    notebook and the cell;
-2. writes DIR/docs: the executed notebooks and an `index.md` (the table of contents: each
-   tutorial's title and claim, in number order, and how long it took to run), plus DIR/mkdocs.yml
-   with the same order as its navigation;
+   Each run is recorded beside the executed notebook (DIR/docs/.runs/NN_name.json: mode, the source
+   notebook's SHA-256, seconds, errors), which is what `resume` reads;
+2. writes DIR/docs/index.md (the table of contents: each tutorial's title and claim, in number
+   order, and how long it took to run) and DIR/mkdocs.yml with the same order as its navigation;
 3. runs `mkdocs build` into DIR/site (a folder of static HTML that needs no server logic; open
    `DIR/site/index.html` or serve the folder).
 
@@ -27,6 +30,7 @@ Needs the `course` extra: `pip install -e ".[course]"` (mkdocs-material, mkdocs-
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CourseError", "Page", "tutorials", "build"]
+__all__ = ["CourseError", "Page", "tutorials", "run_tutorials", "render", "build"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
@@ -78,8 +82,10 @@ def tutorials(folder: Path = TUTORIALS) -> list[Page]:
     return [_page(nb) for nb in notebooks]
 
 
-def _kernel_env(quick: bool, figures: Path) -> dict[str, str]:
+def _kernel_env(quick: bool, figures: Path, threads: int | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "SWIFTLITE_QUICK")}
+    if threads and "OMP_NUM_THREADS" not in env:  # notebooks side by side: share the cores, do not oversubscribe
+        env["OMP_NUM_THREADS"] = str(threads)
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false", "SWIFTLITE_FIGURES": str(figures),
                 "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
@@ -89,7 +95,7 @@ def _kernel_env(quick: bool, figures: Path) -> dict[str, str]:
 
 
 def execute(notebook: Path, out: Path, quick: bool, figures: Path, timeout: int = CELL_TIMEOUT_S,
-            keep_going: bool = False) -> tuple[float, list[str]]:
+            keep_going: bool = False, threads: int | None = None) -> tuple[float, list[str]]:
     """Run `notebook` top to bottom (see the module docstring) and write it with its outputs to `out`.
     Returns (wall time in seconds, its error outputs). A failing cell raises nbclient's
     CellExecutionError, or with `keep_going` is recorded and the later cells still run."""
@@ -99,7 +105,7 @@ def execute(notebook: Path, out: Path, quick: bool, figures: Path, timeout: int 
     nb = nbformat.read(notebook, as_version=4)
     started = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=keep_going,
-                   resources={"metadata": {"path": str(notebook.parent)}}).execute(env=_kernel_env(quick, figures))
+                   resources={"metadata": {"path": str(notebook.parent)}}).execute(env=_kernel_env(quick, figures, threads))
     seconds = time.perf_counter() - started
     errors = [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
               for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -115,16 +121,18 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {s} s" if minutes else f"{s} s"
 
 
-def _index(pages: list[Page], quick: bool, total: float) -> str:
+def _index(pages: list[Page], quick: bool, wall: float | None) -> str:
     from . import __version__
 
     mode = "quick mode (`SWIFTLITE_QUICK=1`: fewer steps, numbers not meaningful)" if quick else "full mode"
+    total = sum(p.seconds or 0.0 for p in pages)
+    timing = f"run times add up to {_duration(total)}" + (f" ({_duration(wall)} wall time)" if wall else "")
     lines = ["# swiftlite: the course", "",
              "Parameter-efficient tuning with readable code: each tutorial states a paper's claim, draws where the "
              "tuner attaches from the real model, runs it on a CPU, checks the result with `assert`s and ends with "
              "exercises. The pages show the outputs of one run; to change a knob, open the notebook in JupyterLab.",
              "", f"Built with swiftlite {__version__} on {time.strftime('%Y-%m-%d %H:%M %Z')}, {mode}: "
-             f"{len(pages)} tutorial{'s' if len(pages) != 1 else ''} executed in {_duration(total)} in all.", "",
+             f"{len(pages)} tutorial{'s' if len(pages) != 1 else ''} executed; {timing}.", "",
              "| tutorial | claim | run time |", "|---|---|---|"]
     for page in pages:
         claim = page.claim.replace("|", "\\|")
@@ -144,6 +152,7 @@ def _mkdocs_yml(pages: list[Page]) -> str:
         "theme": {"name": "material", "font": False,  # no web fonts: the site works offline
                   "features": ["navigation.indexes", "toc.follow"]},
         "nav": nav,
+        "exclude_docs": ".runs/",
         "plugins": [{"search": {}}, {"mkdocs-jupyter": {"execute": False, "include_source": False,
                                                        "ignore_h1_titles": True}}],
         "markdown_extensions": ["tables"],
@@ -155,16 +164,98 @@ class CourseError(OSError):
     """Tutorials failed in a `keep_going` build; the site was written with their errors shown."""
 
 
-def build(out: str | Path = "course-site", quick: bool = False, only: list[str] | None = None,
-          progress: bool = True, keep_going: bool = False, folder: str | Path = TUTORIALS) -> Path:
-    """Execute the tutorials and render the site (see the module docstring); returns DIR/site/index.html.
+def _select(pages: list[Page], only: list[str] | None) -> list[Page]:
+    if not only:
+        return pages
+    unknown = [o for o in only if not any(p.notebook.stem == o or p.notebook.stem.split("_")[0] == o for p in pages)]
+    if unknown:
+        raise ValueError(f"course build --only {unknown}: no such tutorial; have {[p.notebook.stem for p in pages]}")
+    return [p for p in pages if p.notebook.stem in only or p.notebook.stem.split("_")[0] in only]
 
-    `only`: notebook stems or numbers to include (default: all), e.g. `["00_tour"]` or `["00"]`.
-    `keep_going`: a failing cell does not stop the build: every notebook runs to its end, the site
-    shows the errors where they happened and marks the notebook failed in its index, and then
-    `CourseError` names the failed notebooks. Without it the first failing cell stops the build.
-    `folder`: where the tutorials are (default: this checkout's `tutorials/`).
+
+def _record_path(docs: Path, page: Page) -> Path:
+    return docs / ".runs" / f"{page.notebook.stem}.json"
+
+
+def _source_sha(notebook: Path) -> str:
+    return hashlib.sha256(notebook.read_bytes()).hexdigest()
+
+
+def _recorded(docs: Path, page: Page, quick: bool) -> dict | None:
+    """The record of an earlier successful run of this tutorial's current source in this mode, if any."""
+    record_path = _record_path(docs, page)
+    if not record_path.is_file() or not (docs / page.notebook.name).is_file():
+        return None
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    fresh = record.get("quick") == quick and record.get("source_sha256") == _source_sha(page.notebook)
+    return record if fresh and not record.get("errors") else None
+
+
+def _run_one(notebook: Path, docs: Path, quick: bool, figures: Path, keep_going: bool,
+             threads: int | None) -> tuple[float, list[str]]:
+    """Execute one tutorial into `docs` and record the run (a top-level function: worker processes call it)."""
+    sha = _source_sha(notebook)
+    seconds, errors = execute(notebook, docs / notebook.name, quick, figures, keep_going=keep_going, threads=threads)
+    record = {"quick": quick, "source_sha256": sha, "seconds": seconds, "errors": errors}
+    (docs / ".runs").mkdir(exist_ok=True)
+    (docs / ".runs" / f"{notebook.stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return seconds, errors
+
+
+def run_tutorials(out: str | Path = "course-site", quick: bool = False, only: list[str] | None = None,
+                  progress: bool = True, keep_going: bool = False, folder: str | Path = TUTORIALS,
+                  jobs: int = 1, resume: bool = False) -> list[Page]:
+    """Step 1 of `build`: execute the tutorials into OUT/docs (figures into OUT/figures) and return
+    their pages with `seconds` and `errors` filled in.
+
+    `jobs`: how many notebooks run at once, each in its own process and kernel; unless
+    OMP_NUM_THREADS is set, each kernel gets (CPU cores / jobs) torch threads.
+    `resume`: a tutorial whose executed notebook and run record are already in OUT/docs, from the
+    same source notebook, in the same mode and without errors, is not run again (its recorded
+    time is reused). Without it OUT/docs starts empty.
     """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    if jobs < 1:
+        raise ValueError(f"course build --jobs {jobs}: need at least 1 notebook at a time")
+    pages = _select(tutorials(Path(folder)), only)
+    out = Path(out).resolve()
+    docs, figures = out / "docs", out / "figures"
+    if docs.exists() and not resume:
+        shutil.rmtree(docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for page in pages:
+        record = _recorded(docs, page, quick) if resume else None
+        if record:
+            page.seconds, page.errors = record["seconds"], record["errors"]
+        else:
+            todo.append(page)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    bar = tqdm(total=len(todo), desc=f"executing tutorials ({'quick' if quick else 'full'} mode)",
+               disable=not progress or not todo)
+    if jobs == 1:
+        for page in todo:
+            bar.set_postfix_str(page.notebook.stem)
+            page.seconds, page.errors = _run_one(page.notebook, docs, quick, figures, keep_going, None)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run_one, p.notebook, docs, quick, figures, keep_going, threads): p for p in todo}
+            for future in as_completed(futures):
+                page = futures[future]
+                page.seconds, page.errors = future.result()  # a failing cell (without keep_going) raises here
+                bar.set_postfix_str(page.notebook.stem)
+                bar.update()
+    bar.close()
+    return pages
+
+
+def _needs_mkdocs() -> None:
     try:
         import mkdocs  # noqa: F401
         import mkdocs_jupyter  # noqa: F401
@@ -172,29 +263,21 @@ def build(out: str | Path = "course-site", quick: bool = False, only: list[str] 
     except ImportError as err:
         raise OSError(f"course build needs MkDocs Material and mkdocs-jupyter ({err.name} is missing): "
                       f"pip install -e \".[course]\"") from None
-    from tqdm.auto import tqdm
 
-    pages = tutorials(Path(folder))
-    if only:
-        unknown = [o for o in only if not any(p.notebook.stem == o or p.notebook.stem.split("_")[0] == o for p in pages)]
-        if unknown:
-            raise ValueError(f"course build --only {unknown}: no such tutorial; have {[p.notebook.stem for p in pages]}")
-        pages = [p for p in pages if p.notebook.stem in only or p.notebook.stem.split("_")[0] in only]
+
+def render(out: str | Path, pages: list[Page], quick: bool, wall: float | None = None) -> Path:
+    """Steps 2 and 3 of `build`: the contents page, mkdocs.yml and the static site from the executed
+    notebooks in OUT/docs; returns OUT/site/index.html. Raises CourseError (after writing the site)
+    when a page recorded errors."""
+    _needs_mkdocs()
     out = Path(out).resolve()
-    docs, site, figures = out / "docs", out / "site", out / "figures"
-    for folder in (docs, site):
-        if folder.exists():
-            shutil.rmtree(folder)
-    docs.mkdir(parents=True)
-    figures.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    bar = tqdm(pages, desc=f"executing tutorials ({'quick' if quick else 'full'} mode)", disable=not progress)
-    for page in bar:
-        bar.set_postfix_str(page.notebook.stem)
-        page.seconds, page.errors = execute(page.notebook, docs / page.notebook.name, quick, figures,
-                                            keep_going=keep_going)
-    total = time.perf_counter() - started
-    (docs / "index.md").write_text(_index(pages, quick, total), encoding="utf-8")
+    docs, site = out / "docs", out / "site"
+    missing = [p.notebook.name for p in pages if not (docs / p.notebook.name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"course render: {missing} not executed into {docs}; run run_tutorials first")
+    if site.exists():
+        shutil.rmtree(site)
+    (docs / "index.md").write_text(_index(pages, quick, wall), encoding="utf-8")
     (out / "mkdocs.yml").write_text(_mkdocs_yml(pages), encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(out / "mkdocs.yml")],
                             cwd=out, capture_output=True, text=True)
@@ -208,3 +291,21 @@ def build(out: str | Path = "course-site", quick: bool = False, only: list[str] 
         raise CourseError("course build: " + "; ".join(f"{p.notebook.stem} failed ({p.errors[0]})" for p in failed)
                           + f"; the site shows where: {index}")
     return index
+
+
+def build(out: str | Path = "course-site", quick: bool = False, only: list[str] | None = None,
+          progress: bool = True, keep_going: bool = False, folder: str | Path = TUTORIALS,
+          jobs: int = 1, resume: bool = False) -> Path:
+    """Execute the tutorials and render the site (see the module docstring); returns DIR/site/index.html.
+
+    `only`: notebook stems or numbers to include (default: all), e.g. `["00_tour"]` or `["00"]`.
+    `keep_going`: a failing cell does not stop the build: every notebook runs to its end, the site
+    shows the errors where they happened and marks the notebook failed in its index, and then
+    `CourseError` names the failed notebooks. Without it the first failing cell stops the build.
+    `folder`: where the tutorials are (default: this checkout's `tutorials/`).
+    `jobs`, `resume`: see `run_tutorials`.
+    """
+    _needs_mkdocs()  # before the long execution, not after
+    started = time.perf_counter()
+    pages = run_tutorials(out, quick, only, progress, keep_going, folder, jobs, resume)
+    return render(out, pages, quick, wall=time.perf_counter() - started)

@@ -40,7 +40,8 @@ def test_measure_figures_are_positive_and_consistent():
     model[0].requires_grad_(False)
     row = measure(model, batch_fn(8), ce_loss, name="head", steps=3, warmup=1)
     expected_keys = {"name", "trainable_params", "total_params", "trainable_percent", "step_time_s",
-                     "step_time_iqr_s", "throughput", "peak_memory_bytes", "memory_method", "device"}
+                     "step_time_iqr_s", "throughput", "peak_memory_bytes", "memory_parts_bytes", "memory_method",
+                     "device"}
     assert set(row) == expected_keys
     trainable, total = count_parameters(model)
     assert (row["trainable_params"], row["total_params"]) == (trainable, total)
@@ -69,6 +70,8 @@ def test_cpu_memory_matches_hand_count_for_one_linear():
     n_params = i * o + o
     step_bytes = 2 * torch.zeros(()).element_size()  # AdamW keeps state["step"] as a float32 scalar tensor
     assert row["peak_memory_bytes"] == 4 * batch * i + 4 * 4 * n_params + step_bytes
+    assert row["memory_parts_bytes"] == {"parameters": 4 * n_params, "saved for backward": 4 * batch * i,
+                                         "gradients": 4 * n_params, "optimizer state": 2 * 4 * n_params + step_bytes}
 
 
 def test_frozen_backbone_saves_memory():

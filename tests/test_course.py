@@ -1,8 +1,8 @@
 """`swiftlite course build`: the rendered course (swiftlite/course.py).
 
-The build is checked for real in quick mode on one tutorial (01, the fastest: about a minute), so
-the suite stays within its budget; `tests/test_notebooks.py` already runs every tutorial in quick
-mode, and the order / table of contents of all tutorials is checked without executing them.
+The course is built for real in quick mode, with every tutorial, once per test session: each
+tutorial is executed once (`quick_run`, which tests/test_notebooks.py's quick-mode test calls, so a
+notebook is never run twice in one session), and `quick_site` renders the site from those runs.
 `quick_site` is shared with tests/test_browser.py, which opens the built site in chromium.
 """
 from __future__ import annotations
@@ -16,16 +16,30 @@ import pytest
 from swiftlite import course
 from swiftlite.cli import main
 
-ONE = "01"  # the tutorial the real build executes
+ONE = "01"  # the tutorial page the tests open
+
+
+def _out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "course-quick"
+
+
+def quick_run(tmp_path_factory: pytest.TempPathFactory, stem: str) -> tuple[course.Page, Path]:
+    """Tutorial `stem` executed in quick mode into this session's course folder (at most once per
+    session); returns its page (seconds, errors) and the folder its figures went to."""
+    out = _out(tmp_path_factory)
+    [page] = course.run_tutorials(out, quick=True, only=[stem], progress=False, keep_going=True, resume=True)
+    return page, out / "figures"
 
 
 def quick_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The course built once per test session in quick mode (tutorial 01 only); returns its folder."""
+    """The course in quick mode, every tutorial (each executed at most once per session), rendered
+    once per session; returns its folder."""
     pytest.importorskip("mkdocs", reason="the course extra is not installed (pip install -e '.[course]')")
     pytest.importorskip("mkdocs_jupyter", reason="the course extra is not installed (pip install -e '.[course]')")
-    out = tmp_path_factory.getbasetemp() / "course-quick"
+    out = _out(tmp_path_factory)
     if not (out / "site" / "index.html").is_file():
-        course.build(out, quick=True, only=[ONE], progress=False)
+        pages = course.run_tutorials(out, quick=True, progress=False, keep_going=True, resume=True)
+        course.render(out, pages, quick=True)  # CourseError names any tutorial that failed
     return out
 
 
@@ -59,8 +73,54 @@ def test_quick_build_renders_outputs_figures_and_contents(tmp_path_factory):
     index = (site / "index.html").read_text(encoding="utf-8")
     assert page.name in index and "quick mode" in index and "Claim" not in index  # the claim text, not its label
     docs_index = (out / "docs" / "index.md").read_text(encoding="utf-8")
-    assert re.search(rf"\| \[{ONE} · [^]]+\]\({page.stem}\.ipynb\) \| .+ \| \d+ (min \d+ )?s \|", docs_index)
+    rows = re.findall(r"^\| \[(\d+) · [^]]+\]\((\w+)\.ipynb\) \| .+ \| \d+ (?:min \d+ )?s \|$", docs_index, re.M)
+    assert [stem for _, stem in rows] == [p.notebook.stem for p in course.tutorials()]  # every tutorial, in order
+    for stem in (p.notebook.stem for p in course.tutorials()):
+        assert (site / f"{stem}.html").is_file(), f"no page for {stem}"
     assert (out / "figures" / "01_ssf_vs_lora.png").is_file()  # the run's figures go to the build folder, not figures/
+
+
+@pytest.mark.notebook
+def test_resume_reruns_only_what_changed_or_failed(tmp_path):
+    folder = tmp_path / "tutorials"
+    folder.mkdir()
+    _notebook(folder / "00_one.ipynb", "00 · One", ["import time; print(time.time_ns())"])
+    _notebook(folder / "01_two.ipynb", "01 · Two", ["import time; print(time.time_ns())"])
+    _notebook(folder / "02_bad.ipynb", "02 · Bad", ["raise ValueError('boom')"])
+
+    def outputs():
+        return {p.stem: p.read_text(encoding="utf-8") for p in (tmp_path / "out" / "docs").glob("*.ipynb")}
+
+    first = course.run_tutorials(tmp_path / "out", quick=True, progress=False, keep_going=True, folder=folder)
+    assert [bool(p.errors) for p in first] == [False, False, True]
+    before = outputs()
+    _notebook(folder / "01_two.ipynb", "01 · Two, edited", ["import time; print(time.time_ns())"])
+    again = course.run_tutorials(tmp_path / "out", quick=True, progress=False, keep_going=True, folder=folder,
+                                 resume=True)
+    after = outputs()
+    assert after["00_one"] == before["00_one"] and again[0].seconds == first[0].seconds  # unchanged: reused
+    assert after["01_two"] != before["01_two"]  # its source changed: run again
+    assert after["02_bad"] != before["02_bad"] or again[2].seconds != first[2].seconds  # it failed: run again
+    full = course.run_tutorials(tmp_path / "out", quick=False, only=["00"], progress=False, folder=folder, resume=True)
+    assert outputs()["00_one"] != after["00_one"] and full[0].errors == []  # another mode: run again
+    fresh = course.run_tutorials(tmp_path / "out", quick=True, only=["00"], progress=False, folder=folder)
+    assert fresh[0].seconds != full[0].seconds and not (tmp_path / "out" / "docs" / "01_two.ipynb").exists()
+
+
+@pytest.mark.notebook
+def test_two_jobs_run_notebooks_side_by_side_with_shared_threads(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    folder = tmp_path / "tutorials"
+    folder.mkdir()
+    for n in range(3):
+        _notebook(folder / f"0{n}_n{n}.ipynb", f"0{n} · N{n}", ["import os; print('threads', os.environ['OMP_NUM_THREADS'])"])
+    pages = course.run_tutorials(tmp_path / "out", quick=True, progress=False, folder=folder, jobs=2)
+    assert [p.notebook.stem for p in pages] == ["00_n0", "01_n1", "02_n2"] and all(p.errors == [] for p in pages)
+    expected = f"threads {max(1, (__import__('os').cpu_count() or 1) // 2)}"
+    for p in pages:
+        assert expected in (tmp_path / "out" / "docs" / p.notebook.name).read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="--jobs 0"):
+        course.run_tutorials(tmp_path / "out", quick=True, folder=folder, jobs=0)
 
 
 def test_cli_refuses_an_unknown_tutorial(capsys):

@@ -268,3 +268,33 @@ def test_loss_hands_condition_columns_to_the_callers_context(pipe):
     assert torch.equal(condition["mask"][:, 0], batch["mask"].float())
     with pytest.raises(ValueError, match="together"):
         TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder, condition_columns=["mask"])
+
+
+def test_memory_breakdown_shows_backward_stops_at_the_skips(pipe):
+    """SCEdit's memory claim, measured: with SC-Tuners the encoder saves nothing for backward and no
+    encoder output needs a gradient; LoRA in the encoder saves activations there; the bars' parts add
+    up to the measured peak; the U-Net handed in is left untouched."""
+    from swiftlite.diffusion import TextToImageLoss, compare_memory, memory_figure, memory_report, text_to_image_dataset
+
+    pipe.text_encoder.requires_grad_(False)
+    data = text_to_image_dataset(pipe.tokenizer, 8, style="stripes", image_size=pipe.image_size, seed=0)
+    loss_fn = TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    result = compare_memory(pipe.unet, lambda: data[list(range(4))], loss_fn, steps=1, warmup=0, progress=False)
+    sc, lora, lora_attention = result["rows"]
+    assert sc["name"].startswith("SC-Tuner") and lora["name"].startswith("LoRA (attention + conv)")
+    assert result["breakdown"][sc["name"]]["saved"].get("encoder", 0) == 0
+    assert result["breakdown"][sc["name"]]["encoder_outputs_need_grad"] is False
+    for row in (lora, lora_attention):
+        assert result["breakdown"][row["name"]]["saved"]["encoder"] > 0
+        assert result["breakdown"][row["name"]]["encoder_outputs_need_grad"] is True
+    assert result["sc_over_lora"] == sc["peak_memory_bytes"] / lora["peak_memory_bytes"] < 1
+    assert result["batch_size"] == 4
+    for row in result["rows"]:  # measure's saved-for-backward = the breakdown's regions, added up
+        assert row["memory_parts_bytes"]["saved for backward"] == sum(result["breakdown"][row["name"]]["saved"].values())
+        assert sum(row["memory_parts_bytes"].values()) == row["peak_memory_bytes"]
+    assert all(torch.equal(v, pipe.unet.state_dict()[k]) for k, v in before.items())
+    assert not any(n for n, _ in pipe.unet.named_modules() if "lora" in n or "scetuner" in n)
+    assert "| SC-Tuner (decoder skips) |" in memory_report(result)
+    fig = memory_figure({"unet-tiny": result})
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 3 * 5

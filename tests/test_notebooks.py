@@ -1,14 +1,14 @@
 """Every tutorial runs top to bottom in quick mode, and each .ipynb matches its jupytext .py.
 
-Execution: nbclient, kernel "python3" (in a fresh virtual environment register it once with
-`python -m ipykernel install --sys-prefix --name python3`; `.ci/run` does), cwd `tutorials/`,
-`SWIFTLITE_QUICK=1`, `MPLBACKEND=Agg`, offline, and `SWIFTLITE_FIGURES` pointing at a temporary
-folder so a test run never writes into the repository. The repository root is put first on the
-kernel's PYTHONPATH so the notebooks import this checkout's `swiftlite`.
+Execution: `swiftlite.course.execute` (nbclient, kernel "python3": in a fresh virtual environment
+register it once with `python -m ipykernel install --sys-prefix --name python3`; `.ci/run` does),
+cwd `tutorials/`, `SWIFTLITE_QUICK=1`, offline, and `SWIFTLITE_FIGURES` pointing at a temporary
+folder so a test run never writes into the repository; the repository root is first on the
+kernel's PYTHONPATH so the notebooks import this checkout's `swiftlite`. Each tutorial is executed
+once per session, into the quick course that tests/test_course.py renders.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -17,7 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
-CELL_TIMEOUT_S = 600
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -48,24 +47,19 @@ def test_notebook_in_sync_with_script(notebook: Path):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_runs_in_quick_mode(notebook: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
+def test_notebook_runs_in_quick_mode(notebook: Path, tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("nbclient")
+    from tests.test_course import quick_run
 
-    figures = tmp_path / "figures"
-    for key, value in {"SWIFTLITE_QUICK": "1", "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1",
-                       "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                       "SWIFTLITE_FIGURES": str(figures)}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    nb = nbformat.read(notebook, as_version=4)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(TUTORIALS)}})
-    client.execute()  # raises CellExecutionError naming the failing cell
-
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
-    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    page, figures = quick_run(tmp_path_factory, notebook.stem)  # run once per session, shared with the course build
+    assert not page.errors, f"{notebook.name} failed in quick mode: {page.errors}"
+    source = "\n".join(c.source for c in _cells(notebook) if c.cell_type == "code")
     for name in re.findall(r"save_figure\([^,]+,\s*[\"']([^\"']+)[\"']", source):
         png = figures / (name if name.endswith(".png") else f"{name}.png")
         assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", f"{notebook.name} did not write {png.name}"
+
+
+def _cells(notebook: Path):
+    import nbformat
+
+    return nbformat.read(notebook, as_version=4).cells

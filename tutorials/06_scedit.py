@@ -46,13 +46,15 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import Markdown, display
 
 import swiftlite
 import swiftlite.zoo as zoo
 from swiftlite import LoRAConfig, Swift, bench, show, viz
 from swiftlite.data.shapes import shapes_dataset, style_pairs
-from swiftlite.diffusion import (TextToImageLoss, prompt_adherence, sample, sample_grid, sc_tuner_config, score_samples,
-                                 style_accuracy, style_classifier, text_to_image_dataset, world_prompts)
+from swiftlite.diffusion import (TextToImageLoss, compare_memory, memory_figure, memory_report, prompt_adherence, sample,
+                                 sample_grid, sc_tuner_config, score_samples, sd_layout_unet, style_accuracy,
+                                 style_classifier, text_to_image_dataset, world_prompts)
 from swiftlite.train import train
 from swiftlite.tuners.scetuning import scetuning_scale, unet_skip_widths
 from swiftlite.zoo.unet import load_judge
@@ -319,6 +321,55 @@ ax = viz.grouped_bars(list(ratios)[:2], {"paper (SD v1.5, LoRA r=64)": [v[0] for
 viz.save_figure(ax.figure, "06_scedit_vs_paper")
 
 # %% [markdown]
+# ### Where the memory goes
+#
+# The paper's reason for the saving is structural: every SC-Tuner reads a skip, so backward stops
+# there and the encoder keeps nothing for it. `swiftlite.diffusion.compare_memory` checks this on
+# copies of a U-Net in one run: it measures SC-Tuner (`down_ratio=1.0`) against LoRA on the
+# attention *and* conv layers (and on attention only), each LoRA at the rank whose trainable count
+# is closest to the SC-Tuner's, at batch size 32, and attributes every tensor autograd saves for
+# backward to the U-Net part whose forward saved it. It runs twice: on `unet-tiny`, and on a U-Net
+# with SD v1.5's block layout (`sd_layout_unet`: cross-attention in the three high-resolution down
+# blocks, two resnets per down block, three per up block) at the same small width, the layout the
+# paper measured. `benchmarks/scedit_memory.py` runs the same code from the command line.
+#
+# *Predict:* how many bytes does the encoder save for backward under SC-Tuner? And which U-Net
+# should show the larger saving: the one whose encoder is deeper, or the shallower one?
+
+# %%
+MEMORY_BATCH = 4 if QUICK else 32
+memory_rng = torch.Generator().manual_seed(0)
+memory_loss = TextToImageLoss(pipe.scheduler, text_encoder=pipe.text_encoder)  # no caption dropout: same work per method
+
+
+def memory_batch():
+    return data[torch.randint(0, len(data), (MEMORY_BATCH,), generator=memory_rng).tolist()]
+
+
+memory = {"unet-tiny": compare_memory(unet, memory_batch, memory_loss, steps=1 if QUICK else 2),
+          "SD v1.5 layout, small width": compare_memory(sd_layout_unet(unet), memory_batch, memory_loss,
+                                                        steps=1 if QUICK else 2)}
+for title, result in memory.items():
+    display(Markdown(f"**{title}** — " + memory_report(result)))
+fig = memory_figure(memory)
+viz.save_figure(fig, "06_scedit_memory")
+for result in memory.values():
+    sc_saved = result["breakdown"][result["rows"][0]["name"]]
+    assert sc_saved["saved"].get("encoder", 0) == 0 and not sc_saved["encoder_outputs_need_grad"]
+    assert all(b["saved"]["encoder"] > 0 for name, b in result["breakdown"].items() if name.startswith("LoRA"))
+sd_ratio, tiny_ratio = memory["SD v1.5 layout, small width"]["sc_over_lora"], memory["unet-tiny"]["sc_over_lora"]
+assert QUICK or sd_ratio <= 0.7  # the target: at most 0.7× LoRA's peak on the paper's layout (paper: 30–50 % less)
+print(f"SC-Tuner / LoRA peak training memory at batch {MEMORY_BATCH}: {tiny_ratio:.2f}× on unet-tiny, "
+      f"{sd_ratio:.2f}× on the SD v1.5 layout")
+
+# %% [markdown]
+# Read the bars from the left: the weights and the optimizer's state are about the same for every
+# method (the budgets match); the difference is the red part, what the encoder saves for backward.
+# Under SC-Tuner it is zero, so the saving is whatever LoRA's encoder keeps: a larger share of the
+# total in SD's layout, whose encoder has two resnets and cross-attention per block, than in
+# `unet-tiny`, whose encoder is half as deep as its decoder (section 7 gives the shares from this run).
+
+# %% [markdown]
 # ## 6. One knob: `tuner_scale`
 #
 # At inference SC-Tuner's edit can be dialled: $x_j + s\,(O_j - x_j)$, with $s = 0$ the base model
@@ -378,6 +429,19 @@ print(f"* Memory at batch 1: SC-Tuner {ratios['peak memory, batch 1'][1]:.2f}× 
       f"{ratios[f'peak memory, batch {BATCH_SIZE}'][1]:.2f}×. At batch 1 the frozen weights "
       f"({sc['total_params'] * 4 / 2**20:.2f} MiB of {sc['peak_memory_bytes'] / 2**20:.2f} MiB) dominate both; "
       f"the activations that LoRA keeps for backward through the encoder grow with the batch.")
+
+
+def encoder_share(result):  # what LoRA's encoder saves for backward, as a share of LoRA's peak
+    lora_row = result["rows"][1]
+    return result["breakdown"][lora_row["name"]]["saved"]["encoder"] / lora_row["peak_memory_bytes"]
+
+
+print(f"* Memory at batch {MEMORY_BATCH}, SC-Tuner against LoRA on attention + conv at a matched budget: "
+      f"{tiny_ratio:.2f}× on unet-tiny and {sd_ratio:.2f}× on the SD v1.5 layout (target ≤ 0.7×; paper 30–50 % "
+      f"less). The encoder's activations are {100 * encoder_share(memory['unet-tiny']):.0f} % of LoRA's peak on "
+      f"unet-tiny and {100 * encoder_share(memory['SD v1.5 layout, small width']):.0f} % on the SD layout: that share "
+      f"is all SC-Tuner can save, so unet-tiny's shallow encoder caps it "
+      f"({'meets' if tiny_ratio <= 0.7 else 'misses'} 0.7× there).")
 print(f"* Quality after {STEPS} steps ({len(base_images)} samples each): style accuracy " +
       ", ".join(f"{n} {scores[n]['style_accuracy']:.2f}" for n in names) +
       f" (base {base_scores['style_accuracy']:.2f}, real striped images {real_style:.2f}); prompt adherence " +
@@ -448,13 +512,16 @@ assert doubled == 2 * lora["trainable_params"]  # the answer: linear in r
 #   reads the target from the scheduler), samples with classifier-free guidance and any diffusers
 #   scheduler (`sample`), and scores samples (`style_accuracy`, `prompt_adherence`).
 # * At the same budget of weights as LoRA, SC-Tuner keeps fewer activations for backward (it stops
-#   at the skips), so it needs less memory and shorter steps; the tiny scale shrinks the memory
-#   gap at batch 1 (section 7). `tuner_scale` dials its edit in and out at inference.
+#   at the skips: the encoder saves zero bytes), so it needs less memory and shorter steps; the
+#   saving is the encoder's share of LoRA's memory, larger with SD's block layout than in
+#   `unet-tiny`, and the tiny scale shrinks the gap at batch 1 (section 7). `tuner_scale` dials its
+#   edit in and out at inference.
 #
 # Where this lives: [`swiftlite/tuners/scetuning.py`](../swiftlite/tuners/scetuning.py) (SC-Tuner,
 # `scetuning_scale`), [`swiftlite/diffusion/training.py`](../swiftlite/diffusion/training.py),
 # [`swiftlite/diffusion/sampling.py`](../swiftlite/diffusion/sampling.py),
 # [`swiftlite/diffusion/metrics.py`](../swiftlite/diffusion/metrics.py),
+# [`swiftlite/diffusion/memory.py`](../swiftlite/diffusion/memory.py),
 # [`swiftlite/zoo/unet.py`](../swiftlite/zoo/unet.py).
 #
 # **Previous:** [`05_res_attn`](05_res_attn.ipynb) ·

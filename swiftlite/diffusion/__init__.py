@@ -12,6 +12,8 @@
   and a sample-grid figure.
 * :mod:`swiftlite.diffusion.metrics` — style-classifier accuracy, prompt adherence by the zoo's
   judge, mask IoU against a condition mask, edge agreement.
+* :mod:`swiftlite.diffusion.memory` — where training memory goes: SC-Tuner against LoRA on the same
+  U-Net, with the bytes saved for backward per U-Net part (SCEdit's memory claim).
 
 Names load lazily: importing this package does not import diffusers or transformers.
 """
@@ -32,6 +34,8 @@ _EXPORTS = {
     "StyleClassifier": "metrics", "style_classifier": "metrics", "style_accuracy": "metrics",
     "prompt_adherence": "metrics", "object_mask": "metrics", "mask_iou": "metrics", "mask_edges": "metrics",
     "edge_agreement": "metrics", "world_prompts": "metrics", "score_samples": "metrics",
+    # memory
+    "compare_memory": "memory", "memory_report": "memory", "memory_figure": "memory", "sd_layout_unet": "memory",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,4 +48,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(__all__) | {"training", "sampling", "metrics", "controlnet"})
+    return sorted(set(__all__) | {"training", "sampling", "metrics", "memory", "controlnet"})
