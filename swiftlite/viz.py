@@ -148,15 +148,20 @@ def heatmap(values: Sequence[Sequence[float]], row_labels: Sequence[str], col_la
 
 def grouped_bars(names: Sequence[str], groups: Mapping[str, Sequence[float]], ax=None, xlabel: str | None = None,
                  reference: float | None = None, reference_label: str | None = None, title: str | None = None,
-                 fmt: str = "{:.2f}"):
+                 fmt: str = "{:.2f}", errors: Mapping[str, Sequence[float]] | None = None):
     """Horizontal bars, one bar per group (e.g. {"paper": [...], "ours": [...]}) beside each other
     for every name, one colour per group with a legend; the value axis starts at 0. `reference`
-    draws a dashed line (e.g. 1 for ratios) labelled `reference_label`. Returns the axes."""
+    draws a dashed line (e.g. 1 for ratios) labelled `reference_label`. `errors` (same keys, a
+    subset of the groups) draws ± error bars, e.g. the standard deviation over seeds. Returns the axes."""
     import matplotlib.pyplot as plt
 
     if any(len(v) != len(names) for v in groups.values()):
         raise ValueError(f"grouped_bars: every group needs {len(names)} values, got "
                          f"{ {k: len(v) for k, v in groups.items()} }")
+    errors = dict(errors or {})
+    if set(errors) - set(groups) or any(len(v) != len(names) for v in errors.values()):
+        raise ValueError(f"grouped_bars(errors=...): give {len(names)} values for groups among {list(groups)}, got "
+                         f"{ {k: len(v) for k, v in errors.items()} }")
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 0.55 * len(names) * max(1, len(groups)) / 2 + 1.2))
     height = 0.8 / len(groups)
@@ -164,13 +169,15 @@ def grouped_bars(names: Sequence[str], groups: Mapping[str, Sequence[float]], ax
     for k, (group, values) in enumerate(groups.items()):
         ys = [i - 0.4 + height * (k + 0.5) for i in range(len(names))]
         bars = ax.barh(ys, [float("nan") if v is None else v for v in values], height=height,
-                       color=colors[k % len(colors)], label=group)
+                       color=colors[k % len(colors)], label=group, xerr=errors.get(group),
+                       error_kw={"capsize": 2, "elinewidth": 0.8})
         for bar, v in zip(bars, values):
             if v is not None:
                 ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + fmt.format(v), va="center", fontsize=7)
     ax.set_yticks(range(len(names)), labels=list(names))
     ax.invert_yaxis()  # first name on top
-    finite = [v for vs in groups.values() for v in vs if v is not None]
+    finite = [v + (errors[g][i] if g in errors else 0.0) for g, vs in groups.items() for i, v in enumerate(vs)
+              if v is not None]
     ax.set_xlim(0, 1.2 * max(finite + [reference or 0.0, 0.0]) or 1.0)  # from 0: bar lengths stay comparable
     if reference is not None:
         ax.axvline(reference, color="gray", linestyle="--", linewidth=1, label=reference_label)

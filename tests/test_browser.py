@@ -279,9 +279,10 @@ def test_notebook_in_jupyterlab(notebook: Path, lab, browser):
 
 
 def test_course_site_in_the_browser(lab, browser, tmp_path_factory):
-    """The rendered course (swiftlite course build, quick mode; built once, shared with
-    tests/test_course.py): its index lists the tutorials in order and one tutorial page shows its
+    """The rendered course (swiftlite course build, quick mode, every tutorial; built once, shared with
+    tests/test_course.py): its index lists all tutorials in order and one tutorial page shows its
     outputs and figures."""
+    from swiftlite import course
     from tests.test_course import ONE, quick_site
 
     site = quick_site(tmp_path_factory) / "site"
@@ -303,9 +304,9 @@ def test_course_site_in_the_browser(lab, browser, tmp_path_factory):
         page.goto(f"http://127.0.0.1:{port}/index.html")
         assert "swiftlite: the course" in page.locator("h1").first.inner_text()
         rows = page.locator("article table tbody tr td:first-child a").all_inner_texts()
-        assert rows and all(r.startswith(ONE) for r in rows), rows
+        assert [r.split(" · ")[0] for r in rows] == [p.notebook.stem.split("_")[0] for p in course.tutorials()], rows
         page.screenshot(path=str(lab["shots"] / "course-index.png"), full_page=True)
-        page.locator("article table tbody tr td:first-child a").first.click()
+        page.locator("article table tbody tr td:first-child a", has_text=f"{ONE} · ").first.click()
         page.wait_for_load_state("load")
         assert page.url.endswith(".html") and f"/{ONE}_" in page.url
         body = page.locator("article").inner_text()

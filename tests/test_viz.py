@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -112,6 +113,12 @@ def test_plot_evals_heatmap_grouped_bars_and_bar_axes():
     assert len({b.get_facecolor() for b in bars}) == 2  # one colour per group
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["full FT", "ours", "paper"]
     assert ax.get_xlim()[0] == 0 and ax.get_xlabel() == "memory / full FT"
+    ax = viz.grouped_bars(["a", "b"], {"mean": [0.5, 0.9]}, errors={"mean": [0.1, 0.3]})
+    [(_, caplines, (bar_lines,))] = [c.lines for c in ax.containers if hasattr(c, "lines") and c.lines[2]]
+    assert np.allclose([seg[:, 0] for seg in bar_lines.get_segments()], [[0.4, 0.6], [0.6, 1.2]])  # ± std around the mean
+    assert ax.get_xlim()[1] >= 1.2  # the error bar is inside the axes
+    with pytest.raises(ValueError, match="errors"):
+        viz.grouped_bars(["a", "b"], {"mean": [0.5, 0.9]}, errors={"other": [0.1, 0.1]})
 
     rows = [{"name": "full", "p": 100.0}, {"name": "ln", "p": 0.1}]
     ax = viz.bar_compare(rows, "p", xlabel="trainable parameters (% of the model, log scale)", log=True)
