@@ -171,9 +171,10 @@ def grouped_bars(names: Sequence[str], groups: Mapping[str, Sequence[float]], ax
         bars = ax.barh(ys, [float("nan") if v is None else v for v in values], height=height,
                        color=colors[k % len(colors)], label=group, xerr=errors.get(group),
                        error_kw={"capsize": 2, "elinewidth": 0.8})
-        for bar, v in zip(bars, values):
-            if v is not None:
-                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + fmt.format(v), va="center", fontsize=7)
+        for i, (bar, v) in enumerate(zip(bars, values)):
+            if v is not None:  # the label after the error bar, if any
+                ax.text(bar.get_width() + (errors[group][i] if group in errors else 0.0), bar.get_y() + bar.get_height() / 2,
+                        " " + fmt.format(v), va="center", fontsize=7)
     ax.set_yticks(range(len(names)), labels=list(names))
     ax.invert_yaxis()  # first name on top
     finite = [v + (errors[g][i] if g in errors else 0.0) for g, vs in groups.items() for i, v in enumerate(vs)

@@ -26,8 +26,9 @@
 # memory, at equal or better quality (the paper's Tab. 1).
 #
 # **Running time** on a 2-core CPU (one torch thread), measured with `jupyter nbconvert --execute`
-# on 2026-11-29 while other jobs shared the CPU (load average 7–15): full mode (250 steps per
-# method) 8 min 4 s; quick mode (`SWIFTLITE_QUICK=1`) 40 s. Section 6 prints this run's time.
+# on 2026-11-30 with nothing else running: full mode (4 methods × 3 seeds × 250 steps, and the
+# memory breakdown on two U-Nets) 5 min 47 s; quick mode (`SWIFTLITE_QUICK=1`) 35 s. Section 6
+# prints this run's time.
 #
 # **You will learn**
 # * where the skip connections of diffusers' `UNet2DConditionModel` really are, and how
