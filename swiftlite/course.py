@@ -99,13 +99,22 @@ def execute(notebook: Path, out: Path, quick: bool, figures: Path, timeout: int 
     """Run `notebook` top to bottom (see the module docstring) and write it with its outputs to `out`.
     Returns (wall time in seconds, its error outputs). A failing cell raises nbclient's
     CellExecutionError, or with `keep_going` is recorded and the later cells still run."""
+    from nbclient.util import run_sync
+
+    return run_sync(_execute)(notebook, out, quick, figures, timeout, keep_going, threads)
+
+
+async def _execute(notebook: Path, out: Path, quick: bool, figures: Path, timeout: int, keep_going: bool,
+                   threads: int | None) -> tuple[float, list[str]]:
+    """`execute` as a coroutine: several notebooks run side by side in one event loop (`jobs`)."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(notebook, as_version=4)
     started = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=keep_going,
-                   resources={"metadata": {"path": str(notebook.parent)}}).execute(env=_kernel_env(quick, figures, threads))
+    await NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=keep_going,
+                         resources={"metadata": {"path": str(notebook.parent)}}
+                         ).async_execute(env=_kernel_env(quick, figures, threads))
     seconds = time.perf_counter() - started
     errors = [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
               for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -191,15 +200,39 @@ def _recorded(docs: Path, page: Page, quick: bool) -> dict | None:
     return record if fresh and not record.get("errors") else None
 
 
-def _run_one(notebook: Path, docs: Path, quick: bool, figures: Path, keep_going: bool,
-             threads: int | None) -> tuple[float, list[str]]:
-    """Execute one tutorial into `docs` and record the run (a top-level function: worker processes call it)."""
+async def _run_one(notebook: Path, docs: Path, quick: bool, figures: Path, keep_going: bool,
+                   threads: int | None) -> tuple[float, list[str]]:
+    """Execute one tutorial into `docs` and record the run."""
     sha = _source_sha(notebook)
-    seconds, errors = execute(notebook, docs / notebook.name, quick, figures, keep_going=keep_going, threads=threads)
+    seconds, errors = await _execute(notebook, docs / notebook.name, quick, figures, CELL_TIMEOUT_S, keep_going, threads)
     record = {"quick": quick, "source_sha256": sha, "seconds": seconds, "errors": errors}
     (docs / ".runs").mkdir(exist_ok=True)
     (docs / ".runs" / f"{notebook.stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     return seconds, errors
+
+
+async def _run_all(todo: list[Page], docs: Path, quick: bool, figures: Path, keep_going: bool, jobs: int,
+                   bar) -> None:
+    """Run `todo`, at most `jobs` kernels at a time, in number order; the first failure (without
+    `keep_going`) cancels the rest and is raised."""
+    import asyncio
+
+    slots = asyncio.Semaphore(jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    async def one(page: Page) -> None:
+        async with slots:
+            bar.set_postfix_str(page.notebook.stem)
+            page.seconds, page.errors = await _run_one(page.notebook, docs, quick, figures, keep_going, threads)
+            bar.update()
+
+    tasks = [asyncio.ensure_future(one(page)) for page in todo]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def run_tutorials(out: str | Path = "course-site", quick: bool = False, only: list[str] | None = None,
@@ -208,15 +241,13 @@ def run_tutorials(out: str | Path = "course-site", quick: bool = False, only: li
     """Step 1 of `build`: execute the tutorials into OUT/docs (figures into OUT/figures) and return
     their pages with `seconds` and `errors` filled in.
 
-    `jobs`: how many notebooks run at once, each in its own process and kernel; unless
-    OMP_NUM_THREADS is set, each kernel gets (CPU cores / jobs) torch threads.
+    `jobs`: how many notebooks run at once (each in its own kernel, driven from one event loop);
+    unless OMP_NUM_THREADS is set, each kernel then gets (CPU cores / jobs) torch threads.
     `resume`: a tutorial whose executed notebook and run record are already in OUT/docs, from the
     same source notebook, in the same mode and without errors, is not run again (its recorded
     time is reused). Without it OUT/docs starts empty.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
+    from nbclient.util import run_sync
     from tqdm.auto import tqdm
 
     if jobs < 1:
@@ -235,22 +266,9 @@ def run_tutorials(out: str | Path = "course-site", quick: bool = False, only: li
             page.seconds, page.errors = record["seconds"], record["errors"]
         else:
             todo.append(page)
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     bar = tqdm(total=len(todo), desc=f"executing tutorials ({'quick' if quick else 'full'} mode)",
                disable=not progress or not todo)
-    if jobs == 1:
-        for page in todo:
-            bar.set_postfix_str(page.notebook.stem)
-            page.seconds, page.errors = _run_one(page.notebook, docs, quick, figures, keep_going, None)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, p.notebook, docs, quick, figures, keep_going, threads): p for p in todo}
-            for future in as_completed(futures):
-                page = futures[future]
-                page.seconds, page.errors = future.result()  # a failing cell (without keep_going) raises here
-                bar.set_postfix_str(page.notebook.stem)
-                bar.update()
+    run_sync(_run_all)(todo, docs, quick, figures, keep_going, jobs, bar)
     bar.close()
     return pages
 
