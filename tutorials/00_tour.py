@@ -26,12 +26,12 @@
 # holds two such adapters that can be switched, saved, reloaded and merged without changing each
 # other.
 #
-# **Running time**, measured with `jupyter nbconvert --execute` on the project's 2-core CPU: full mode
-# **24 s** with one torch thread and one other notebook on the other core (2026-11-30; the 300-step
-# training takes 6 s). With torch's default threads on a CPU shared with other jobs it took 6 min 50 s,
-# 15 min 42 s and 32 min 56 s (2026-11-29): the load decides, the results were the same every time.
-# If it is slow for you, `torch.set_num_threads(1)` usually helps on a busy CPU. Quick mode
-# (`SWIFTLITE_QUICK=1`) 1 min 30 s under load. Section 8 prints this run's times.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# **25 s** in the full course build (`swiftlite course build --jobs 2`: two tutorials at a time, one
+# per core), of which the 300-step training takes 6 s; quick mode (`SWIFTLITE_QUICK=1`, the zoo's
+# quick builds cached) 10 s. Section 8 prints this run's times. The committed figures come from that
+# build. With torch's default threads on a busy shared CPU the full mode took 6 to 33 min
+# (2026-11-29): if it is slow for you, `torch.set_num_threads(1)` usually helps.
 #
 # **You will learn**
 # * to check a `target_modules` pattern with `show` before attaching anything, then attach LoRA

@@ -20,10 +20,11 @@
 # checks every promise of the API on it. The example, SSF, then learns a small task nearly as well as
 # LoRA with under a quarter of LoRA's trainable weights.
 #
-# **Running time** on a shared 2-core CPU (2026-11-29, other jobs sharing the CPU): full mode
-# 1 min 43 s with the γ slider and the exercises (`swiftlite course build --only 01`, load average
-# 11; 58 s and 79 s before they were added, with `jupyter nbconvert --execute`), quick mode
-# (`SWIFTLITE_QUICK=1`) 49 s (1 min 10 s under that load). Section 6 prints this run's time.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# (150 steps each for SSF and LoRA, the γ slider, the exercises) **11 s** in the full course build
+# (`swiftlite course build --jobs 2`: two tutorials at a time, one per core); quick mode
+# (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 8 s. Section 6 prints this run's time. The
+# committed figures come from that build.
 #
 # **You will learn**
 # * the three pieces of a tuner (config, layer, registered tuner) and which core machinery they

@@ -32,11 +32,11 @@
 # **Claim:** (the paper's) every parameter-efficient tuner needs less memory than full fine-tuning
 # (LoRA: 32.4 of 73.5 GiB on Qwen-7B-chat), at 0.36–1.07× full fine-tuning's throughput.
 #
-# **Running time** on a 2-core CPU (one torch thread): quick mode (`SWIFTLITE_QUICK=1`, 3 steps
-# per tuner) 16 s; full mode (19 configurations × 120 steps, plus exact match on 100 prompts each)
-# **5 min 15 s** with one other notebook on the other core (2026-11-30, 312 s of CPU time), 13 min 14 s
-# while several jobs shared the CPU (2026-11-29). Measured with `jupyter nbconvert --execute`; section 5
-# prints the time of every run. The committed figures come from the 5 min run.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# (19 configurations × 120 steps, plus exact match on 100 prompts each) **5 min 51 s** in the full
+# course build (`swiftlite course build --jobs 2`: two tutorials at a time, one per core); quick
+# mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 16 s. Section 5 prints the time of every
+# run. The committed figures come from that build.
 #
 # **You will learn**
 # * how to run every registered tuner on one model with `compare_tuners`, and what each one costs

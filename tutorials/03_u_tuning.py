@@ -29,12 +29,11 @@
 # Here: the identity holds to float precision on a real transformers ViT, and five Res-Tuners are
 # trained on a tiny task.
 #
-# **Running time**, measured with `jupyter nbconvert --execute` on the project's 2-core CPU: full mode
-# **1 min 30 s** (2026-11-30, one torch thread, the only other job on the machine one more notebook
-# on the other core; 83 s of CPU time). While six other tutorials shared the same 2 cores it took
-# 20 min 55 s and 33 min 35 s of wall time (2026-11-29, load average 6 and 15), with the same results.
-# Quick mode (`SWIFTLITE_QUICK=1`, 3 variants × 3 steps): 23 s. Section 5 prints the training time of
-# the run you are reading.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# (8 variants × 2 seeds × 120 steps) **1 min 30 s** in the full course build (`swiftlite course
+# build --jobs 2`: two tutorials at a time, one per core); quick mode (`SWIFTLITE_QUICK=1`, the
+# zoo's quick builds cached) 9 s. Section 5 prints the training time of the run you are reading. The
+# committed figures come from that build.
 #
 # **You will learn**
 # * why prefix tuning *is* a gated parallel attention, and how to check it on a real model;

@@ -25,12 +25,11 @@
 # ViT-B/16, 0.55 % of the parameters trained), and Res-Tuning-Bypass cuts training memory by 49.7 %
 # and multi-task inference time by 80.9 % (19 VTAB tasks sharing one backbone forward).
 #
-# **Running time**, measured with `jupyter nbconvert --execute` on the project's 2-core CPU: full mode
-# (5 tasks × 3 seeds × 12 methods, 60 steps each) **7 min 15 s** (2026-11-30, one torch thread, the
-# only other job one more notebook on the other core; 430 s of CPU time). While other tutorials shared
-# the 2 cores (2026-11-29) it took 16 min 35 s at load average ≈ 5–6 and 23 min 9 s / 33 min 29 s at
-# ≈ 15, with identical accuracies. Quick mode (`SWIFTLITE_QUICK=1`: 1 task, 1 seed, 3 steps, the 16-px
-# quick ViT) 41 s. The committed figures come from the 7 min run. Section 10 prints this run's time.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# (5 tasks × 3 seeds × 12 methods, 60 steps each) **7 min 49 s** in the full course build
+# (`swiftlite course build --jobs 2`: two tutorials at a time, one per core); quick mode
+# (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 11 s. Section 10 prints this run's time. The
+# committed figures come from that build.
 #
 # **You will learn**
 # * the two equations — Res-Tuning's `x' = OP(x) + T(x)` and the Bypass's side network — and where

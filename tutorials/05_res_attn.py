@@ -27,12 +27,11 @@
 # its FFN (the paper: Res-Attn is a competitive Res-Tuner, no headline figure; here we measure the
 # accuracy gap on 3 tasks × 3 seeds at two budgets).
 #
-# **Running time**, measured with `jupyter nbconvert --execute` on the project's shared 2-core CPU
-# on 2026-11-29 while other jobs ran: full mode (3 tasks × 3 seeds × 7 runs, 80 steps each) 4 min 9
-# s of wall time at load average ≈ 4 and 17 min 30 s at load average ≈ 15 (identical accuracies);
-# the notebook's kernel used 3 min 18 s and 3 min 48 s of CPU time (one torch thread). Quick mode
-# (`SWIFTLITE_QUICK=1`) 38 s. The committed figure comes from the 4 min run. The last section
-# prints this run's time.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# (3 tasks × 3 seeds × 7 runs, 80 steps each) **3 min 25 s** in the full course build (`swiftlite
+# course build --jobs 2`: two tutorials at a time, one per core); quick mode (`SWIFTLITE_QUICK=1`,
+# the zoo's quick builds cached) 9 s. The last section prints this run's time. The committed figures
+# come from that build.
 #
 # **You will learn**
 # * the Res-Attn equation with its shapes and zero-initialised output, and its parameter count;

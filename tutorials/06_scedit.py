@@ -25,10 +25,11 @@
 # LoRA (r = 64) with 23.94 M parameters in 8,440 MiB at batch size 1 — fewer weights *and* less
 # memory, at equal or better quality (the paper's Tab. 1).
 #
-# **Running time** on a 2-core CPU (one torch thread), measured with `jupyter nbconvert --execute`
-# on 2026-11-30 with nothing else running: full mode (4 methods × 3 seeds × 250 steps, and the
-# memory breakdown on two U-Nets) 5 min 47 s; quick mode (`SWIFTLITE_QUICK=1`) 35 s. Section 6
-# prints this run's time.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# (4 methods × 3 seeds × 250 steps, and the memory breakdown on two U-Nets) **6 min 47 s** in the
+# full course build (`swiftlite course build --jobs 2`: two tutorials at a time, one per core; 5 min
+# 47 s when it ran alone); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 35 s.
+# Section 6 prints this run's time. The committed figures come from that build.
 #
 # **You will learn**
 # * where the skip connections of diffusers' `UNet2DConditionModel` really are, and how

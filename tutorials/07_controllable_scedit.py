@@ -25,11 +25,11 @@
 # and masks, compose several conditions with one scale each, and need about 7.9 % of ControlNet's
 # trainable parameters.
 #
-# **Running time** (one torch thread): quick mode (`SWIFTLITE_QUICK=1`) 15 s; full mode (1000 steps for
-# each of the two CSC adapters and for the ControlNet) 7 min 29 s wall on the 2-core CPU shared with other
-# jobs (336 s of CPU time; an earlier run under heavier load took 16 min 13 s). Both measured 2026-11-29 by
-# running the script with `/usr/bin/time`; section 8 prints the time of the run. The committed figures come
-# from the 7 min 29 s run.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# (1000 steps for each of the two CSC adapters and for the ControlNet) **5 min 53 s** in the full
+# course build (`swiftlite course build --jobs 2`: two tutorials at a time, one per core); quick
+# mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 12 s. Section 8 prints this run's time.
+# The committed figures come from that build.
 #
 # **You will learn**
 # * how a condition enters a skip connection: `skip' = skip + Σ_m α_m (c_m + T_m(skip + c_m))`, and

@@ -22,10 +22,11 @@
 # (Act.EM) 5.2–21.8 % higher and a hallucination rate 1.6–14.1 % lower than its baselines
 # (figures approximate: read from the paper's agent table, not re-checked against it).
 #
-# **Running time** on the shared 2-core CPU (one torch thread, other jobs running), measured with
-# `jupyter nbconvert --execute` on 2026-11-29: full mode (2 conditions × 3 seeds × 80 LoRA steps,
-# 7 agent evaluations) 3 min 35 s (141 s of CPU time); quick mode (`SWIFTLITE_QUICK=1`) 26 s.
-# Section 9 prints this run's time. The committed figure comes from that full-mode run.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
+# (2 conditions × 3 seeds × 80 LoRA steps, 7 agent evaluations) **2 min 17 s** in the full course
+# build (`swiftlite course build --jobs 2`: two tutorials at a time, one per core); quick mode
+# (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 8 s. Section 9 prints this run's time. The
+# committed figures come from that build.
 #
 # **You will learn**
 # * how a ReAct tool-use dialog becomes SFT data, and how SWIFT's loss scale re-weights its tokens
