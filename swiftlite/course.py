@@ -182,8 +182,8 @@ def _select(pages: list[Page], only: list[str] | None) -> list[Page]:
     return [p for p in pages if p.notebook.stem in only or p.notebook.stem.split("_")[0] in only]
 
 
-def _record_path(docs: Path, page: Page) -> Path:
-    return docs / ".runs" / f"{page.notebook.stem}.json"
+def _record_path(docs: Path, notebook: Path) -> Path:
+    return docs / ".runs" / f"{notebook.stem}.json"
 
 
 def _source_sha(notebook: Path) -> str:
@@ -192,7 +192,7 @@ def _source_sha(notebook: Path) -> str:
 
 def _recorded(docs: Path, page: Page, quick: bool) -> dict | None:
     """The record of an earlier successful run of this tutorial's current source in this mode, if any."""
-    record_path = _record_path(docs, page)
+    record_path = _record_path(docs, page.notebook)
     if not record_path.is_file() or not (docs / page.notebook.name).is_file():
         return None
     record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -206,8 +206,8 @@ async def _run_one(notebook: Path, docs: Path, quick: bool, figures: Path, keep_
     sha = _source_sha(notebook)
     seconds, errors = await _execute(notebook, docs / notebook.name, quick, figures, CELL_TIMEOUT_S, keep_going, threads)
     record = {"quick": quick, "source_sha256": sha, "seconds": seconds, "errors": errors}
-    (docs / ".runs").mkdir(exist_ok=True)
-    (docs / ".runs" / f"{notebook.stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    _record_path(docs, notebook).parent.mkdir(exist_ok=True)
+    _record_path(docs, notebook).write_text(json.dumps(record, indent=1), encoding="utf-8")
     return seconds, errors
 
 
