@@ -1,5 +1,6 @@
 """Tests for swiftlite.data: shapes world, downstream tasks, text corpus + tokenizer, instructions, tools."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -129,6 +130,21 @@ def test_text_corpus_split_by_module():
     assert train_modules and test_modules and not train_modules & test_modules
     assert sum(len(t) for t in corpus["train"]["text"]) > 200_000  # enough to pretrain a tiny LM
     assert any("Return" in t for t in corpus["train"]["text"])
+
+
+def test_stdlib_corpus_is_the_same_in_a_jupyter_kernel():
+    """Jupyter kernels start Python with `-X frozen_modules=off`; the corpus (and so every tokenizer
+    trained on it) must not depend on that flag, nor on what is already imported."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, json; from swiftlite.data.text import stdlib_documents; "
+            "print(hashlib.sha256(json.dumps(stdlib_documents()).encode()).hexdigest())")
+    digests = {flag: subprocess.run([sys.executable, *flag, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout.strip()
+               for flag in ((), ("-X", "frozen_modules=off"), ("-X", "frozen_modules=on"))}
+    here = hashlib.sha256(json.dumps(data.text.stdlib_documents()).encode()).hexdigest()
+    assert set(digests.values()) == {here}, digests
 
 
 def test_tokenizer_round_trip_and_cache(tmp_path, monkeypatch):

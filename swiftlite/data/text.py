@@ -21,22 +21,25 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 import json
 import os
+import sysconfig
 from pathlib import Path
 from typing import Iterable
 
-# Pure-Python modules present in every CPython >= 3.8 (order is irrelevant; we sort).
+# Pure-Python modules present in every CPython >= 3.8 (order is irrelevant; we sort). Not in the list:
+# modules CPython 3.11+ may freeze into the interpreter (abc, codecs, os, posixpath, ...): whether their
+# source was found used to depend on `-X frozen_modules` (Jupyter kernels turn freezing off), so the
+# corpus, and the tokenizer trained on it, differed between a kernel and a plain `python`.
 STDLIB_MODULES: tuple[str, ...] = (
-    "abc", "argparse", "ast", "base64", "bisect", "calendar", "cmd", "codecs", "collections",
+    "argparse", "ast", "base64", "bisect", "calendar", "cmd", "collections",
     "colorsys", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "difflib",
     "dis", "email.message", "enum", "filecmp", "fileinput", "fnmatch", "fractions", "ftplib",
     "functools", "getopt", "gettext", "glob", "gzip", "heapq", "hmac", "html", "html.parser",
     "http.client", "http.server", "imaplib", "inspect", "ipaddress", "json", "json.decoder",
     "json.encoder", "keyword", "linecache", "locale", "logging", "logging.handlers", "mailbox",
-    "mimetypes", "numbers", "operator", "optparse", "os", "pathlib", "pdb", "pickle",
-    "pkgutil", "platform", "plistlib", "poplib", "posixpath", "pprint", "profile", "pstats",
+    "mimetypes", "numbers", "operator", "optparse", "pathlib", "pdb", "pickle",
+    "pkgutil", "platform", "plistlib", "poplib", "pprint", "profile", "pstats",
     "queue", "quopri", "random", "reprlib", "sched", "secrets", "selectors", "shelve", "shlex",
     "shutil", "signal", "smtplib", "socket", "socketserver", "statistics", "string", "subprocess",
     "tarfile", "tempfile", "textwrap", "threading", "timeit", "token", "tokenize", "trace",
@@ -62,13 +65,13 @@ def cache_dir() -> Path:
 
 
 def _module_path(name: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return Path(spec.origin)
+    """The source file of stdlib module `name`, looked up in the stdlib folder itself: the same file
+    whatever `sys.path`, `sys.modules` or `-X frozen_modules` say."""
+    base = Path(sysconfig.get_paths()["stdlib"]).joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _docstrings(source: str) -> list[str]:
