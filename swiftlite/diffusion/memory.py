@@ -83,7 +83,9 @@ def saved_bytes_by_region(model: torch.nn.Module, unet: torch.nn.Module, loss_fn
 
 
 def _n_trainable(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    from ..bench import count_parameters
+
+    return count_parameters(model)[0]
 
 
 def lora_rank_for(unet: torch.nn.Module, target: str, budget: int, ranks: range = range(1, 33)) -> int:
@@ -134,18 +136,16 @@ def compare_memory(unet: torch.nn.Module, batch_fn: Callable[[], Any], loss_fn: 
         ranks[label] = r = lora_rank_for(unet, target, budget)
         models[f"{label}, r={r}"] = Swift.prepare_model(copy.deepcopy(unet), LoRAConfig(r=r, lora_alpha=r,
                                                                                         target_modules=target))
-    rows, breakdown, batch_size = [], {}, 0
+    rows, breakdown = [], {}
     for name, model in tqdm(models.items(), desc="measuring memory", disable=not progress):
         rows.append(bench.measure(model, batch_fn, loss_fn, name=name, steps=steps, warmup=warmup))
-        batch = batch_fn()
-        batch_size = batch_size or len(next(iter(batch.values())) if isinstance(batch, dict) else batch)
-        breakdown[name] = saved_bytes_by_region(model, model.base_model, loss_fn, batch)
+        breakdown[name] = saved_bytes_by_region(model, model.base_model, loss_fn, batch_fn())
     return {"rows": rows, "breakdown": breakdown, "ranks": ranks, "budget": budget,
             "sc_over_lora": rows[0]["peak_memory_bytes"] / rows[1]["peak_memory_bytes"],
             "sc_over_lora_attention": rows[0]["peak_memory_bytes"] / rows[2]["peak_memory_bytes"],
             "block_out_channels": list(unet.config.block_out_channels),
             "layers_per_block": unet.config.layers_per_block, "image_size": unet.config.sample_size,
-            "batch_size": batch_size}
+            "batch_size": bench._batch_size(batch_fn())}
 
 
 def _split(saved: dict[str, int]) -> tuple[int, int, int]:
