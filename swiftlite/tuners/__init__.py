@@ -9,6 +9,8 @@ from ..core import TUNERS, Swift, SwiftConfig, SwiftModel, Tuner, TunerLayer, re
 from ..core.layer import check_finite
 from .adapter import AdapterConfig, AdapterTuner
 from .bitfit import BitFitConfig, BitFitTuner
+from .difffit import DiffFitConfig, DiffFitTuner
+from .hydra import HydraConfig, HydraTuner
 from .ia3 import IA3Config, IA3Tuner
 from .llamapro import LLaMAProConfig, LLaMAProTuner
 from .longlora import LongLoRAConfig, LongLoRATuner
@@ -20,6 +22,7 @@ from .prompt import PromptConfig, PromptTuner
 from .reft import ReftConfig, ReftTuner
 from .resattn import ResAttn, ResAttnConfig, ResAttnTuner
 from .restuning import ResTuningConfig, ResTuningTuner, multi_task_forward
+from .shira import ShiraConfig, ShiraTuner
 from .scetuning import SCETuningConfig, SCETuningTuner, scetuning_scale
 from .scetuning_condition import scetuning_condition, set_condition
 from .side import SideConfig, SideTuner
@@ -29,6 +32,8 @@ __all__ = [
     "Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "check_finite",
     "AdapterConfig", "AdapterTuner",
     "BitFitConfig", "BitFitTuner",
+    "DiffFitConfig", "DiffFitTuner",
+    "HydraConfig", "HydraTuner",
     "IA3Config", "IA3Tuner",
     "LLaMAProConfig", "LLaMAProTuner",
     "LongLoRAConfig", "LongLoRATuner",
@@ -41,6 +46,7 @@ __all__ = [
     "ResAttn", "ResAttnConfig", "ResAttnTuner",
     "ResTuningConfig", "ResTuningTuner", "multi_task_forward",
     "SCETuningConfig", "SCETuningTuner", "scetuning_scale", "scetuning_condition", "set_condition",
+    "ShiraConfig", "ShiraTuner",
     "SideConfig", "SideTuner",
     "UTuningConfig", "UTuningTuner",
 ]
