@@ -8,11 +8,13 @@ one line here (tests/test_conformance.py fails for a tuner file that is not impo
 from ..core import TUNERS, Swift, SwiftConfig, SwiftModel, Tuner, TunerLayer, register_tuner
 from ..core.layer import check_finite
 from .adapter import AdapterConfig, AdapterTuner
+from .binary_adapter import BinaryAdapterConfig, BinaryAdapterTuner
 from .bitfit import BitFitConfig, BitFitTuner
 from .difffit import DiffFitConfig, DiffFitTuner
 from .hydra import HydraConfig, HydraTuner
 from .ia3 import IA3Config, IA3Tuner
 from .llamapro import LLaMAProConfig, LLaMAProTuner
+from .mosa import MoSAConfig, MoSATuner
 from .longlora import LongLoRAConfig, LongLoRATuner
 from .lora import LoRAConfig, LoRATuner
 from .neftune import NEFTuneConfig, NEFTuneTuner
@@ -23,6 +25,7 @@ from .reft import ReftConfig, ReftTuner
 from .resattn import ResAttn, ResAttnConfig, ResAttnTuner
 from .restuning import ResTuningConfig, ResTuningTuner, multi_task_forward
 from .shira import ShiraConfig, ShiraTuner
+from .sct import SCTConfig, SCTTuner, select_salient_channels
 from .scetuning import SCETuningConfig, SCETuningTuner, scetuning_scale
 from .scetuning_condition import scetuning_condition, set_condition
 from .side import SideConfig, SideTuner
@@ -31,12 +34,14 @@ from .utuning import UTuningConfig, UTuningTuner
 __all__ = [
     "Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "check_finite",
     "AdapterConfig", "AdapterTuner",
+    "BinaryAdapterConfig", "BinaryAdapterTuner",
     "BitFitConfig", "BitFitTuner",
     "DiffFitConfig", "DiffFitTuner",
     "HydraConfig", "HydraTuner",
     "IA3Config", "IA3Tuner",
     "LLaMAProConfig", "LLaMAProTuner",
     "LongLoRAConfig", "LongLoRATuner",
+    "MoSAConfig", "MoSATuner",
     "LoRAConfig", "LoRATuner",
     "NEFTuneConfig", "NEFTuneTuner",
     "PartConfig", "PartTuner",
@@ -45,6 +50,7 @@ __all__ = [
     "ReftConfig", "ReftTuner",
     "ResAttn", "ResAttnConfig", "ResAttnTuner",
     "ResTuningConfig", "ResTuningTuner", "multi_task_forward",
+    "SCTConfig", "SCTTuner", "select_salient_channels",
     "SCETuningConfig", "SCETuningTuner", "scetuning_scale", "scetuning_condition", "set_condition",
     "ShiraConfig", "ShiraTuner",
     "SideConfig", "SideTuner",
