@@ -52,7 +52,9 @@ def save(swift_model: Any, save_directory: str, adapter_name: str | list[str] | 
         if peft_format:
             tuner = get_tuner(config.swift_type)
             if tuner.peft_type is None:
-                raise ValueError(f"peft_format=True: {type(config).__name__} has no PEFT equivalent (only LoRA does)")
+                raise ValueError(f"peft_format=True: {type(config).__name__} has no PEFT equivalent (only LoRA and "
+                                 f"SHiRA have)")
+            weights = tuner.to_saved_state(swift_model.base_model, config, weights, name)  # e.g. SHiRA's indices
             config_dict, weights = tuner.to_peft(config, weights, name)
             folder = "" if name == DEFAULT_ADAPTER else name
         else:

@@ -9,10 +9,11 @@ the m×n weight (as many as a rank-r LoRA trains) is trainable, every other entr
 undone by the matching subtraction). The scaling `s` is 1 in training and can be set at inference
 (`set_scale`), as in PEFT.
 
-Checkpoints are PEFT's: only the values `v` are saved (`<module>.shira_weight`); the indices Ω are not
-stored but drawn again from `random_seed`, as PEFT's `random_mask` draws them (a `torch.randperm` of
-the m·n positions from a generator seeded with `random_seed`, the first r(m+n) kept, read back in
-row-major order). So a SHiRA checkpoint written here loads in `peft.PeftModel` and PEFT's loads here
+Checkpoints are PEFT's: the values `v` (`<module>.shira_weight`) and the indices Ω
+(`<module>.shira_indices`, int32, shape (2, r(m+n))). Ω is drawn as PEFT's `random_mask` draws it (a
+`torch.randperm` of the m·n positions from a generator seeded with `random_seed`, the first r(m+n)
+kept, read back in row-major order), and a loaded checkpoint's Ω replaces the drawn one, as in PEFT.
+So a SHiRA checkpoint written here loads in `peft.PeftModel` and PEFT's loads here
 (tests/test_relatives.py). Config fields are PEFT's `ShiraConfig`'s.
 
 Differences from PEFT: only `mask_type="random"` (PEFT also takes a user mask function, which is not
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import PositiveInt, Target
-from ..core.layer import check_finite, tuner_layers
+from ..core.layer import canonical_name, check_finite, tuner_layers
 from ..core.peft_format import PeftSpec
 
 
@@ -147,7 +148,38 @@ class ShiraTuner(Tuner):
     mergeable = True
     peft_type = "SHIRA"
     peft_spec = PeftSpec(
-        containers=frozenset({"shira_weight"}),
+        containers=frozenset({"shira_weight", "shira_indices"}),
         fields=("r", "mask_type", "random_seed", "target_modules", "fan_in_fan_out", "init_weights", "modules_to_save"),
         accepted={"mask_type": ("random",), "fan_in_fan_out": (False,)},
     )
+
+    @classmethod
+    def to_saved_state(cls, model: nn.Module, config: ShiraConfig, weights: dict[str, Any], adapter_name: str
+                       ) -> dict[str, Any]:
+        """The values, plus each layer's indices Ω as `<layer>.shira_indices.<adapter>` (int32, as PEFT saves them)."""
+        out = dict(weights)
+        for path, layer in tuner_layers(model):
+            if isinstance(layer, ShiraLayer) and adapter_name in layer.shira_indices:
+                out[f"{canonical_name(model, path)}.shira_indices.{adapter_name}"] = \
+                    layer.shira_indices[adapter_name].to(torch.int32).cpu()
+        return out
+
+    @classmethod
+    def from_saved_state(cls, model: nn.Module, config: ShiraConfig, weights: dict[str, Any], adapter_name: str
+                         ) -> dict[str, Any]:
+        """Install the saved indices Ω in their layers (checked first); return the values only."""
+        suffix = f".shira_indices.{adapter_name}"
+        saved = {k[: -len(suffix)]: v for k, v in weights.items() if k.endswith(suffix)}
+        layers = {canonical_name(model, p): m for p, m in tuner_layers(model) if isinstance(m, ShiraLayer)}
+        for name, indices in saved.items():
+            layer = layers.get(name)
+            count = layer.shira_weight[adapter_name].numel() if layer is not None else None
+            if layer is None or tuple(indices.shape) != (2, count):
+                raise ValueError(f"SHiRA checkpoint: {name}.shira_indices does not fit this model's SHiRA layer "
+                                 f"{name!r} (shape {tuple(indices.shape)}, expected (2, {count}))")
+            if indices.min() < 0 or indices[0].max() >= layer.d_out or indices[1].max() >= layer.d_in:
+                raise ValueError(f"SHiRA checkpoint: {name}.shira_indices points outside the "
+                                 f"{layer.d_out}x{layer.d_in} weight")
+        for name, indices in saved.items():
+            layers[name].shira_indices[adapter_name] = indices.long().to(layers[name].shira_weight[adapter_name].device)
+        return {k: v for k, v in weights.items() if not k.endswith(suffix)}
