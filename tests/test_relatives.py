@@ -99,6 +99,14 @@ def test_mosa_experts_stay_disjoint_and_their_sum_is_one_exact_adapter():
     assert w_up.abs().sum() > 0  # training reached the up-experts
     for e in range(4):  # the merged adapter holds every expert unchanged on its own entries
         torch.testing.assert_close(w_down * module.mask_down[e], module.down_experts[e] * module.mask_down[e], rtol=0, atol=0)
+    module.train()  # training: one random expert per matrix, drawn from torch's RNG like dropout
+    x = torch.randn(2, 5, 32)
+    torch.manual_seed(1)
+    a, b = torch.randint(4, (2,)).tolist()
+    torch.manual_seed(1)
+    y_train = module(x)
+    w_a, w_b = module.down_experts[a] * module.mask_down[a], module.up_experts[b] * module.mask_up[b]
+    torch.testing.assert_close(y_train, 0.1 * (module.act(x @ w_a.T + module.down_bias) @ w_b.T + module.up_bias))
     # eval == a plain dense adapter (two nn.Linear) with the summed weights
     dense_down, dense_up = nn.Linear(32, 8), nn.Linear(8, 32)
     with torch.no_grad():
@@ -177,8 +185,11 @@ def test_shira_checkpoint_loads_in_peft_and_peft_s_loads_here(tmp_path):
     y = _logits(model, inputs)
     model.save_pretrained(str(tmp_path / "ours"), peft_format=True)
     assert json.load(open(tmp_path / "ours" / "adapter_config.json"))["peft_type"] == "SHIRA"
-    pm = peft.PeftModel.from_pretrained(models.llama()[0], str(tmp_path / "ours"))
-    torch.testing.assert_close(_logits(pm, inputs), y, atol=1e-5, rtol=1e-5)
+    model.save_pretrained(str(tmp_path / "swift"))
+    Swift.save_to_peft_format(str(tmp_path / "swift"), str(tmp_path / "converted"))
+    for folder in ("ours", "converted"):
+        pm = peft.PeftModel.from_pretrained(models.llama()[0], str(tmp_path / folder))
+        torch.testing.assert_close(_logits(pm, inputs), y, atol=1e-5, rtol=1e-5)
     # and PEFT's own save loads here
     pm = peft.get_peft_model(models.llama()[0], peft.ShiraConfig(r=2, target_modules=["q_proj", "v_proj"], random_seed=5,
                                                                  init_weights=False))

@@ -226,7 +226,7 @@ def save_to_peft_format(ckpt_dir: str, output_dir: str) -> None:
         tuner = TUNERS.get(raw["swift_type"]) if "swift_type" in raw else next(
             (t for t in TUNERS.values() if t.peft_type == raw.get("peft_type")), None)
         if tuner is None or tuner.peft_type is None:
-            raise AssertionError(f"{folder}: adapter {name!r} is {kind}; only LoRA converts to PEFT's format")
+            raise AssertionError(f"{folder}: adapter {name!r} is {kind}; only LoRA and SHiRA convert to PEFT's format")
         weights = io.load_weights(folder)
         if "swift_type" in raw:
             config = SwiftConfig.from_dict(raw)
