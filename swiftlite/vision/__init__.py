@@ -6,7 +6,8 @@
                                              tasks=["colour", "size"], seeds=[0, 1, 2], steps=60)))
 
 `harness.py` holds the runs and the table, `plots.py` the figures and the tuner explorer widget,
-`multitask.py` the multi-task inference timing of Res-Tuning-Bypass. Importing this package is light:
+`multitask.py` the multi-task inference timing of Res-Tuning-Bypass, `relatives.py` what the relatives
+(DiffFit, SCT, MoSA, 1-bit adapters, Hydra, SHiRA) need on top: SCT's per-task channels, bytes on disk. Importing this package is light:
 torch and transformers load with the first function called.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ _EXPORTS = {
               "tuner_explorer"],
     "multitask": ["multi_task_timing", "bypass_memory_comparison", "vit_backbone", "bypass_config", "res_tuning_config",
                   "VIT_B16_SHAPE", "RES_TUNING", "BYPASS", "NOT_DETACHED"],
+    "relatives": ["sct_config", "run_relatives", "bytes_on_disk", "cost_accuracy_scatter"],
 }
 __all__ = [name for names in _EXPORTS.values() for name in names]
 
