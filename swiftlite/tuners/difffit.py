@@ -154,7 +154,8 @@ class DiffFitTuner(Tuner):
         name = type(config).__name__
         scaled = match_modules(model, config.scale_modules, types=_layer_types(), field_name="scale_modules",
                                config_name=name)
-        found = match_modules(model, config.target_modules or r".+", config_name=name)
+        target = r".+" if config.target_modules is None else config.target_modules  # None: every layer
+        found = match_modules(model, target, config_name=name)
         kept = []
         for n in found:
             base = innermost_base_layer(model.get_submodule(n))
