@@ -1,8 +1,9 @@
 """DiffFit: Unlocking Transferability of Large Diffusion Models via Simple Parameter-Efficient
 Fine-Tuning (Xie et al., 2023, arXiv:2304.06648).
 
-DiffFit trains the bias terms, the normalisation layers and a new learned scale γ (initialised to 1)
-on each residual branch of every block; the rest of the network stays frozen. With a branch
+DiffFit trains the bias terms and a new learned scale γ (initialised to 1) on each residual branch of
+every block, and here by default the normalisation layers too (`train_norm=False` keeps exactly the
+abstract's "bias terms and scaling factors"); the rest of the network stays frozen. With a branch
 `f(x) = W x + b` ending in an output projection::
 
     x ← x + γ · f(x)        γ = 1 at init                         (branches in `scale_modules`)
