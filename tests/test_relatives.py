@@ -252,3 +252,7 @@ def test_sct_selection_is_the_class_averaged_channel_norm_and_is_saved_with_the_
     assert saved["salient_channels"] == channels  # the choice travels with the adapter, readable
     with pytest.raises(ValueError, match="salient_channels"):
         SCTConfig(target_modules=r"vit\.layers\.\d+", top_k=4)
+    fresh, _ = models.vit()
+    with pytest.raises(ValueError, match=r"salient_channels: channel 40 does not exist.*32 channels"):
+        Swift.prepare_model(fresh, SCTConfig(target_modules=r"vit\.layers\.\d+", salient_channels=[1, 2, 3, 40], top_k=4))
+    assert not any(n.endswith(".sct") for n, _ in fresh.named_modules())  # refused before anything changed

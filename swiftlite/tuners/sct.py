@@ -32,6 +32,7 @@ from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
 from ..core.modules import apply_to_hidden, hidden_of
 from ..core.targeting import match_modules
+from ..core.tuner import feature_width, said_by
 
 Channels = dict[str, list[int]]
 
@@ -117,12 +118,19 @@ class SCTTuner(Tuner):
 
     @classmethod
     def check(cls, model: nn.Module, config: SCTConfig, names: list[str]) -> None:
-        if isinstance(config.salient_channels, dict):
-            missing = [n for n in names if n not in config.salient_channels]
+        channels = config.salient_channels
+        if isinstance(channels, dict):
+            missing = [n for n in names if n not in channels]
             if missing:
                 raise ValueError(f"SCTConfig.salient_channels: no channels for {missing[:3]} (it has "
-                                 f"{sorted(config.salient_channels)[:3]}...); compute them for the same "
+                                 f"{sorted(channels)[:3]}...); compute them for the same "
                                  f"target_modules with select_salient_channels")
+        for name in names:
+            found = feature_width(model.get_submodule(name), "out") if config.hidden_pos in (None, 0) else None
+            highest = max(channels[name] if isinstance(channels, dict) else channels)
+            if found is not None and highest >= found[0]:
+                raise ValueError(f"SCTConfig.salient_channels: channel {highest} does not exist in the output of "
+                                 f"{name!r}, which has {found[0]} channels{said_by(found)}; pick channels below {found[0]}")
 
     @classmethod
     def inject(cls, model: nn.Module, config: SCTConfig, adapter_name: str) -> None:
