@@ -144,6 +144,9 @@ def test_binary_adapter_weights_take_two_values_and_the_file_packs_one_bit_each(
     torch.testing.assert_close(_logits(loaded, inputs), y, atol=1e-5, rtol=1e-5)
     for name, p in loaded.adapter_parameters("default").items():  # the loaded Ŵ is the saved Ŵ
         torch.testing.assert_close(binarize(p.detach()), binarize(params[name].detach()), atol=1e-6, rtol=1e-5)
+    renamed = Swift.from_pretrained(models.vit()[0], str(tmp_path), adapter_name={"default": "bits"})
+    renamed.set_active_adapters("bits")
+    torch.testing.assert_close(_logits(renamed, inputs), y, atol=1e-5, rtol=1e-5)
 
 
 def test_binary_adapter_gradient_passes_straight_through():
@@ -187,6 +190,18 @@ def test_shira_checkpoint_loads_in_peft_and_peft_s_loads_here(tmp_path):
     assert json.load(open(tmp_path / "ours" / "adapter_config.json"))["peft_type"] == "SHIRA"
     model.save_pretrained(str(tmp_path / "swift"))
     Swift.save_to_peft_format(str(tmp_path / "swift"), str(tmp_path / "converted"))
+    # the saved indices are what a load uses (as in PEFT), not a fresh draw from the config's seed
+    from safetensors.torch import save_file
+
+    path = tmp_path / "swift" / "default" / "adapter_model.safetensors"
+    state = load_file(path)
+    key = next(k for k in state if k.endswith("q_proj.shira_indices.default"))
+    other = random_mask_indices(32, 32, 2, 99).to(torch.int32)
+    save_file({**state, key: other}, path)
+    tampered = Swift.from_pretrained(models.llama()[0], str(tmp_path / "swift"))
+    layer = tampered.base_model.get_submodule(key.rsplit(".shira_indices", 1)[0])
+    assert torch.equal(layer.shira_indices["default"], other.long())
+    save_file(state, path)
     for folder in ("ours", "converted"):
         pm = peft.PeftModel.from_pretrained(models.llama()[0], str(tmp_path / folder))
         torch.testing.assert_close(_logits(pm, inputs), y, atol=1e-5, rtol=1e-5)
@@ -199,6 +214,8 @@ def test_shira_checkpoint_loads_in_peft_and_peft_s_loads_here(tmp_path):
     ours = Swift.from_pretrained(models.llama()[0], str(tmp_path / "theirs"))
     assert ours.adapters["default"].random_seed == 5
     torch.testing.assert_close(_logits(ours, inputs), y_peft, atol=1e-5, rtol=1e-5)
+    renamed = Swift.from_pretrained(models.llama()[0], str(tmp_path / "theirs"), adapter_name={"default": "sparse"})
+    torch.testing.assert_close(_logits(renamed, inputs), y_peft, atol=1e-5, rtol=1e-5)
     ours.save_pretrained(str(tmp_path / "again"), peft_format=True)
     theirs, again = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("theirs", "again"))
     assert sorted(theirs) == sorted(again)

@@ -170,9 +170,12 @@ class BinaryAdapterTuner(Tuner):
                          ) -> dict[str, Any]:
         shapes = {canonical_name(model, n): p.shape for n, p in model.named_parameters()}
         out = {k: v for k, v in weights.items() if not k.endswith(tuple("." + p for p in PACKED))}
-        for key in {k.rsplit(".", 1)[0] for k in weights if k.endswith(".codes")}:
+        for saved in {k.rsplit(".", 1)[0] for k in weights if k.endswith(".codes")}:
+            # the checkpoint may name the adapter differently (from_pretrained(adapter_name={saved: new}))
+            layer, _, rest = saved.partition(".binary_adapter.")
+            key = f"{layer}.binary_adapter.{adapter_name}.{rest.split('.', 1)[1]}"
             if key not in shapes:
-                raise ValueError(f"binary adapter checkpoint: {key!r} is not a weight of this model's adapter "
+                raise ValueError(f"binary adapter checkpoint: {saved!r} is not a weight of this model's adapter "
                                  f"{adapter_name!r} (a different base model or target_modules?)")
-            out[key] = unpack({p: weights[f"{key}.{p}"] for p in PACKED}, shapes[key])
+            out[key] = unpack({p: weights[f"{saved}.{p}"] for p in PACKED}, shapes[key])
         return out

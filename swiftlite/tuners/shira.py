@@ -168,8 +168,8 @@ class ShiraTuner(Tuner):
     def from_saved_state(cls, model: nn.Module, config: ShiraConfig, weights: dict[str, Any], adapter_name: str
                          ) -> dict[str, Any]:
         """Install the saved indices Ω in their layers (checked first); return the values only."""
-        suffix = f".shira_indices.{adapter_name}"
-        saved = {k[: -len(suffix)]: v for k, v in weights.items() if k.endswith(suffix)}
+        # `<layer>.shira_indices.<name>`: <name> may be the adapter's name in the checkpoint, not `adapter_name`
+        saved = {k.rsplit(".shira_indices.", 1)[0]: v for k, v in weights.items() if ".shira_indices." in k}
         layers = {canonical_name(model, p): m for p, m in tuner_layers(model) if isinstance(m, ShiraLayer)}
         for name, indices in saved.items():
             layer = layers.get(name)
@@ -182,4 +182,4 @@ class ShiraTuner(Tuner):
                                  f"{layer.d_out}x{layer.d_in} weight")
         for name, indices in saved.items():
             layers[name].shira_indices[adapter_name] = indices.long().to(layers[name].shira_weight[adapter_name].device)
-        return {k: v for k, v in weights.items() if not k.endswith(suffix)}
+        return {k: v for k, v in weights.items() if ".shira_indices." not in k}
