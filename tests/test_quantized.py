@@ -117,6 +117,16 @@ def test_bitsandbytes_cpu_kernel_misreads_4bit_weights_whose_rows_are_not_whole_
     assert native_error > 1e-2, native_error  # ... the native kernel reads them back wrong
 
 
+@needs["bitsandbytes"]
+def test_quantize_model_warns_about_layers_the_bitsandbytes_cpu_kernel_misreads():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                                         num_attention_heads=2))
+    with pytest.warns(UserWarning, match=r"1 layers \(model.layers.0.mlp.down_proj, ...\) compute with misread"):
+        quantize_model(model, QuantizeArguments(quant_method="bnb", quant_bits=4))
+
+
 # ---- which backends work on this CPU -----------------------------------------------------------------
 @pytest.mark.skipif(not all(HAS.values()), reason="needs bitsandbytes, torchao and hqq (pip install swiftlite[quant])")
 def test_backend_support_table_in_the_readme():

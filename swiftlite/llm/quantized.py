@@ -2,7 +2,7 @@
 
     base = quantize_model(model, QuantizeArguments(quant_method="bnb", quant_bits=4))   # NF4 + double quant
     base = prepare_model_for_kbit_training(base)          # PEFT's preparation (frozen base, fp32 norms, ...)
-    model = Swift.prepare_model(base, LoRAConfig(r=8, lora_alpha=32, target_modules="all-linear"))
+    model = Swift.prepare_model(base, LoRAConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj", ...]))
 
 QLoRA stores W0 in 4 bits and trains full-precision A, B beside it (`tuners/lora_quantized.py`)::
 
@@ -110,9 +110,19 @@ def quantize_model(model: nn.Module | str, args: QuantizeArguments, dtype: torch
         with tempfile.TemporaryDirectory() as tmp:  # transformers quantizes while it loads
             model.save_pretrained(tmp)
             quantized = _load(tmp, dtype, cls=type(model), quantization_config=config)
-    for module in quantized.modules():
+    misread = []
+    for name, module in quantized.named_modules():
         if backend_of(module) is not None and backend_of(module).name == "bnb-4bit":
             bnb4_keep_layout(module)  # see its docstring: bitsandbytes' CPU repacking fails on llama-tiny
+            if module.in_features % module.weight.blocksize and module.out_features > 1:
+                misread.append(name)
+    if misread:
+        import warnings
+
+        warnings.warn(f"bitsandbytes' CPU kernel (dequantize_4bit) reads 4-bit weights back wrong when in_features is "
+                      f"not a multiple of the block size ({quantized.get_submodule(misread[0]).weight.blocksize}): "
+                      f"{len(misread)} layers ({misread[0]}, ...) compute with misread weights on a CPU (README, "
+                      f"'Tuning on a quantized base')", UserWarning, stacklevel=2)
     return quantized
 
 
@@ -238,4 +248,85 @@ def backend_support(seed: int = 0) -> list[dict[str, Any]]:
         except Exception as error:  # the exact error is the finding
             rows.append({"case": name, "works": False, "max_abs_error": None,
                          "error": f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"})
+    return rows
+
+
+# ---- the benchmark: LoRA on each quantized base vs LoRA on the float32 base -------------------------------
+VARIANTS: dict[str, QuantizeArguments | None] = {  # display name -> how the base is quantized (None: float32)
+    "fp32 base": None,
+    "bnb NF4 + double quant (QLoRA)": QuantizeArguments(quant_method="bnb", quant_bits=4),
+    "bnb FP4": QuantizeArguments(quant_method="bnb", quant_bits=4, bnb_4bit_quant_type="fp4",
+                                 bnb_4bit_use_double_quant=False),
+    "bnb LLM.int8": QuantizeArguments(quant_method="bnb", quant_bits=8),
+    "torchao int8 weight-only": QuantizeArguments(quant_method="torchao", quant_bits=8),
+    "hqq 4-bit": QuantizeArguments(quant_method="hqq", quant_bits=4),
+}
+
+
+def lora_on(model: nn.Module, args: QuantizeArguments | None, lora_config: Any) -> nn.Module:
+    """`model`, quantized with `args` (None: left in float32), then wrapped with LoRA `lora_config`."""
+    import warnings
+
+    from .. import Swift
+
+    if args is not None:
+        with warnings.catch_warnings():  # transformers' notes on loading; the benchmark reports the numbers
+            warnings.simplefilter("ignore")
+            model = quantize_model(model, args)
+    return Swift.prepare_model(model, lora_config)
+
+
+def linear_weight_bytes(model: nn.Module) -> int:
+    """Bytes of the (possibly quantized) linear layers of the decoder blocks (not embeddings / lm_head)."""
+    total = 0
+    for name, module in model.named_modules():
+        if name.endswith("lm_head") or "lora_" in name:
+            continue
+        if backend_of(module) is not None or (type(module) is nn.Linear and not hasattr(module, "lora_A")):
+            total += weight_bytes(module)
+    return total
+
+
+def compare_quantized(model_factory, variants: dict[str, QuantizeArguments | None], lora_config: Any,
+                      train_ds, eval_ds, *, steps: int, lr: float, batch_size: int, seeds=(0, 1, 2),
+                      collate_fn=None, eval_fn=None, measure_steps: int = 5, measure_rounds: int = 1,
+                      progress: bool = True) -> list[dict[str, Any]]:
+    """LoRA `lora_config` on `model_factory()` quantized each way, run by :func:`swiftlite.llm.compare_tuners`
+    once per seed (same data, steps, lr). One row per variant: weight bytes of the base and of its linear
+    layers, counted training memory (weights as stored + saved for backward + gradients + AdamW state),
+    median step time over seeds and rounds, and mean / std over seeds of the held-out loss (and of each
+    metric `eval_fn(model, name)` returns)."""
+    import functools
+
+    import numpy as np
+
+    from .sft import compare_tuners
+
+    configs = {name: functools.partial(lora_on, args=args, lora_config=lora_config) for name, args in variants.items()}
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for seed in seeds:
+        for row in compare_tuners(model_factory, configs, train_ds, eval_ds, steps=steps, lr=lr,
+                                  batch_size=batch_size, seed=seed, collate_fn=collate_fn, eval_fn=eval_fn,
+                                  measure_steps=measure_steps, measure_rounds=measure_rounds, progress=progress):
+            runs[row["name"]].append(row)
+    rows = []
+    for name, args in variants.items():
+        model = configs[name](model_factory())
+        first = runs[name][0]
+        parts = first["memory_parts_bytes"]
+        stored = weight_bytes(model.base_model)  # quantized weights as stored + LoRA's A, B
+        row = {"name": name, "quant_method": None if args is None else args.quant_method,
+               "quant_bits": 32 if args is None else args.quant_bits,
+               "base_weight_bytes": stored - sum(p.numel() * p.element_size() for p in model.parameters()
+                                                 if p.requires_grad),
+               "linear_weight_bytes": linear_weight_bytes(model.base_model),
+               "train_memory_bytes": stored + parts["saved for backward"] + parts["gradients"]
+               + parts["optimizer state"],
+               "step_time_s": float(np.median([t for r in runs[name] for t in r["step_time_rounds"]])),
+               "trainable_params": first["trainable_params"], "seeds": len(runs[name])}
+        metrics = ["eval_loss_init", "eval_loss"] + [k for k in first if k.startswith("exact_match")]
+        for metric in metrics:
+            values = [r[metric] for r in runs[name]]
+            row[metric], row[metric + "_std"] = float(np.mean(values)), float(np.std(values))
+        rows.append(row)
     return rows
