@@ -127,6 +127,28 @@ def test_quantize_model_warns_about_layers_the_bitsandbytes_cpu_kernel_misreads(
         quantize_model(model, QuantizeArguments(quant_method="bnb", quant_bits=4))
 
 
+@needs["bitsandbytes"]
+def test_bitsandbytes_avx512_repacking_crashes_where_quantize_model_turns_it_off():
+    """README: on a CPU with AVX512-BF16, Linear4bit's first eval-mode no-grad forward repacks the weight and fails
+    for in_features that are not whole blocks; quantize_model (and LoRA's wrapper) keep the standard layout."""
+    import bitsandbytes as bnb
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                                         num_attention_heads=2)).eval()
+    with pytest.warns(UserWarning, match="misread"):
+        quantized = quantize_model(model, QuantizeArguments(quant_method="bnb", quant_bits=4)).eval()
+    with torch.no_grad():
+        assert torch.isfinite(quantized(torch.tensor([[1, 2, 3]])).logits).all()
+    if not bnb.nn.Linear4bit(96, 64).support_avx512bf16_for_cpu:
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes never repacks here")
+    raw = bnb.nn.Linear4bit(96, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    raw.load_state_dict(torch.nn.Linear(96, 64, bias=False).state_dict())
+    raw = raw.to("cpu").eval()
+    with torch.no_grad(), pytest.raises(RuntimeError, match="is invalid for input of size"):
+        raw(torch.randn(2, 96))
+
+
 # ---- which backends work on this CPU -----------------------------------------------------------------
 @pytest.mark.skipif(not all(HAS.values()), reason="needs bitsandbytes, torchao and hqq (pip install swiftlite[quant])")
 def test_backend_support_table_in_the_readme():
