@@ -288,3 +288,20 @@ def test_4bit_nf4_double_quant_base_weighs_under_a_third_of_float32(llama):
     float_bytes = sum(llama[0].get_submodule(n).weight.numel() * 4 for n in linear)
     quant_bytes = sum(weight_bytes(base.get_submodule(n)) for n in linear)
     assert quant_bytes < float_bytes / 3 * 1.05  # 4.127 bits + bitsandbytes' small per-layer state vs 32 bits
+
+
+@needs["bitsandbytes"]
+def test_other_tuners_train_on_a_4bit_base_and_weight_merges_are_refused(llama, batch):
+    import swiftlite.tuners as T
+
+    hidden = llama[0].config.hidden_size
+    configs = {"ia3": T.IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]),
+               "adapter": T.AdapterConfig(dim=hidden, target_modules=r"model\.layers\.\d+\.mlp", adapter_length=8)}
+    for name, config in configs.items():
+        model = Swift.prepare_model(_quantized(llama, "bnb-4bit"), config)
+        model.train()
+        model(**batch).loss.backward()
+        trained = [p for p in model.parameters() if p.requires_grad]
+        assert trained and all(p.dtype == torch.float32 and p.grad is not None for p in trained), name
+    with pytest.raises(NotImplementedError, match="IA3Layer cannot merge into the quantized Linear4bit"):
+        Swift.merge(Swift.prepare_model(_quantized(llama, "bnb-4bit"), configs["ia3"]))

@@ -49,7 +49,7 @@ class QuantBackend:
     matches: Callable[[nn.Module], bool]
     dequantize: Callable[[nn.Module], torch.Tensor]  # -> deq(Q(W)) as float32 (d_out, d_in)
     requantize: Callable[[nn.Module, torch.Tensor], nn.Module]  # (layer, dense W) -> a new layer of the same kind
-    keep_layout: Callable[[nn.Module], None] = lambda layer: None  # keeps the stored layout that `dequantize` reads
+    keep_layout: Callable[[nn.Module], None] | None = None  # keeps the stored layout that `dequantize` reads
 
 
 def _with_weight(layer: nn.Module, weight: nn.Parameter) -> nn.Module:
@@ -209,6 +209,7 @@ class LoRAQuantizedLinear(LoRALinear):
     """h = Q(W0) x + s · B A x: full-precision A, B beside any backend's quantized linear layer."""
 
     keep_pre_merge = False  # `merge` keeps the whole pre-merge layer itself (its tensors cannot be copied back)
+    merges_quantized = True  # dequantize, add, quantize again
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
@@ -216,7 +217,8 @@ class LoRAQuantizedLinear(LoRALinear):
         if self.backend is None:
             raise TypeError(f"{type(base_layer).__name__} is not a quantized layer swiftlite knows "
                             f"({', '.join(b.name for _, b in BACKENDS)})")
-        self.backend.keep_layout(base_layer)
+        if self.backend.keep_layout is not None:
+            self.backend.keep_layout(base_layer)
         self._before_merge: dict[str, nn.Module] = {}  # adapter -> the quantized layer before it was merged
 
     def _base_device_dtype(self) -> tuple[torch.device, torch.dtype]:
