@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import time
+import warnings
 
 import torch
 
@@ -85,6 +86,7 @@ def main() -> None:
     def accuracy(model, name):
         return {"exact_match": exact_match(model, tokenizer, em_pairs, max_new_tokens=max_answer)}
 
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")  # LLM.int8, at every call
     started = time.perf_counter()
     tiny = compare_quantized(lambda: zoo.load("llama-tiny")[0], VARIANTS, lora, train_ds, eval_ds, steps=steps,
                              lr=5e-3, batch_size=16, seeds=opts.seeds, collate_fn=collate, eval_fn=accuracy,
