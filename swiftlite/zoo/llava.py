@@ -32,8 +32,8 @@ STAGE1_ALIGNER = "stage1_aligner.safetensors"
 
 # the parts' recipe hashes: a rebuilt vit-tiny or llama-tiny invalidates llava-tiny
 FULL: dict[str, Any] = dict(quick_parts=False, parts={"vit-tiny": _vit.RECIPE.hash(False)[:12], "llama-tiny": _llama.RECIPE.hash(False)[:12]},
-                            vision_feature_layer=-2, max_objects=3, n_captions=6000, stage1_steps=600, stage1_lr=2e-3,
-                            n_questions=16000, stage2_steps=1500, stage2_lr=1e-3, aligner_lr=1e-3, batch_size=32,
+                            vision_feature_layer=-2, max_objects=3, n_captions=6000, stage1_steps=400, stage1_lr=2e-3,
+                            n_questions=16000, stage2_steps=1400, stage2_lr=1e-3, aligner_lr=1e-3, batch_size=16,
                             warmup_steps=50, n_test=800, seed=0)
 QUICK: dict[str, Any] = dict(quick_parts=True, parts={"vit-tiny": _vit.RECIPE.hash(True)[:12], "llama-tiny": _llama.RECIPE.hash(True)[:12]},
                              vision_feature_layer=-2, max_objects=3, n_captions=200, stage1_steps=15, stage1_lr=2e-3,
