@@ -286,3 +286,6 @@ def test_llava_tiny_quick_build_is_a_real_llava_with_real_figures(monkeypatch):
     stage1 = load_file(str(zoo.path("llava-tiny", progress=False) / recipe.STAGE1_ALIGNER))
     assert set(stage1) == {n for n, _ in model.named_parameters() if "multi_modal_projector" in n}
     assert any(not torch.equal(stage1[n], t) for n, t in model.named_parameters() if n in stage1)
+    fig = recipe.vqa_figure(stamp)
+    bars = [p.get_width() for p in fig.axes[0].patches]
+    assert bars[-4:] == [stamp["figures"][f"vqa_accuracy_{q}"] for q in ("colour", "shape", "count", "position")]

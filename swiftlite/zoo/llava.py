@@ -143,6 +143,22 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     return figures
 
 
+def vqa_figure(stamp: dict):
+    """Bar chart of the stamped VQA accuracy per question type beside the majority-answer baseline."""
+    import matplotlib.pyplot as plt
+
+    from ..data.vqa import QTYPES
+    from ..viz import grouped_bars
+
+    figures = stamp["figures"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    grouped_bars(list(QTYPES), {"majority answer (no image)": [figures[f"majority_baseline_{q}"] for q in QTYPES],
+                                "llava-tiny (greedy, exact match)": [figures[f"vqa_accuracy_{q}"] for q in QTYPES]},
+                 ax=ax, xlabel=f"held-out accuracy ({stamp['params']['n_test']} questions)",
+                 title=f"llava-tiny VQA accuracy per question type ({'quick' if stamp['quick'] else 'full'} build)")
+    return fig
+
+
 def load(directory: Path):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
