@@ -289,3 +289,18 @@ def test_llava_tiny_quick_build_is_a_real_llava_with_real_figures(monkeypatch):
     fig = recipe.vqa_figure(stamp)
     bars = [p.get_width() for p in fig.axes[0].patches]
     assert bars[-4:] == [stamp["figures"][f"vqa_accuracy_{q}"] for q in ("colour", "shape", "count", "position")]
+
+
+def test_readme_multimodal_example_runs(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("SWIFTLITE_QUICK", "1")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", readme, re.S) if "multimodal_target_regex" in c)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    tuned, groups = namespace["tuned"], namespace["groups"]
+    lora = {n.split(".lora_A")[0] for n, _ in tuned.base_model.named_parameters() if "lora_A" in n}
+    assert lora and all(n.startswith(("model.language_model.", "model.multi_modal_projector.")) for n in lora)
+    assert any(n.startswith("model.multi_modal_projector.") for n in lora)
+    assert {g["part"]: g["lr"] for g in groups} == {"language_model": 1e-4, "aligner": 1e-3}
