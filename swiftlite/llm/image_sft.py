@@ -181,6 +181,6 @@ def vqa_accuracy(model, processor, records, *, batch_size: int = 64) -> dict[str
                          batch_size=batch_size)
     hits = np.array([p == str(a) for p, a in zip(predictions, data["answer"])])
     qtypes = np.array([str(q) for q in data["qtype"]])
-    scores = {q: float(hits[qtypes == q].mean()) for q in sorted(set(qtypes))}
+    scores = {str(q): float(hits[qtypes == q].mean()) for q in sorted(set(qtypes))}
     scores["all"] = float(hits.mean())
     return scores
