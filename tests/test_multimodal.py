@@ -304,3 +304,22 @@ def test_readme_multimodal_example_runs(monkeypatch):
     assert lora and all(n.startswith(("model.language_model.", "model.multi_modal_projector.")) for n in lora)
     assert any(n.startswith("model.multi_modal_projector.") for n in lora)
     assert {g["part"]: g["lr"] for g in groups} == {"language_model": 1e-4, "aligner": 1e-3}
+
+
+def test_shipped_llava_tiny_stamp_matches_the_readme():
+    import json
+    from pathlib import Path
+
+    from swiftlite import zoo
+
+    root = Path(__file__).resolve().parents[1]
+    stamp = json.loads((root / "swiftlite/zoo/shipped/llava-tiny/zoo_stamp.json").read_text())
+    assert stamp["recipe_hash"] == zoo.get_recipe("llava-tiny").hash(False)  # the shipped build is the current recipe
+    fig = stamp["figures"]
+    row = next(line for line in (root / "README.md").read_text().splitlines() if line.startswith("| `llava-tiny` |"))
+    for key in ("all", "colour", "count", "position", "shape"):
+        assert f"**{round(100 * fig[f'vqa_accuracy_{key}'])} %**" in row
+        if key != "all":
+            assert fig[f"vqa_accuracy_{key}"] > fig[f"majority_baseline_{key}"]
+    baselines = " / ".join(str(round(100 * fig[f"majority_baseline_{q}"])) for q in ("colour", "count", "position", "shape"))
+    assert f"{baselines} %" in row
