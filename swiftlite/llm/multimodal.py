@@ -284,6 +284,10 @@ def load_lora_llm(model: nn.Module, model_id: str | os.PathLike, *, inference_mo
     if unknown:
         raise KeyError(f"load_lora_llm: {VIT_WEIGHTS_NAME} holds {unknown[:3]} which the model lacks; "
                        "is this the base model the checkpoint was trained from?")
+    wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(params[k].shape)]
+    if wrong:  # checked before anything is loaded: nothing half-applied
+        raise ValueError(f"load_lora_llm: {VIT_WEIGHTS_NAME}[{wrong[0]!r}] has shape {tuple(state[wrong[0]].shape)}, the "
+                         f"model's is {tuple(params[wrong[0]].shape)}; is this the base model the checkpoint was trained from?")
     swift_model = Swift.from_pretrained(model, str(model_id), inference_mode=inference_mode)
     with torch.no_grad():
         for key, value in state.items():
