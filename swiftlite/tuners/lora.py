@@ -46,6 +46,7 @@ from ..core.layer import canonical_name, check_finite
 from ..core.modules import with_transformers_conv1d
 from ..core.peft_format import PeftSpec, bad_pattern_key, pattern_value
 from ..core.targeting import replace_module
+from ..kernels.routes import lora_kernel_route
 
 # PEFT LoraConfig fields swiftlite does not implement, with the value at which that is exact: a checkpoint
 # (ms-swift's or PEFT's) setting one to anything else is refused, never silently computed otherwise.
@@ -177,6 +178,9 @@ class LoRALayer(TunerLayer):
 
     # ---- the forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        kernel = lora_kernel_route(self, x)  # a mixed-adapter batch, or the opt-in fused path (swiftlite/kernels/)
+        if kernel is not None:
+            return kernel(self, x, *args, **kwargs)
         h = self.base_layer(x, *args, **kwargs)  # W0 x + b
         for name in self.active_adapters:
             s, x_d = self.scaling[name], self.lora_dropout[name](x)  # x̃ = dropout(x)
