@@ -58,33 +58,41 @@ def import_triton() -> tuple[Any, Any]:
 
 
 def interpreter_requested() -> bool:
-    """Is `TRITON_INTERPRET=1` set now? (A kernel file records this when it is imported.)"""
+    """Is `TRITON_INTERPRET=1` set now?"""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
-def why_not_triton(kernel_module: Any, *tensors: Any) -> str | None:
-    """Why `kernel_module`'s Triton kernel cannot run on `tensors` (None: it can)."""
-    import torch
+class KernelFile:
+    """What a kernel file knows when it is imported: is Triton there, and was the interpreter on then?
+    Each kernel file makes one (`KERNELS = KernelFile(__name__)`) before it defines its kernels."""
 
-    if kernel_module.triton is None:
-        return "Triton is not installed (pip install 'swiftlite[triton]')"
-    on_gpu = all(t.is_cuda for t in tensors if isinstance(t, torch.Tensor))
-    if not on_gpu and not kernel_module.INTERPRETED:
-        return (f"the tensors are not on a CUDA GPU and TRITON_INTERPRET=1 was not set when "
-                f"{kernel_module.__name__} was imported (set it before importing swiftlite to run Triton's interpreter)")
-    if kernel_module.INTERPRETED and any(isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 for t in tensors):
-        return "Triton's interpreter has no bfloat16"
-    return None
+    def __init__(self, module_name: str) -> None:
+        self.module_name = module_name
+        self.triton, self.tl = import_triton()
+        self.interpreted = self.triton is not None and interpreter_requested()
 
+    def why_not(self, *tensors: Any) -> str | None:
+        """Why this file's Triton kernels cannot run on `tensors` (None: they can)."""
+        import torch
 
-def should_use_triton(kernel_module: Any, kernel: str, *tensors: Any) -> bool:
-    """True when the switch is on and the Triton kernel can run; else False, warning once per reason."""
-    if not _enabled:
+        if self.triton is None:
+            return "Triton is not installed (pip install 'swiftlite[triton]')"
+        on_gpu = all(t.is_cuda for t in tensors if isinstance(t, torch.Tensor))
+        if not on_gpu and not self.interpreted:
+            return (f"the tensors are not on a CUDA GPU and TRITON_INTERPRET=1 was not set when {self.module_name} "
+                    f"was imported (set it before importing swiftlite to run Triton's interpreter on the CPU)")
+        if self.interpreted and any(isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 for t in tensors):
+            return "Triton's interpreter has no bfloat16"
+        return None
+
+    def use(self, kernel: str, *tensors: Any) -> bool:
+        """True when the switch is on and the Triton kernel can run; else False, warning once per reason."""
+        if not _enabled:
+            return False
+        reason = self.why_not(*tensors)
+        if reason is None:
+            return True
+        if (kernel, reason) not in _warned:
+            _warned.add((kernel, reason))
+            warnings.warn(f"swiftlite.kernels: {kernel} runs its PyTorch reference: {reason}", stacklevel=3)
         return False
-    reason = why_not_triton(kernel_module, *tensors)
-    if reason is None:
-        return True
-    if (kernel, reason) not in _warned:
-        _warned.add((kernel, reason))
-        warnings.warn(f"swiftlite.kernels: {kernel} runs its PyTorch reference: {reason}", stacklevel=3)
-    return False

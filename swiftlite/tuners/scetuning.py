@@ -74,6 +74,7 @@ from ..core.modules import innermost_base_layer
 from ..core.params import rename_attached
 from ..core.targeting import match_modules
 from ..core.tuner import forward_arguments
+from ..kernels import triton_enabled
 from .scetuning_condition import (ConditionEncoder, ConditionHints, HintProbe, fit_hint, hint_target_levels,
                                   level_widths)
 
@@ -140,6 +141,10 @@ class SCEAdapter(nn.Module):
         return self.ln2(self.activate(self.ln1(x)))
 
     def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        if triton_enabled():  # opt-in fused kernel; imported here only because it imports Triton
+            from ..kernels.bottleneck import bottleneck_module_forward
+
+            return bottleneck_module_forward(self, x, scale)
         # O = x + W_up · GELU(W_down · x); at inference x + s · (O − x)
         return x + scale * self.delta(x.to(self.ln1.weight.dtype)).to(x.dtype)
 
