@@ -217,3 +217,27 @@ print("ok")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+def _benchmark_script():
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "kernels.py")
+    spec = importlib.util.spec_from_file_location("benchmark_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a CUDA GPU")
+def test_benchmark_refuses_politely_without_a_gpu(capsys):
+    assert _benchmark_script().main([]) == 2
+    err = capsys.readouterr().err
+    assert "needs a CUDA GPU" in err and "no GPU timing exists yet" in err
+
+
+@needs_triton
+def test_benchmark_dry_run_prints_the_ratio_table(capsys):
+    assert _benchmark_script().main(["--cpu-dry-run", "--rounds", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    for row in ("LoRA linear fwd+bwd", "SC-Tuner bottleneck fwd+bwd", "mixed-adapter batch fwd (bgmv)"):
+        assert f"| {row} |" in out
+    assert "not a measurement" in out
