@@ -126,6 +126,24 @@ def test_mixed_batch_through_bgmv_equals_the_pytorch_path(monkeypatch):
 
 
 @needs_triton
+def test_mixed_batch_through_bgmv_on_gpt2_conv1d(monkeypatch):
+    base, _ = models.gpt2()
+    torch.manual_seed(0)
+    model = Swift.prepare_model(base, {
+        "a": LoRAConfig(r=3, target_modules=["c_attn"], init_lora_weights=False),
+        "b": LoRAConfig(r=5, target_modules=["c_attn", "c_proj"], init_lora_weights=False)}).eval()
+    ids = torch.randint(0, 64, (3, 4), generator=torch.Generator().manual_seed(6))
+    names = ["a", "b", "__base__"]
+    eager = model(input_ids=ids, adapter_names=names).logits
+    calls = []
+    monkeypatch.setattr(bgmv, "_bgmv_shrink_triton", lambda *a, f=bgmv._bgmv_shrink_triton: calls.append(1) or f(*a))
+    with use_triton(True):
+        fused = model(input_ids=ids, adapter_names=names).logits
+    assert len(calls) == 6  # c_attn, attn.c_proj, mlp.c_proj in both blocks (Conv1D layers)
+    torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
 def test_lora_layer_routes_through_the_fused_function(monkeypatch):
     base, inputs = models.llama()
     torch.manual_seed(0)
@@ -185,6 +203,17 @@ def test_fallback_says_why_once(monkeypatch):
             assert not absent.use("example_kernel", x) and not absent.use("example_kernel", x)
     said = [w for w in caught if "example_kernel runs its PyTorch reference" in str(w.message)]
     assert len(said) == 1
+
+
+def test_swiftlite_triton_env_turns_the_switch_on_at_start(monkeypatch):
+    monkeypatch.setenv("SWIFTLITE_TRITON", "1")
+    try:
+        importlib.reload(dispatch)
+        assert dispatch.triton_enabled()
+    finally:
+        monkeypatch.delenv("SWIFTLITE_TRITON")
+        importlib.reload(dispatch)
+    assert not dispatch.triton_enabled()
 
 
 def test_use_triton_is_a_switch_and_a_block():
