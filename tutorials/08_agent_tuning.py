@@ -400,4 +400,4 @@ assert score_step(invented, gold_action["tool"], gold_action["input"]) == "hallu
 # `chat_widget`), [`swiftlite/llm/sft.py`](../swiftlite/llm/sft.py) (`sft_loss`),
 # [`swiftlite/data/tools.py`](../swiftlite/data/tools.py) (dialogs and tools).
 #
-# **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** none (the last tutorial)
+# **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** [`14_triton_kernels`](14_triton_kernels.ipynb)

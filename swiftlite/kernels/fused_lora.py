@@ -112,6 +112,15 @@ def _matmul_lowrank_triton(X, W, Z, U, s, bias=None):
     return out
 
 
+def tile_map(M: int, N: int, block_m: int, block_n: int) -> torch.Tensor:
+    """The tiling picture of `_matmul_lowrank_kernel`: the program that writes each element of the
+    (M, N) output, numbered row-major over its grid (cdiv(M, block_m), cdiv(N, block_n)). The last row
+    and column of programs also cover padding beyond M and N, which their masks leave unwritten."""
+    i = torch.arange(M)[:, None] // block_m
+    j = torch.arange(N)[None, :] // block_n
+    return i * -(-N // block_n) + j  # (M, N)
+
+
 # ---- the dispatcher ---------------------------------------------------------------------------------
 def matmul_lowrank(X: torch.Tensor, W: torch.Tensor, Z: torch.Tensor, U: torch.Tensor, s: float,
                    bias: torch.Tensor | None = None) -> torch.Tensor:
