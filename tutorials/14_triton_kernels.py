@@ -28,8 +28,9 @@
 # mixed batches against looping over adapters in eager PyTorch on the CPU (no GPU timing exists yet).
 #
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 while other
-# jobs shared the machine: full mode about 1 min; quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick
-# `llama-tiny` cached) about 30 s. The last section prints this run's time.
+# jobs shared the machine: full mode 44 s (`jupyter nbconvert --execute`, kernel start included; 26 s
+# inside the notebook); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick `llama-tiny` cached) 35 s in
+# `tests/test_notebooks.py`. The last section prints this run's time.
 #
 # **You will learn**
 # * the LoRA backward derived by hand (dx, dA, dB with W0 frozen), and why the forward's kernel also
@@ -160,13 +161,19 @@ owner = fused_lora.tile_map(M, N, BM, BN)
 grid = (-(-M // BM), -(-N // BN))
 fig, ax = plt.subplots(figsize=(7, 3.8))
 ax.imshow(owner.numpy() % 2 + (owner.numpy() // grid[1]) % 2 * 0.5, cmap="Pastel1", aspect="auto")
-for pid in owner.unique().tolist():
-    rr, cc = (owner == pid).nonzero(as_tuple=True)
-    ax.text(cc.float().mean(), rr.float().mean(), f"program {pid}\n(i={pid // grid[1]}, j={pid % grid[1]})",
-            ha="center", va="center", fontsize=8)
-ax.set_xlabel(f"output column (N = {N}; tiles of B_N = {BN}, the last one masked at {N})")
-ax.set_ylabel(f"output row (M = {M}; B_M = {BM})")
+for pid in range(grid[0] * grid[1]):  # each program's tile, drawn whole: the part outside the matrix is masked
+    i, j = divmod(pid, grid[1])
+    ax.add_patch(plt.Rectangle((j * BN - 0.5, i * BM - 0.5), BN, BM, fill=False, lw=1.5))
+    ax.text(j * BN + BN / 2, i * BM + BM / 2, f"program {pid}\n(i={i}, j={j})", ha="center", va="center", fontsize=8)
+ax.add_patch(plt.Rectangle((N - 0.5, -0.5), grid[1] * BN - N, grid[0] * BM, hatch="//", fill=False, ec="grey",
+                           label="masked: outside the matrix"))
+ax.add_patch(plt.Rectangle((-0.5, M - 0.5), N, grid[0] * BM - M, hatch="//", fill=False, ec="grey"))
+ax.set_xlim(-0.5, grid[1] * BN - 0.5)
+ax.set_ylim(grid[0] * BM - 0.5, -0.5)
+ax.set_xlabel(f"output column (N = {N}, tiles of B_N = {BN})")
+ax.set_ylabel(f"output row (M = {M}, B_M = {BM})")
 ax.set_title(f"{grid[0]} × {grid[1]} = {grid[0] * grid[1]} programs, each writing one tile")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18))
 viz.save_figure(fig, "14_triton_kernels_tiling")
 plt.show()
 padding = grid[0] * BM * grid[1] * BN - M * N
