@@ -216,6 +216,12 @@ def test_swiftlite_triton_env_turns_the_switch_on_at_start(monkeypatch):
     assert not dispatch.triton_enabled()
 
 
+@needs_triton
+def test_interpreter_refuses_bfloat16():
+    assert bgmv.KERNELS.interpreted
+    assert "no bfloat16" in bgmv.KERNELS.why_not(torch.ones(2, dtype=torch.bfloat16))
+
+
 def test_use_triton_is_a_switch_and_a_block():
     assert not dispatch.triton_enabled()
     with use_triton(True):
