@@ -98,3 +98,14 @@ def test_mixed_batch_refuses_non_lora_adapters():
         model(input_ids=ids, adapter_names=["lora", "__base__"])
     model.deactivate_adapter("adapter")
     assert model(input_ids=ids, adapter_names=["lora", "__base__"]).logits.shape == (2, 4, 64)
+
+
+def test_adapter_names_never_reach_the_transformers_model():
+    model = _llama_with_adapters()
+    seen = []
+    model.base_model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(set(kwargs)), with_kwargs=True)
+    ids = torch.randint(1, 64, (2, 4))
+    model(input_ids=ids, adapter_names=["a", "b"])
+    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), adapter_names=["a", "b"], max_new_tokens=2,
+                   do_sample=False, pad_token_id=0)
+    assert len(seen) >= 3 and not any("adapter_names" in keys for keys in seen)
