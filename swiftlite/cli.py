@@ -95,7 +95,7 @@ def _show(model_dir: str) -> str:
         raise UserError(f"show {model_dir}: no config.json, so this is not a transformers model folder")
     from transformers import AutoModel
 
-    from .core.inspect import show as show_tree
+    from .api.inspect import show as show_tree
 
     return show_tree(AutoModel.from_pretrained(model_dir))
 

@@ -242,7 +242,7 @@ def _cycle(dataloader) -> Iterator[Any]:
 
 def _is_swift_model(model: nn.Module) -> bool:
     try:
-        from swiftlite.core.model import SwiftModel  # lazy: core is optional for plain nn.Modules
+        from swiftlite.api.model import SwiftModel  # lazy: core is optional for plain nn.Modules
     except ImportError:
         SwiftModel = None
     if SwiftModel is not None and isinstance(model, SwiftModel):

@@ -410,9 +410,9 @@ def attachment_sites(model, config: Any = None) -> list[Site]:
     """
     import torch.nn as nn
 
-    from .core.inspect import _tuner_state
+    from .api.inspect import _tuner_state
     from .core.layer import TunerLayer
-    from .core.model import SwiftModel
+    from .api.model import SwiftModel
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"tuner_diagram(model): expected an nn.Module, got {type(model).__name__}")
@@ -541,8 +541,8 @@ def tuner_diagram(model, config: Any = None, ax=None, max_rows: int = 60):
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch, Patch
 
-    from .core.inspect import _build, _fold, _join_containers
-    from .core.model import SwiftModel
+    from .api.inspect import _build, _fold, _join_containers
+    from .api.model import SwiftModel
 
     sites = attachment_sites(model, config)
     applied = isinstance(model, SwiftModel)  # a plain model is not frozen yet: no trainable/frozen words

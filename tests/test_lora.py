@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from swiftlite.core import Swift, TunerLayer, tuner_layers
+from swiftlite import Swift
+from swiftlite.core import TunerLayer, tuner_layers
 from swiftlite.testing import models
 from swiftlite.tuners.lora import LoRAConfig, LoRALinear
 from swiftlite.tuners.lora_layers import LoRAConv1D, LoRAConv2d, LoRAEmbedding

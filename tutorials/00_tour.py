@@ -475,7 +475,7 @@ print("both active: base + Δ_default + Δ_down; that is why the continuation fo
 #   adapters active together add their updates.
 #
 # Where this lives: [`swiftlite/tuners/lora.py`](../swiftlite/tuners/lora.py) (the equation),
-# [`swiftlite/core/model.py`](../swiftlite/core/model.py) (`SwiftModel`),
+# [`swiftlite/api/model.py`](../swiftlite/api/model.py) (`SwiftModel`),
 # [`swiftlite/train.py`](../swiftlite/train.py), [`swiftlite/viz.py`](../swiftlite/viz.py).
 #
 # **Previous:** the [tutorials index](README.md) (this is the first tutorial) ·

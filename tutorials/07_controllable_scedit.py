@@ -58,7 +58,7 @@ from swiftlite.train import train
 from swiftlite.diffusion import TextToImageLoss, edge_agreement, mask_edges, mask_iou, object_mask, sample, sample_grid
 from swiftlite.diffusion import text_to_image_dataset
 from swiftlite.diffusion.controlnet import ControlNetUNet, trainable_parameter_count
-from swiftlite.tuners import SCETuningConfig, Swift, scetuning_condition, scetuning_scale
+from swiftlite import SCETuningConfig, Swift, scetuning_condition, scetuning_scale
 from swiftlite.tuners.scetuning import unet_skip_widths
 from swiftlite.tuners.scetuning_condition import unet_skip_levels
 

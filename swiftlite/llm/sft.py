@@ -258,7 +258,7 @@ def _prepare(model: nn.Module, config) -> nn.Module:
         return model
     if callable(config) and not isinstance(config, Mapping) and not hasattr(config, "swift_type"):
         return config(model)
-    from swiftlite.core.model import Swift
+    from swiftlite.api.model import Swift
 
     return Swift.prepare_model(model, config)
 

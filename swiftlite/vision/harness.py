@@ -123,7 +123,7 @@ def prepare(model: nn.Module, config: Any, head: str = DEFAULT_HEAD) -> nn.Modul
     ``LINEAR_PROBE``: a ``SwiftModel`` with no tuner whose only trainable weights are the head;
     a config or ``{adapter_name: config}``: a ``SwiftModel`` with the tuner(s) and the head trainable.
     """
-    from ..core import Swift, SwiftModel
+    from ..api import Swift, SwiftModel
 
     if config is FULL_FINE_TUNING:
         for p in model.parameters():

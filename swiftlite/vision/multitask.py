@@ -133,7 +133,7 @@ def multi_task_timing(backbone: str = "vit-tiny", k: int = 5, batch_size: int = 
     rounds of (shared time / K-forwards time). Returns a dict with both medians, the ratio, its IQR,
     and the largest logit difference.
     """
-    from ..core import Swift
+    from ..api import Swift
     from ..tuners import restuning
 
     helper = getattr(restuning, "multi_task_forward", None)

@@ -41,7 +41,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from .layer import TunerLayer
+from ..core.config import SwiftConfig
+from ..core.layer import TunerLayer
+from .model import SwiftModel
 
 MATCH_MARK = "<< match"
 
@@ -357,12 +359,8 @@ def show(model: nn.Module, config: Any = None, max_depth: int | None = None, fol
         raise TypeError(f"show(model): expected an nn.Module, got {type(model).__name__}")
     if max_depth is not None and max_depth < 0:
         raise ValueError(f"show(max_depth={max_depth}): expected None or a depth >= 0")
-    from .model import SwiftModel
-
     matched, prefix, config_name = None, "", None
     if config is not None:
-        from .config import SwiftConfig
-
         if not isinstance(config, SwiftConfig):
             raise TypeError(f"show(config=...): expected a SwiftConfig, got {type(config).__name__}")
         target = model.base_model if isinstance(model, SwiftModel) else model
