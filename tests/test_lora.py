@@ -11,7 +11,7 @@ from swiftlite import Swift
 from swiftlite.core import TunerLayer, tuner_layers
 from swiftlite.testing import models
 from swiftlite.tuners.lora import LoRAConfig, LoRALinear
-from swiftlite.tuners.lora_layers import LoRAConv1D, LoRAConv2d, LoRAEmbedding
+from swiftlite.tuners.lora.lora_layers import LoRAConv1D, LoRAConv2d, LoRAEmbedding
 
 # (model factory, targets, {module name: expected layer class})
 CASES = {
@@ -433,7 +433,7 @@ def test_offload_and_reactivate_embedding_and_dora(offload):
 def test_one_forward_for_every_layer_type():
     """h = W0 x + s·B A x is written once, in LoRALayer.forward; layer types only say how A and B apply."""
     from swiftlite.tuners.lora import LoRALayer
-    from swiftlite.tuners.lora_merged import LoRAMergedConv1D, LoRAMergedLinear
+    from swiftlite.tuners.lora.lora_merged import LoRAMergedConv1D, LoRAMergedLinear
 
     for cls in (LoRALinear, LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRAMergedLinear, LoRAMergedConv1D):
         assert cls.forward is LoRALayer.forward, cls.__name__

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..core.layer import tuner_layers
+from ...core.layer import tuner_layers
 from .lora import LoRALayer
 
 
