@@ -230,6 +230,29 @@ def test_svd_exact_when_rank_suffices():
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("combination_type", ["svd", "linear"])
+def test_add_weighted_adapter_names_the_adapter_with_non_finite_weights(combination_type):
+    """A NaN in one adapter: the error names that adapter and its layer (the SVD alone would only say it failed to
+    converge), and nothing is added."""
+    sm = Swift.prepare_model(models.mlp()[0], {n: LoRAConfig(target_modules=["fc1"], r=2) for n in ("good", "bad")})
+    with torch.no_grad():
+        sm.base_model.fc1.lora_B["bad"].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"adapter 'bad' has NaN/inf weights in 'fc1'") as err:
+        sm.add_weighted_adapter(["good", "bad"], [1.0, 1.0], "mix", combination_type=combination_type)
+    assert "'good'" not in str(err.value)
+    assert "mix" not in sm.adapters and "mix" not in sm.base_model.fc1.scaling
+    with pytest.raises(ValueError, match=r"weights: the weight of adapter 'good' is inf"):
+        sm.add_weighted_adapter(["good"], [float("inf")], "mix", combination_type=combination_type)
+
+
+@pytest.mark.parametrize("svd_rank", [-1, 0, 1.5, True])
+def test_add_weighted_adapter_refuses_a_bad_svd_rank_by_name(svd_rank):
+    sm = Swift.prepare_model(models.mlp()[0], {n: LoRAConfig(target_modules=["fc1"], r=2) for n in "ab"})
+    with pytest.raises(ValueError, match=rf"^svd_rank={svd_rank!r}: expected a positive int") as err:
+        sm.add_weighted_adapter(["a", "b"], [1.0, 1.0], "mix", combination_type="svd", svd_rank=svd_rank)
+    assert "LoRAConfig.r" not in str(err.value) and "mix" not in sm.adapters
+
+
 def test_lora_dtype_bfloat16():
     torch.manual_seed(0)
     model, inputs = models.mlp()
