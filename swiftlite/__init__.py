@@ -4,49 +4,43 @@
     model = Swift.prepare_model(model, LoRAConfig(target_modules=["q_proj", "v_proj"]))
 
 Importing this package is light: torch, transformers and diffusers load only when a name that
-needs them is first used. Every public name is in `_EXPORTS` below (name -> the module it comes
-from); nothing else is reachable as `swiftlite.<name>` until its submodule is imported.
+needs them is first used. Every public name is in `_EXPORTS` below (the module it comes from -> its
+names); nothing else is reachable as `swiftlite.<name>` until its submodule is imported.
 """
 import importlib as _importlib  # private names: only _EXPORTS' names are public attributes
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    # the façade (swiftlite/api/)
-    "Swift": "swiftlite.api.model", "SwiftModel": "swiftlite.api.model", "show": "swiftlite.api.inspect",
-    # the kit a tuner builds on (swiftlite/core/)
-    "SwiftConfig": "swiftlite.core.config", "register_tuner": "swiftlite.core.config", "get_tuner": "swiftlite.core.config",
-    "Tuner": "swiftlite.core.tuner", "TunerLayer": "swiftlite.core.layer", "check_finite": "swiftlite.core.layer",
-    # the tuners, as swiftlite/tuners/__init__.py exports them (importing it registers every tuner)
-    "AdapterConfig": "swiftlite.tuners", "AdapterTuner": "swiftlite.tuners", "BitFitConfig": "swiftlite.tuners",
-    "BitFitTuner": "swiftlite.tuners", "IA3Config": "swiftlite.tuners", "IA3Tuner": "swiftlite.tuners",
-    "LLaMAProConfig": "swiftlite.tuners", "LLaMAProTuner": "swiftlite.tuners", "LongLoRAConfig": "swiftlite.tuners",
-    "LongLoRATuner": "swiftlite.tuners", "LoRAConfig": "swiftlite.tuners", "LoRATuner": "swiftlite.tuners",
-    "NEFTuneConfig": "swiftlite.tuners", "NEFTuneTuner": "swiftlite.tuners", "PartConfig": "swiftlite.tuners",
-    "PartTuner": "swiftlite.tuners", "PrefixConfig": "swiftlite.tuners", "PrefixTuner": "swiftlite.tuners",
-    "PromptConfig": "swiftlite.tuners", "PromptTuner": "swiftlite.tuners", "ReftConfig": "swiftlite.tuners",
-    "ReftTuner": "swiftlite.tuners", "ResAttn": "swiftlite.tuners", "ResAttnConfig": "swiftlite.tuners",
-    "ResAttnTuner": "swiftlite.tuners", "ResTuningConfig": "swiftlite.tuners", "ResTuningTuner": "swiftlite.tuners",
-    "multi_task_forward": "swiftlite.tuners", "SCETuningConfig": "swiftlite.tuners",
-    "SCETuningTuner": "swiftlite.tuners", "scetuning_scale": "swiftlite.tuners",
-    "scetuning_condition": "swiftlite.tuners", "set_condition": "swiftlite.tuners",
-    "SideConfig": "swiftlite.tuners", "SideTuner": "swiftlite.tuners", "UTuningConfig": "swiftlite.tuners",
-    "UTuningTuner": "swiftlite.tuners",
-    # subpackages and modules: a name mapped to "swiftlite.<name>" is that module itself
-    "api": "swiftlite.api", "bench": "swiftlite.bench", "cli": "swiftlite.cli", "core": "swiftlite.core",
-    "course": "swiftlite.course", "data": "swiftlite.data", "diffusion": "swiftlite.diffusion",
-    "llm": "swiftlite.llm", "testing": "swiftlite.testing", "train": "swiftlite.train",
-    "tuners": "swiftlite.tuners", "vision": "swiftlite.vision", "viz": "swiftlite.viz", "zoo": "swiftlite.zoo",
+_EXPORTS = {  # module -> the public names it gives `swiftlite`
+    "swiftlite.api.model": ("Swift", "SwiftModel"),  # the façade (swiftlite/api/)
+    "swiftlite.api.inspect": ("show",),
+    "swiftlite.core.config": ("SwiftConfig", "register_tuner", "get_tuner"),  # the kit a tuner builds on
+    "swiftlite.core.tuner": ("Tuner",),
+    "swiftlite.core.layer": ("TunerLayer", "check_finite"),
+    "swiftlite.tuners": (  # every tuner and its config (importing swiftlite.tuners registers them all)
+        "AdapterConfig", "AdapterTuner", "BitFitConfig", "BitFitTuner", "IA3Config", "IA3Tuner", "LLaMAProConfig",
+        "LLaMAProTuner", "LongLoRAConfig", "LongLoRATuner", "LoRAConfig", "LoRATuner", "NEFTuneConfig",
+        "NEFTuneTuner", "PartConfig", "PartTuner", "PrefixConfig", "PrefixTuner", "PromptConfig", "PromptTuner",
+        "ReftConfig", "ReftTuner", "ResAttn", "ResAttnConfig", "ResAttnTuner", "ResTuningConfig", "ResTuningTuner",
+        "multi_task_forward", "SCETuningConfig", "SCETuningTuner", "scetuning_scale", "scetuning_condition",
+        "set_condition", "SideConfig", "SideTuner", "UTuningConfig", "UTuningTuner",
+    ),
+    "swiftlite": (  # the subpackages and modules themselves
+        "api", "bench", "cli", "core", "course", "data", "diffusion", "llm", "testing", "train", "tuners", "vision",
+        "viz", "zoo",
+    ),
 }
-__all__ = sorted(_EXPORTS)
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> object:
-    if name not in _EXPORTS:
+    if name not in _WHERE:
         raise AttributeError(f"module 'swiftlite' has no attribute {name!r}")
-    module = _importlib.import_module(_EXPORTS[name])
-    return module if _EXPORTS[name] == f"{__name__}.{name}" else getattr(module, name)
+    if _WHERE[name] == __name__:  # a submodule: importing it binds it here
+        return _importlib.import_module(f"{__name__}.{name}")
+    return getattr(_importlib.import_module(_WHERE[name]), name)
 
 
 def __dir__() -> list[str]:
-    return sorted([*_EXPORTS, "__version__"])
+    return sorted([*_WHERE, "__version__"])
