@@ -474,7 +474,7 @@ print("both active: base + Δ_default + Δ_down; that is why the continuation fo
 # * Several adapters share one base; `set_active_adapters` and `disable_adapter` switch them, and
 #   adapters active together add their updates.
 #
-# Where this lives: [`swiftlite/tuners/lora.py`](../swiftlite/tuners/lora.py) (the equation),
+# Where this lives: [`swiftlite/tuners/lora/lora.py`](../swiftlite/tuners/lora/lora.py) (the equation),
 # [`swiftlite/api/model.py`](../swiftlite/api/model.py) (`SwiftModel`),
 # [`swiftlite/train.py`](../swiftlite/train.py), [`swiftlite/viz.py`](../swiftlite/viz.py).
 #
