@@ -3,12 +3,12 @@
     save_dir/<adapter>/adapter_config.json + adapter_model.safetensors    every adapter, "default" too
     save_dir/extra_states/adapter_model.safetensors                       base weights (extra_state_keys)
 
-(`io.py` describes the layout and the atomic write.) What this module decides:
+(`core/io.py` describes the layout and the atomic write.) What this module decides:
 
 - `read_adapters(dir)` reads which adapters a directory holds, and nothing else: no model involved.
 - `load` decides first whether a checkpoint goes through PEFT (a PEFT method swiftlite does not
   implement, e.g. PEFT's IA3: PEFT builds its own `PeftModel`, as in ms-swift) or through swiftlite
-  (its own configs, and PEFT LoRA converted by renaming keys, `peft_format.py`); never a mix.
+  (its own configs, and PEFT LoRA converted by renaming keys, `core/peft_format.py`); never a mix.
 - A tuner without parameters (NEFTune) writes only its config; if no adapter has parameters (the
   model was fully fine-tuned), the base model itself is saved and loaded back.
 - `extra_states/` holds base weights trained through `extra_state_keys`; on loading they become

@@ -6,12 +6,12 @@
 
 The base model stays a real transformers / diffusers / nn.Module object: tuners are injected into
 it in place, `forward` / `generate` / any attribute fall through to it. Everything here is generic,
-and the pieces live beside this file:
+and the pieces live beside this file (api/) or in the kit below the tuners (core/):
 
-- `params.py`: which parameters belong to an adapter, found through the `TunerLayer`s that own
+- `core/params.py`: which parameters belong to an adapter, found through the `TunerLayer`s that own
   them, under canonical keys (the base model's own names, whatever other tuners wrap around);
 - `checks.py`: everything checked before the model changes (names, configs, targets, keys);
-- `snapshot.py`: all or nothing: `prepare_model`, `from_pretrained` and `add_weighted_adapter`
+- `core/snapshot.py`: all or nothing: `prepare_model`, `from_pretrained` and `add_weighted_adapter`
   either succeed or leave the model exactly as it was;
 - `checkpoint.py`: `save_pretrained` / `from_pretrained` / `save_to_peft_format` and the layout.
 - `offload.py`: an inactive adapter's weights moved to CPU or freed (`deactivate_adapter(offload=...)`).

@@ -1,6 +1,6 @@
 """Checkpoint I/O: safetensors only, atomic directory writes, safe loading.
 
-(What goes into a checkpoint is `checkpoint.py`; PEFT's key names are `peft_format.py`.)
+(What goes into a checkpoint is `api/checkpoint.py`; PEFT's key names are `peft_format.py`.)
 
 Layout (ms-swift's)::
 
