@@ -33,7 +33,7 @@ _EXPORTS = {
     # metrics
     "StyleClassifier": "metrics", "style_classifier": "metrics", "style_accuracy": "metrics",
     "prompt_adherence": "metrics", "object_mask": "metrics", "mask_iou": "metrics", "mask_edges": "metrics",
-    "edge_agreement": "metrics", "world_prompts": "metrics", "score_samples": "metrics",
+    "edge_agreement": "metrics", "score_samples": "metrics",
     # memory
     "compare_memory": "memory", "memory_report": "memory", "memory_figure": "memory", "sd_layout_unet": "memory",
 }

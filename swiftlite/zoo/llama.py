@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .hub import Recipe, register
+from .recipe import Recipe, register
 
 FULL: dict[str, Any] = dict(corpus="mixed", max_chars=None, vocab_size=2048, block_size=128,
                             hidden_size=128, intermediate_size=352, num_hidden_layers=4,

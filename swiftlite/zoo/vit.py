@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .hub import Recipe, register
+from .recipe import Recipe, register
 
 FULL: dict[str, Any] = dict(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=4,
                             num_attention_heads=4, intermediate_size=128, styles=["plain"], n_train=30_000,
