@@ -53,10 +53,10 @@ from IPython.display import Markdown, display
 import swiftlite
 import swiftlite.zoo as zoo
 from swiftlite import LoRAConfig, Swift, bench, show, viz
-from swiftlite.data.shapes import shapes_dataset, style_pairs
+from swiftlite.data.shapes import shapes_dataset, style_pairs, world_prompts
 from swiftlite.diffusion import (TextToImageLoss, compare_memory, memory_figure, memory_report, prompt_adherence, sample,
                                  sample_grid, sc_tuner_config, score_samples, sd_layout_unet, style_accuracy,
-                                 style_classifier, text_to_image_dataset, world_prompts)
+                                 style_classifier, text_to_image_dataset)
 from swiftlite.train import train
 from swiftlite.tuners.scetuning import scetuning_scale, unet_skip_widths
 from swiftlite.zoo.unet import load_judge
