@@ -396,8 +396,9 @@ assert score_step(invented, gold_action["tool"], gold_action["input"]) == "hallu
 #   section 9 states, from this run, how far the loss scale moved Act.EM.
 #
 # Where this lives: [`swiftlite/llm/loss_scale.py`](../swiftlite/llm/loss_scale.py),
-# [`swiftlite/llm/agent.py`](../swiftlite/llm/agent.py) (`evaluate_agent`, `run_agent`,
-# `chat_widget`), [`swiftlite/llm/sft.py`](../swiftlite/llm/sft.py) (`sft_loss`),
+# [`swiftlite/llm/agent.py`](../swiftlite/llm/agent.py) (`evaluate_agent`, `run_agent`),
+# [`swiftlite/viz/widgets.py`](../swiftlite/viz/widgets.py) (`agent_chat_widget`),
+# [`swiftlite/llm/sft.py`](../swiftlite/llm/sft.py) (`sft_loss`, `show_loss_scale`),
 # [`swiftlite/data/tools.py`](../swiftlite/data/tools.py) (dialogs and tools).
 #
 # **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** none (the last tutorial)
