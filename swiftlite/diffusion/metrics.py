@@ -39,8 +39,7 @@ import torch
 from torch import nn
 
 from .. import train as training
-from ..data.shapes import (COLOURS, SHAPES, SIZES, STYLES, shapes_dataset, to_pixel_values,
-                           world_prompts)
+from ..data.shapes import COLOURS, SHAPES, STYLES, shapes_dataset, to_pixel_values, world_prompts
 from ..settings import cache_dir, quick_mode
 from ..zoo.judge import image_features, load_small_model, save_small_model
 from .sampling import sample

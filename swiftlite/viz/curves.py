@@ -4,7 +4,7 @@ matplotlib is imported inside the functions, so ``import swiftlite.viz`` stays f
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 __all__ = ["plot_history", "plot_evals"]
 

@@ -19,18 +19,15 @@ result → bump its ``version`` (that invalidates shipped and cached builds).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 from ..settings import cache_dir, quick_mode
 from . import llama, unet, vit  # noqa: F401  (each registers its built-in recipe)
-from .recipe import Recipe, register, registered  # noqa: F401  (Recipe and register: re-exported by swiftlite.zoo)
+from .recipe import Recipe, registered
 
 STAMP = "zoo_stamp.json"
 SHIPPED = Path(__file__).parent / "shipped"
