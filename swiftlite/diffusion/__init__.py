@@ -19,8 +19,7 @@ Names load lazily: importing this package does not import diffusers or transform
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     # training
@@ -40,12 +39,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'swiftlite.diffusion' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | {"training", "sampling", "metrics", "memory", "controlnet"})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("training", "sampling", "metrics", "memory", "controlnet"))
