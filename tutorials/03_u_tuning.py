@@ -43,7 +43,6 @@
 
 # %%
 import copy
-import os
 import time
 
 import ipywidgets as widgets
@@ -56,9 +55,10 @@ import swiftlite
 from swiftlite import Swift, viz, vision
 from swiftlite import tuners as T
 from swiftlite.data.shapes import to_pixel_values
+from swiftlite.settings import quick_mode
 from swiftlite.tuners.prefix import unbind_prefix
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 3 steps per variant, one seed
+QUICK = quick_mode()  # CI smoke run: 3 steps per variant, one seed
 TASK = "shape-in-style"  # 5 shapes drawn in 6 styles: the label is the shape
 STEPS = 3 if QUICK else 120
 SEEDS = [0] if QUICK else [0, 1]
