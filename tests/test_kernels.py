@@ -16,7 +16,7 @@ import warnings  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from swiftlite.core import Swift  # noqa: E402
+from swiftlite import Swift  # noqa: E402
 from swiftlite.kernels import bgmv, bottleneck, dispatch, fused_lora, use_triton  # noqa: E402
 from swiftlite.testing import models  # noqa: E402
 from swiftlite.tuners import LoRAConfig  # noqa: E402

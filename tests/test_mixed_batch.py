@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from swiftlite.core import Swift
+from swiftlite import Swift
 from swiftlite.testing import models
 from swiftlite.tuners import AdapterConfig, LoRAConfig
 
