@@ -16,11 +16,12 @@ See :mod:`swiftlite.llm.sft`, :mod:`~swiftlite.llm.loss_scale`, :mod:`~swiftlite
 from .agent import evaluate_agent, run_agent
 from .image_sft import ImageSFTCollator, build_image_sft_dataset, encode_image_example, llava_processor, vqa_accuracy
 from .lisa import LISA, LISAConfig
-from .loss_scale import REACT_LOSS_SCALE, show_loss_scale
+from .loss_scale import REACT_LOSS_SCALE
 from .multimodal import (MODEL_ARCHS, MultiModelKeys, freeze_parts, get_model_arch, load_lora_llm,
                          multimodal_param_groups, multimodal_target_regex, prepare_lora_llm, register_model_arch,
                          save_lora_llm)
-from .sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, compare_tuners, encode_pair, evaluate_loss, sft_loss
+from .sft import (IGNORE_INDEX, SFTCollator, build_sft_dataset, compare_tuners, encode_pair, evaluate_loss,
+                  sft_loss, show_loss_scale)
 
 __all__ = ["IGNORE_INDEX", "encode_pair", "build_sft_dataset", "SFTCollator", "sft_loss", "evaluate_loss",
            "compare_tuners", "REACT_LOSS_SCALE", "show_loss_scale", "LISA", "LISAConfig", "evaluate_agent",

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import llama as _llama
 from . import vit as _vit
-from .hub import Recipe, register
+from .recipe import Recipe, register
 
 STAGE1_ALIGNER = "stage1_aligner.safetensors"
 
@@ -94,7 +94,7 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     from ..data.vqa import vqa_dataset
     from ..llm.image_sft import ImageSFTCollator, build_image_sft_dataset, evaluate_image_loss, vqa_accuracy
     from ..llm.multimodal import freeze_parts, multimodal_param_groups
-    from .hub import path
+    from .hub import path  # function-local: hub imports this module to register the recipe
 
     quick = p["quick_parts"]  # the quick build uses the quick vit-tiny and llama-tiny
     model, processor = assemble(path("vit-tiny", quick=quick, progress=progress),
