@@ -191,6 +191,7 @@ def test_per_part_learning_rates_reach_the_optimizer():
     for g in groups:
         assert {owner[id(p)] for p in g["params"]} == {g["part"]}
         assert g["lr"] == {"vision_tower": 1e-5, "aligner": 1e-4, "language_model": 1e-3}[g["part"]]
+    assert [g["part"] for g in groups] == ["vision_tower", "aligner", "language_model"]  # ms-swift's order
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in swift_model.parameters())
     opt = make_optimizer(swift_model, 1e-3, param_groups=groups)
     assert sorted(g["lr"] for g in opt.param_groups) == [1e-5, 1e-4, 1e-3]

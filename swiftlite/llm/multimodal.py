@@ -307,8 +307,9 @@ def multimodal_param_groups(model: nn.Module, *, lr: float, weight_decay: float 
 
     Starts from :func:`swiftlite.train.trainable_param_groups` (so a tuner's own groups, e.g.
     LoRA+, are kept) and splits every group by part: vision-tower parameters get ``vit_lr``,
-    aligner parameters ``aligner_lr`` (None: the group's own lr), the rest keep theirs. Pass the
-    result to ``train(..., param_groups=groups)``.
+    aligner parameters ``aligner_lr`` (None: the group's own lr, as ms-swift's None means
+    ``learning_rate``), the rest keep theirs; within a group the parts come in ms-swift's order
+    (vit, aligner, llm). Pass the result to ``train(..., param_groups=groups)``.
     """
     from swiftlite.train import trainable_param_groups
 
@@ -322,8 +323,8 @@ def multimodal_param_groups(model: nn.Module, *, lr: float, weight_decay: float 
         split: dict[str, list] = {}
         for p in group["params"]:
             split.setdefault(owner.get(id(p), "language_model"), []).append(p)
-        for part, params in split.items():
-            g = {**group, "params": params, "part": part}
+        for part in sorted(split, key=("vision_tower", "aligner", "language_model", "generator").index):  # ms-swift's order
+            g = {**group, "params": split[part], "part": part}
             g["lr"] = part_lr.get(part) or group.get("lr", lr)
             out.append(g)
     return out
