@@ -129,6 +129,17 @@ assert int(mask.sum()) == Z_v.shape[1] == (SIZE // PATCH) ** 2
 torch.testing.assert_close(by_hand, reference)
 
 # %% [markdown]
+# The same fusion as a picture of the LLM's input sequence, drawn from `mask`:
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 1.3))
+ax.imshow(mask.int().numpy(), aspect="auto", cmap="coolwarm", vmin=0, vmax=1)  # (1, T): 1 = image token
+ax.set_yticks([])
+ax.set_xlabel("position in the LLM's input (red: projected patch features $H_v$; blue: text embeddings)")
+ax.set_title(f"masked_scatter writes {int(mask.sum())} patch features into the <image> placeholders")
+viz.save_figure(fig, "11_multimodal_fusion")
+
+# %% [markdown]
 # ## 3. `<image>` in SFT data: expanded, and never scored
 #
 # ms-swift's LLaVA template expands the tag and gives the image tokens (and the whole prompt) the
