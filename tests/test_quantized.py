@@ -13,7 +13,7 @@ from swiftlite.llm import nf4
 from swiftlite.llm.quantized import (QuantizeArguments, backend_support, prepare_model_for_kbit_training,
                                      quantize_model, quantized_linear_count, weight_bytes)
 from swiftlite.tuners import LoRAConfig
-from swiftlite.tuners.lora_quantized import LoRAQuantizedLinear
+from swiftlite.tuners.lora.quantized import LoRAQuantizedLinear
 
 HAS = {name: importlib.util.find_spec(name) is not None for name in ("bitsandbytes", "torchao", "hqq")}
 needs = {name: pytest.mark.skipif(not ok, reason=f"{name} not installed (pip install swiftlite[quant])")
@@ -246,7 +246,7 @@ def test_adapter_saved_on_a_4bit_base_loads_on_the_4bit_and_on_the_float_base(ll
 def test_prepare_model_for_kbit_training_freezes_the_base_and_checkpoints(llama, batch):
     base = prepare_model_for_kbit_training(_quantized(llama, "bnb-4bit"))
     assert not any(p.requires_grad for p in base.parameters())
-    assert base.is_gradient_checkpointing
+    assert base.is_activation_checkpointing
     model = Swift.prepare_model(base, LoRAConfig(r=4, target_modules=TARGETS))
     model.train()
     model(**batch).loss.backward()

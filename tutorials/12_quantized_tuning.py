@@ -80,8 +80,8 @@ print(f"swiftlite {swiftlite.__version__}, torch {torch.__version__}, transforme
 #   weight into a 16-value code book $q$: $\mathrm{idx}=\arg\min_i |W/c_b - q_i|$, $\mathrm{deq}=q_{\mathrm{idx}}\,c_b$;
 # * double quantization stores the $c_b$ themselves in 8 bits, in blocks of 256, after subtracting their mean;
 # * $A$, $B$ stay in float32; the quantized layer dequantizes on the fly (`LoRALayer.forward` in
-#   [`swiftlite/tuners/lora.py`](../swiftlite/tuners/lora.py) computes `h = h + BAx * s`, unchanged; the
-#   quantized layers are handled in [`swiftlite/tuners/lora_quantized.py`](../swiftlite/tuners/lora_quantized.py)).
+#   [`swiftlite/tuners/lora/lora.py`](../swiftlite/tuners/lora/lora.py) computes `h = h + BAx * s`, unchanged; the
+#   quantized layers are handled in [`swiftlite/tuners/lora/quantized.py`](../swiftlite/tuners/lora/quantized.py)).
 
 # %% [markdown]
 # ## 2. Quantize a weight by hand
@@ -391,10 +391,10 @@ assert even_error < nf4_error  # evenly spaced values fit evenly spread weights 
 # * Merging into a quantized base rounds ΔW (a warning says so); merge into the float32 base instead, where
 #   the same adapter loads unchanged.
 #
-# Where this lives: [`swiftlite/tuners/lora_quantized.py`](../swiftlite/tuners/lora_quantized.py) (LoRA on
+# Where this lives: [`swiftlite/tuners/lora/quantized.py`](../swiftlite/tuners/lora/quantized.py) (LoRA on
 # bitsandbytes / torchao / hqq layers, merge), [`swiftlite/llm/quantized.py`](../swiftlite/llm/quantized.py)
 # (`QuantizeArguments`, `quantize_model`, `prepare_model_for_kbit_training`, `compare_quantized`),
 # [`swiftlite/llm/nf4.py`](../swiftlite/llm/nf4.py) (the NF4 reference),
 # [`benchmarks/quantized.py`](../benchmarks/quantized.py).
 #
-# **Previous:** [`08_agent_tuning`](08_agent_tuning.ipynb) · **Next:** none (the last tutorial)
+# **Previous:** [`11_multimodal`](11_multimodal.ipynb) · **Next:** [`14_triton_kernels`](14_triton_kernels.ipynb)

@@ -183,7 +183,13 @@ class TunerLayer(nn.Module):
     @property
     def active_adapters(self) -> list[str]:
         """Adapters that take part in this thread's forward (merged ones already sit in the weights)."""
-        return [n for n in self.adapter_names if self.is_active(n) and n not in self.merged_adapters]
+        activation = self._activation
+        if len(activation) == 1 and _GLOBAL in activation:  # no thread chose for itself: one state for all
+            state = activation[_GLOBAL]  # (the fast path: every forward of every tuner layer asks)
+        else:
+            state = self._thread_state(create=False)
+            state = activation.get(_GLOBAL, {}) if state is None else state
+        return [n for n in self.adapter_names if state.get(n, False) and n not in self.merged_adapters]
 
     # ---- merging (tuners that can merge override `merge`, and `unmerge` or `keep_pre_merge`) ------
     mergeable: bool = False
@@ -192,7 +198,7 @@ class TunerLayer(nn.Module):
     # (then merges again the adapters merged after it), so the tuner writes only `merge` — the math.
     # Costs one copy of the base layer's tensors per merged adapter.
     keep_pre_merge: bool = False
-    merges_quantized: bool = False  # True: `merge` handles a quantized base layer itself (LoRA: lora_quantized.py)
+    merges_quantized: bool = False  # True: `merge` handles a quantized base layer itself (LoRA: tuners/lora/quantized.py)
 
     def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot be merged into the base weights")

@@ -4,7 +4,7 @@
     base = prepare_model_for_kbit_training(base)          # PEFT's preparation (frozen base, fp32 norms, ...)
     model = Swift.prepare_model(base, LoRAConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj", ...]))
 
-QLoRA stores W0 in 4 bits and trains full-precision A, B beside it (`tuners/lora_quantized.py`)::
+QLoRA stores W0 in 4 bits and trains full-precision A, B beside it (`tuners/lora/quantized.py`)::
 
     h = deq(Q(W0)) x + s · B A x       Q: NF4 blockwise (64 weights share one absmax), see `nf4.py`
 
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..tuners.lora_quantized import backend_of, bnb4_keep_layout
+from ..tuners.lora.quantized import backend_of, bnb4_keep_layout
 
 _BITS = {"bnb": (4, 8), "hqq": (1, 2, 3, 4, 8), "torchao": (4, 8)}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

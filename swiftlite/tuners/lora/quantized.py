@@ -37,7 +37,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..core.layer import check_finite
+from ...core.layer import check_finite
 from .lora import LoRAConfig, LoRALinear
 
 

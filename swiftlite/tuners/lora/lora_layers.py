@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.modules import transformers_conv1d
+from ...core.modules import transformers_conv1d
 from .lora import LoRAConfig, LoRALayer, LoRALinear
 
 
@@ -89,10 +89,6 @@ class LoRAEmbedding(LoRALayer):
 
 def layer_class_for(module: nn.Module) -> type[LoRALayer]:
     """The LoRA layer class for `module`'s type (subclasses of these types too)."""
-    from .lora_quantized import LoRAQuantizedLinear, backend_of
-
-    if backend_of(module) is not None:  # bitsandbytes / torchao / hqq layers (lora_quantized.py)
-        return LoRAQuantizedLinear
     kinds = ((nn.Conv2d, LoRAConv2d), (nn.Embedding, LoRAEmbedding), (transformers_conv1d(), LoRAConv1D),
              (nn.Linear, LoRALinear))
     return next(layer for kind, layer in kinds if kind is not None and isinstance(module, kind))
