@@ -281,6 +281,14 @@ def test_bnb_arguments_become_transformers_bits_and_bytes_config():
     assert config.bnb_4bit_compute_dtype == torch.float32
 
 
+@needs["torchao"]
+def test_torchao_int4_weight_only_keeps_one_value_per_byte(llama):
+    eight, four = (quantize_model(llama[0], QuantizeArguments(quant_method="torchao", quant_bits=bits)) for bits in (8, 4))
+    layer = four.model.layers[0].self_attn.q_proj
+    assert type(layer.weight).__name__ == "IntxUnpackedToInt8Tensor" and layer.weight.qdata.dtype == torch.int8
+    assert weight_bytes(four) >= 0.95 * weight_bytes(eight)  # int4 values stored unpacked: no saving over int8
+
+
 @needs["bitsandbytes"]
 def test_4bit_nf4_double_quant_base_weighs_under_a_third_of_float32(llama):
     base = _quantized(llama, "bnb-4bit")
