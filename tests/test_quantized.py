@@ -313,3 +313,21 @@ def test_other_tuners_train_on_a_4bit_base_and_weight_merges_are_refused(llama, 
         assert trained and all(p.dtype == torch.float32 and p.grad is not None for p in trained), name
     with pytest.raises(NotImplementedError, match="IA3Layer cannot merge into the quantized Linear4bit"):
         Swift.merge(Swift.prepare_model(_quantized(llama, "bnb-4bit"), configs["ia3"]))
+
+
+@needs["bitsandbytes"]
+def test_unmerging_out_of_order_on_a_quantized_base_gets_back_to_the_original(llama, batch):
+    model = Swift.prepare_model(_quantized(llama, "bnb-8bit"), {
+        "first": LoRAConfig(r=4, target_modules=TARGETS, init_lora_weights=False),
+        "second": LoRAConfig(r=2, target_modules=TARGETS, init_lora_weights=False)})
+    model.set_active_adapters(["first", "second"])
+    adapted = _logits(model, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.merge()
+        model.unmerge("first")  # merged before "second": "second" is merged again on the restored layer
+    layer = model.base_model.model.layers[0].self_attn.q_proj
+    assert layer.merged_adapters == ["second"]
+    assert (_logits(model, batch) - adapted).abs().max() < 1.0  # "first" unmerged, "second" merged: near
+    model.unmerge("second")
+    assert torch.equal(_logits(model, batch), adapted)  # both unmerged: exactly the adapted model
