@@ -479,4 +479,4 @@ print(f"{share} of {experts.mask_down[0].numel()} entries")
 # [`shira.py`](../swiftlite/tuners/shira.py), [`swiftlite/vision/relatives.py`](../swiftlite/vision/relatives.py),
 # tests in [`tests/test_relatives.py`](../tests/test_relatives.py).
 #
-# **Previous:** [`08_agent_tuning`](08_agent_tuning.ipynb) · **Next:** the [course index](README.md)
+# **Previous:** [`12_quantized_tuning`](12_quantized_tuning.ipynb) · **Next:** [`14_triton_kernels`](14_triton_kernels.ipynb)
