@@ -35,7 +35,8 @@
 # steps, then 3 methods × 3 seeds × 200 diffusion steps) **28 min 11 s** as a plain script — over the
 # 15-minute target; tutorial 04 runs the same harness at about 2.6 s per run alone, which would put
 # this one near 12 min, but that was not measured; quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick
-# builds cached) 49 s. Section 7 prints this run's time. The committed figures come from the full run.
+# builds cached) 18 s in the test suite. Section 7 prints this run's time. The committed figures
+# come from the full run.
 #
 # **You will learn**
 # * the six equations, where each attaches in a real 🤗 ViT, and which of them fold back into the
