@@ -30,13 +30,11 @@
 # adapter's abstract) 1-bit adapters beat the other parameter-efficient methods on VTAB-1K while
 # needing the smallest storage.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 while about
-# six other jobs shared the machine (load average ~7): full mode (10 methods × 5 tasks × 3 seeds × 60
-# steps, then 3 methods × 3 seeds × 200 diffusion steps) **28 min 11 s** as a plain script — over the
-# 15-minute target; tutorial 04 runs the same harness at about 2.6 s per run alone, which would put
-# this one near 12 min, but that was not measured; quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick
-# builds cached) 18 s in the test suite. Section 7 prints this run's time. The committed figures
-# come from the full run.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 as a plain
+# script: full mode (10 methods × 5 tasks × 3 seeds × 60 steps, then 3 methods × 3 seeds × 200
+# diffusion steps) **12 min 24 s** with other jobs on the machine (load average ~2; an earlier run at
+# load ~7 took 28 min 11 s); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 18 s in
+# the test suite. Section 7 prints this run's time. The committed figures come from the 12-minute run.
 #
 # **You will learn**
 # * the six equations, where each attaches in a real 🤗 ViT, and which of them fold back into the
