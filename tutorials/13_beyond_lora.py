@@ -367,7 +367,7 @@ PAPER = {"trainable % of the model": 0.12, "training speed-up vs full fine-tunin
 OURS = {"trainable % of the model": difffit_percent, "training speed-up vs full fine-tuning": speedup}
 print(bench.to_markdown([{"quantity": k, "paper (DiffFit abstract, DiT-XL/2)": PAPER[k], "ours (unet-tiny)": round(OURS[k], 3)}
                          for k in PAPER], ["quantity", "paper (DiffFit abstract, DiT-XL/2)", "ours (unet-tiny)"]))
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), sharey=True)  # one set of method names, on the left
 names = list(METHODS)
 axes[0].barh(names, [costs[n]["trainable_params"] for n in names], color="#4c72b0")
 axes[0].set_xscale("log")
@@ -379,6 +379,7 @@ axes[2].axvline(base_style["style_accuracy"], color="gray", linestyle="--", labe
 axes[2].set_xlabel("style accuracy of samples (share called 'stripes')")
 axes[2].legend(frameon=False, fontsize=8)
 fig.suptitle(f"unet-tiny → stripes, {D_STEPS} steps, {len(SEEDS)} seed(s)")
+fig.tight_layout()
 viz.save_figure(fig, "13_difffit_unet")
 assert difffit_percent < 5 and costs["DiffFit"]["trainable_params"] < costs["full fine-tuning"]["trainable_params"]
 

@@ -116,7 +116,7 @@ def cost_accuracy_scatter(summary: Sequence[Mapping[str, Any]], cost: Mapping[st
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy, mean over tasks (%)\n(error bar: std over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(handles=handles, fontsize=8, frameon=False, loc="lower right")
+    ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left")
     if title:
         ax.set_title(title)
     return ax
