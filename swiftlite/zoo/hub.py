@@ -65,7 +65,7 @@ def register(recipe: Recipe) -> Recipe:
 
 def recipes() -> dict[str, Recipe]:
     """All registered recipes by name (importing the built-in recipe modules on first call)."""
-    from . import llama, unet, vit  # noqa: F401  (each registers its recipe)
+    from . import llama, sd, unet, vit  # noqa: F401  (each registers its recipe)
 
     return dict(_RECIPES)
 
