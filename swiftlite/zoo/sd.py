@@ -56,10 +56,10 @@ WORLD: dict[str, Any] = dict(shapes=["circle", "square", "triangle", "cross"], c
                              backgrounds=["black", "white"])
 FULL: dict[str, Any] = dict(
     image_size=32, **WORLD, p_second=0.2, max_length=32,
-    vae_channels=[32, 64, 64], vae_groups=16, latent_channels=4, n_vae=8000, vae_steps=1500, vae_batch=32,
+    vae_channels=[16, 32, 64], vae_groups=8, latent_channels=4, n_vae=8000, vae_steps=1200, vae_batch=32,
     vae_lr=1e-3, kl_weight=1e-6,
-    unet_channels=[64, 64, 128, 128], layers_per_block=2, attention_head_dim=8, text_dim=64, text_layers=2,
-    n_train=30_000, steps=5000, batch_size=64, lr=1e-3, warmup_steps=200, ema=0.999, p_uncond=0.1,
+    unet_channels=[32, 32, 64, 64], layers_per_block=2, attention_head_dim=8, text_dim=64, text_layers=2,
+    n_train=30_000, steps=4000, batch_size=48, lr=1e-3, warmup_steps=200, ema=0.999, p_uncond=0.1,
     judge_width=32, n_judge=12_000, judge_steps=800, n_eval_prompts=192, n_vae_eval=500,
     sampling_steps=25, guidance_scale=3.0, extra_guidance_scales=[1.0, 5.0], seed=0)
 QUICK: dict[str, Any] = dict(
@@ -69,7 +69,7 @@ QUICK: dict[str, Any] = dict(
     unet_channels=[16, 16, 32, 32], layers_per_block=1, attention_head_dim=8, text_dim=32, text_layers=1,
     n_train=256, steps=15, batch_size=16, lr=1e-3, warmup_steps=2, ema=None, p_uncond=0.1,
     judge_width=8, n_judge=256, judge_steps=10, n_eval_prompts=8, n_vae_eval=32,
-    sampling_steps=4, guidance_scale=3.0, extra_guidance_scales=[], seed=0)
+    sampling_steps=4, guidance_scale=3.0, extra_guidance_scales=[1.0], seed=0)
 SPECIAL = ["<|startoftext|>", "<|endoftext|>"]
 ALPHABET = list("abcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -270,6 +270,10 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
                              warmup_steps=p["warmup_steps"], ema=p["ema"], seed=p["seed"], progress=progress)
     unet.eval(), text_encoder.eval()
     figures["final_train_loss"] = float(np.mean(history.loss[-20:]))
+    with torch.no_grad():  # weights are shipped in float16: measure exactly what is shipped
+        for module in (vae, text_encoder, unet):
+            for t in module.parameters():
+                t.copy_(t.half().float())
     pipe = assemble(vae, text_encoder, tokenizer, unet, scheduler)
     # 4. quality: judge on real renders, on VAE reconstructions, and on CFG samples
     judge, judge_figures = train_scene_judge(p, progress=progress)
@@ -298,18 +302,19 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     figures["n_parameters_unet"] = float(sum(t.numel() for t in unet.parameters()))
     figures["n_parameters_text_encoder"] = float(sum(t.numel() for t in text_encoder.parameters()))
     figures["n_parameters_vae"] = float(sum(t.numel() for t in vae.parameters()))
-    pipe.save_pretrained(out_dir)
+    pipe.to(torch.float16).save_pretrained(out_dir)  # float16 files (half the size); load() reads them as float32
     judge.save_pretrained(out_dir / "judge")
     np.save(out_dir / "judge" / "samples.npy", samples[:16])  # a few samples for the README figure
     return figures
 
 
 def load(directory: Path):
-    """diffusers' ``StableDiffusionPipeline.from_pretrained(directory)`` (progress bar off)."""
+    """diffusers' ``StableDiffusionPipeline.from_pretrained(directory)`` in float32 (progress bar off)."""
+    import torch
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(directory, safety_checker=None, feature_extractor=None,
-                                                   requires_safety_checker=False)
+                                                   requires_safety_checker=False, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
