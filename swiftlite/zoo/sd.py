@@ -308,6 +308,54 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     return figures
 
 
+# Stable Diffusion v1.5's component configs (unet/, vae/, text_encoder/, scheduler/ config.json of the hub
+# release), the fields that set shapes; sd15_shaped_pipeline scales the widths down.
+SD15_UNET: dict[str, Any] = dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+                                 layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                                 mid_block_type="UNetMidBlock2DCrossAttn",
+                                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
+                                 attention_head_dim=8, norm_num_groups=32)
+SD15_VAE: dict[str, Any] = dict(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                                latent_channels=4, norm_num_groups=32, sample_size=512, scaling_factor=0.18215)
+SD15_TEXT: dict[str, Any] = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                 max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
+SD15_SCHEDULER: dict[str, Any] = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                      beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1,
+                                      set_alpha_to_one=False, prediction_type="epsilon")
+
+
+def sd15_shaped_pipeline(*, unet_divisor: int = 10, vae_divisor: int = 8, text_divisor: int = 12, text_layers: int = 2,
+                         image_size: int = 64, seed: int = 0):
+    """A randomly initialised ``StableDiffusionPipeline`` with SD v1.5's configs, widths divided (U-Net by
+    ``unet_divisor``, VAE by ``vae_divisor``, text encoder and cross-attention by ``text_divisor``; group
+    norms likewise where a width would not split into 32 groups) and ``text_layers`` of CLIP's 12 layers:
+    the same block types, depths, scheduler and VAE scaling as the hub model, nothing downloaded. A GPU user
+    swaps it for ``StableDiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")``."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer(SD15_TEXT["max_position_embeddings"])
+    text_dim = SD15_TEXT["hidden_size"] // text_divisor
+    unet_channels = tuple(c // unet_divisor for c in SD15_UNET["block_out_channels"])
+    vae_channels = tuple(c // vae_divisor for c in SD15_VAE["block_out_channels"])
+    vae_factor = 2 ** (len(vae_channels) - 1)
+    unet = UNet2DConditionModel(**{**SD15_UNET, "block_out_channels": unet_channels, "cross_attention_dim": text_dim,
+                                   "sample_size": image_size // vae_factor,
+                                   "norm_num_groups": min(SD15_UNET["norm_num_groups"], unet_channels[0])})
+    vae = AutoencoderKL(**{**SD15_VAE, "block_out_channels": vae_channels, "sample_size": image_size,
+                           "norm_num_groups": SD15_VAE["norm_num_groups"] // vae_divisor})
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        **{**SD15_TEXT, "hidden_size": text_dim, "intermediate_size": SD15_TEXT["intermediate_size"] // text_divisor,
+           "num_attention_heads": 4,  # head width 16 (SD: 12 heads of 64)
+           "projection_dim": text_dim, "num_hidden_layers": text_layers},
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id))
+    return assemble(vae, text_encoder, tokenizer, unet, PNDMScheduler(**SD15_SCHEDULER))
+
+
 def load(directory: Path):
     """diffusers' ``StableDiffusionPipeline.from_pretrained(directory)`` in float32 (progress bar off)."""
     import torch
