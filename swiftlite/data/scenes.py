@@ -82,7 +82,8 @@ def scenes_dataset(n: int = 1000, *, image_size: int = 32, seed: int = 0, shapes
     ``shape``, ``colour``, ``size``, ``position``, ``style`` and the scene's ``background``
     (``ClassLabel`` over the values allowed); ``n_objects`` (1 or 2; the second object, drawn with
     probability ``p_second``, is named in the caption only); with ``maps=True`` ``mask`` / ``edges``
-    (H, W) uint8 and ``distance`` / ``depth`` (H, W) float32 of all objects together.
+    (H, W) uint8 and ``distance`` / ``depth`` (H, W) float32 of all objects together. A first object in the
+    center stays alone (no cell is two cells away from it).
     """
     import datasets
 
