@@ -56,12 +56,12 @@ WORLD: dict[str, Any] = dict(shapes=["circle", "square", "triangle", "cross"], c
                              backgrounds=["black", "white"])
 FULL: dict[str, Any] = dict(
     image_size=32, **WORLD, p_second=0.2, max_length=32,
-    vae_channels=[16, 32, 64], vae_groups=8, latent_channels=4, n_vae=8000, vae_steps=1000, vae_batch=32,
+    vae_channels=[16, 32, 64], vae_groups=8, latent_channels=4, n_vae=6000, vae_steps=800, vae_batch=32,
     vae_lr=1e-3, kl_weight=1e-6,
     unet_channels=[32, 32, 64, 64], layers_per_block=2, attention_head_dim=8, text_dim=64, text_layers=2,
-    n_train=30_000, steps=3000, batch_size=48, lr=1e-3, warmup_steps=200, ema=0.998, p_uncond=0.1,
-    judge_width=32, n_judge=12_000, judge_steps=800, n_eval_prompts=192, n_vae_eval=500,
-    sampling_steps=25, guidance_scale=3.0, extra_guidance_scales=[1.0, 5.0], seed=0)
+    n_train=20_000, steps=2200, batch_size=32, lr=1e-3, warmup_steps=150, ema=0.997, p_uncond=0.1,
+    judge_width=32, n_judge=10_000, judge_steps=600, n_eval_prompts=192, n_vae_eval=500,
+    sampling_steps=25, guidance_scale=3.0, extra_guidance_scales=[1.0], seed=0)
 QUICK: dict[str, Any] = dict(
     image_size=32, **WORLD, p_second=0.2, max_length=32,
     vae_channels=[16, 32, 32], vae_groups=8, latent_channels=4, n_vae=256, vae_steps=15, vae_batch=16,
