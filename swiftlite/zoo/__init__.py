@@ -4,6 +4,7 @@
     vit = zoo.load("vit-tiny")                      # transformers ViTForImageClassification
     lm, tokenizer = zoo.load("llama-tiny")          # LlamaForCausalLM + PreTrainedTokenizerFast
     pipe = zoo.load("unet-tiny")                    # TinyDiffusionPipeline(unet, scheduler, text_encoder, tokenizer)
+    sd = zoo.load("sd-tiny")                        # diffusers StableDiffusionPipeline (VAE, CLIP, SD-1.5-layout U-Net)
     zoo.path("vit-tiny")                            # directory; ViTForImageClassification.from_pretrained(it)
 
 ``zoo.path`` returns the build shipped with the package when its recipe hash matches, else the
