@@ -15,7 +15,7 @@ Parts, all diffusers / transformers classes, saved with ``save_pretrained`` as a
 * ``AutoencoderKL`` (3 levels → 8×8 latents, 4 channels; 8×8 rather than 16×16 makes the U-Net 4× cheaper
   on this CPU, and the decoder still draws 2-px stripes and dots back, see ``vae_*`` figures);
 * ``CLIPTokenizer`` whose BPE vocabulary and merges are trained here (``tokenizers``) on the scene
-  words, and a ``CLIPTextModel`` (2 layers, width 64);
+  words (each one token), and a ``CLIPTextModel`` (2 layers, width 64);
 * ``UNet2DConditionModel`` with SD v1.5's block types — 3 × ``CrossAttnDownBlock2D`` + ``DownBlock2D``,
   ``UNetMidBlock2DCrossAttn``, ``UpBlock2D`` + 3 × ``CrossAttnUpBlock2D``, two resnets per down block —
   at small width;
@@ -31,16 +31,19 @@ Training recipe (``build``), three stages:
    ``ModuleDict``), the caption dropped to "" with probability ``p_uncond`` (classifier-free guidance).
    Why joint rather than a separately pre-trained (contrastive) text encoder: captions here are
    templates whose meaning is exactly what the denoiser needs (which word binds to which object and
-   place); joint training learns that directly in one stage, as Imagen's ablations and our
-   ``unet-tiny`` do; CLIP's contrastive pre-training exists for open-vocabulary text this world lacks.
+   place); joint training learns that directly in one stage, as latent diffusion's own text-to-image
+   model did (τ_θ and ε_θ "jointly optimized", arXiv:2112.10752 §3.3) and as our ``unet-tiny`` does;
+   CLIP's contrastive pre-training exists for open-vocabulary text this world lacks.
 
 Quality figures (stamped, each with its sample count): a :class:`~swiftlite.zoo.judge.SceneJudge`
 trained on real renders names shape, colour, position (3×3 grid), style and size of each CFG sample of
 one-object prompts; ``prompt_match`` = shape ∧ colour ∧ position all right; the judge's own accuracy on
 real images and on VAE reconstructions is stamped too, and the VAE's reconstruction error.
 
-Differences from Stable Diffusion: 32-px images and 8×8 latents; a word-level BPE vocabulary; the text
-encoder is trained with the U-Net (SD freezes a pre-trained CLIP); no safety checker.
+Differences from Stable Diffusion: 32-px images and 8×8 latents; a 100-odd-token BPE vocabulary; the text
+encoder is trained with the U-Net (SD freezes a pre-trained CLIP); v-prediction (SD v1.5: ε); the VAE
+has no perceptual or adversarial loss; no safety checker. Weights are stored in float16 and loaded as
+float32 (the figures are measured on the rounded weights).
 """
 
 from __future__ import annotations
