@@ -42,6 +42,24 @@ def quality() -> dict[str, Any]:
     return {"stamp": stamp, "recomputed": {**sd.adherence(samples, wanted, judge), "n_samples": float(len(prompts))}}
 
 
+def sample_figure(path: str = "figures/sd_tiny_samples.png", seed: int = 0):
+    """A grid of sd-tiny samples: one row per prompt, four seeds each (diffusers' pipe.__call__, CFG 3)."""
+    from swiftlite import zoo
+    from swiftlite.diffusion import sample_grid
+    from swiftlite.zoo import sd
+
+    pipe = zoo.load("sd-tiny")
+    p = zoo.read_stamp(zoo.path("sd-tiny"))["params"]
+    prompts = ["a large red circle at the top left", "a large blue striped square at the bottom right",
+               "a medium yellow dotted triangle in the center on a white background",
+               "a large green outlined cross at the top", "a medium red square at the left and a large blue circle at the right"]
+    rows = {prompt: sd.sample_prompts(pipe, [prompt] * 4, steps=p["sampling_steps"], guidance_scale=p["guidance_scale"],
+                                      seed=seed) for prompt in prompts}
+    fig = sample_grid(rows, title="sd-tiny (StableDiffusionPipeline, 32 px): 4 seeds per prompt, CFG 3", cell_inches=1.0)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
 def memory(batch_size: int = 32, steps: int = 3, warmup: int = 1, seed: int = 0, progress: bool = True,
            random_weights: bool = False) -> dict:
     """compare_memory on sd-tiny's U-Net (see the module docstring); ``random_weights``: the full recipe's
@@ -83,6 +101,7 @@ def main() -> None:
     parser.add_argument("--no-quality", action="store_true", help="skip recomputing the quality figures")
     parser.add_argument("--random-weights", action="store_true",
                         help="memory on the full recipe's architecture with fresh weights (no build needed)")
+    parser.add_argument("--figure", action="store_true", help="also write figures/sd_tiny_samples.png")
     parser.add_argument("--quick", action="store_true", help="SWIFTLITE_QUICK=1 zoo build, batch 4, 1 step")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -103,6 +122,8 @@ def main() -> None:
         for key in sorted(f):
             if key.startswith(("judge_", "vae_recon", "prompt_match_guidance", "chance", "n_vae", "n_param")):
                 print(f"| {key} | {f[key]:.4g} | |")
+    if args.figure:
+        print("wrote", sample_figure())
     result = memory(args.batch, args.steps, warmup, random_weights=args.random_weights)
     print(f"\n### SC-Tuner vs LoRA on sd-tiny's U-Net\n\n{memory_report(result)}\n\nLoRA ranks {result['ranks']}")
     print(f"\ntorch {torch.__version__}, threads {torch.get_num_threads()}, numpy {np.__version__}")
