@@ -28,7 +28,8 @@ same mechanism as :func:`swiftlite.diffusion.sampling.sample`). One column gives
 several give a ``{column: tensor}`` dict.
 
 Latent diffusion (``sd-tiny``, any ``StableDiffusionPipeline``): with ``vae=`` the images are encoded
-first, x₀ = s · z, z ~ q(z | image) (s = ``vae.config.scaling_factor``), and everything above runs on
+first, x₀ = s · μ(image), the posterior mean (s = ``vae.config.scaling_factor``; SD's own scripts draw
+z ~ q(z | image), whose σ is tiny in SD's VAE; sd-tiny's VAE is trained on μ), and everything above runs on
 x₀ in latent space; a batch with a ``latents`` column (pre-encoded, already scaled) skips the VAE.
 :meth:`TextToImageLoss.for_pipeline` reads scheduler, text encoder and VAE from a pipeline.
 """
@@ -147,7 +148,7 @@ class TextToImageLoss:
         if self.vae is None:
             return x
         with torch.no_grad():
-            z = self.vae.encode(x.to(next(self.vae.parameters()).device)).latent_dist.sample()
+            z = self.vae.encode(x.to(next(self.vae.parameters()).device)).latent_dist.mean  # μ(x)
         # x₀ = s · z
         return z * self.vae.config.scaling_factor
 

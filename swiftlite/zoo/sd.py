@@ -24,8 +24,12 @@ Parts, all diffusers / transformers classes, saved with ``save_pretrained`` as a
 
 Training recipe (``build``), three stages:
 
-1. **VAE**: L = ‖D(z) − x‖₁ + β · KL(q(z|x) ‖ N(0, I)), z ~ q(z|x) (LDM's L1 reconstruction and small KL;
-   no LPIPS / GAN term, which the flat-colour shapes world does not need).
+1. **VAE**: L = Σ w |D(μ(x)) − x| / Σ w + β · KL(q(z|x) ‖ N(0, I)), w = 1 + ``object_weight`` on object
+   pixels (LDM's L1 reconstruction and small KL, no LPIPS / GAN term). Two changes from LDM, both measured:
+   a first build (version 1) decoded z ~ q(z|x) with plain L1 for 800 steps and drew the objects grey
+   (the judge named the colour of 25 % of reconstructions, chance); decoding the mean μ(x) — the latent the
+   U-Net is trained on — and weighting the objects (small on a large background) brought a 250-step pilot's
+   object-pixel error from 92 to 48 (0..255).
 2. **Latents**: every training image is encoded once (posterior mean × s); the U-Net never sees pixels.
 3. **U-Net + text encoder, jointly** (:class:`swiftlite.diffusion.TextToImageLoss` on the
    ``ModuleDict``), the caption dropped to "" with probability ``p_uncond`` (classifier-free guidance).
@@ -59,16 +63,16 @@ WORLD: dict[str, Any] = dict(shapes=["circle", "square", "triangle", "cross"], c
                              backgrounds=["black", "white"])
 FULL: dict[str, Any] = dict(
     image_size=32, **WORLD, p_second=0.2, max_length=32,
-    vae_channels=[16, 32, 64], vae_groups=8, latent_channels=4, n_vae=6000, vae_steps=800, vae_batch=32,
-    vae_lr=1e-3, kl_weight=1e-6,
+    vae_channels=[16, 32, 64], vae_groups=8, latent_channels=4, n_vae=6000, vae_steps=1500, vae_batch=32,
+    vae_lr=2e-3, kl_weight=1e-6, object_weight=10.0,
     unet_channels=[32, 32, 64, 64], layers_per_block=2, attention_head_dim=8, text_dim=64, text_layers=2,
     n_train=20_000, steps=2200, batch_size=32, lr=1e-3, warmup_steps=150, ema=0.997, p_uncond=0.1,
-    judge_width=32, n_judge=10_000, judge_steps=600, n_eval_prompts=192, n_vae_eval=500,
+    judge_width=32, n_judge=10_000, judge_steps=1200, n_eval_prompts=192, n_vae_eval=500,
     sampling_steps=25, guidance_scale=3.0, extra_guidance_scales=[1.0], seed=0)
 QUICK: dict[str, Any] = dict(
     image_size=32, **WORLD, p_second=0.2, max_length=32,
     vae_channels=[16, 32, 32], vae_groups=8, latent_channels=4, n_vae=256, vae_steps=15, vae_batch=16,
-    vae_lr=1e-3, kl_weight=1e-6,
+    vae_lr=2e-3, kl_weight=1e-6, object_weight=10.0,
     unet_channels=[16, 16, 32, 32], layers_per_block=1, attention_head_dim=8, text_dim=32, text_layers=1,
     n_train=256, steps=15, batch_size=16, lr=1e-3, warmup_steps=2, ema=None, p_uncond=0.1,
     judge_width=8, n_judge=256, judge_steps=10, n_eval_prompts=8, n_vae_eval=32,
@@ -147,15 +151,17 @@ def train_vae(vae, p: dict[str, Any], progress: bool) -> list[float]:
     from ..data.scenes import scenes_dataset
     from ..data.shapes import to_pixel_values
 
-    data = scenes_dataset(p["n_vae"], image_size=p["image_size"], seed=p["seed"] + 1, maps=False,
-                          p_second=p["p_second"], **_world(p)).select_columns(["image"]).with_format("torch")
+    data = scenes_dataset(p["n_vae"], image_size=p["image_size"], seed=p["seed"] + 1, maps=True,
+                          p_second=p["p_second"], **_world(p)).select_columns(["image", "mask"]).with_format("torch")
 
     def vae_loss(model, batch):
         x = to_pixel_values(batch["image"])  # (B, 3, H, W) in [-1, 1]
         posterior = model.encode(x).latent_dist
-        reconstruction = model.decode(posterior.sample()).sample
-        # L = ‖D(z) − x‖₁ + β · KL(q(z|x) ‖ N(0, I))
-        return torch.nn.functional.l1_loss(reconstruction, x) + p["kl_weight"] * posterior.kl().mean()
+        z = posterior.mean  # μ(x): what the U-Net is trained on (see the module docstring)
+        reconstruction = model.decode(z).sample
+        w = 1.0 + p["object_weight"] * batch["mask"][:, None].float()  # (B, 1, H, W): object pixels count more
+        # L = Σ w |D(μ) − x| / Σ w + β · KL(q(z|x) ‖ N(0, I))
+        return (w * (reconstruction - x).abs()).mean() / w.mean() + p["kl_weight"] * posterior.kl().mean()
 
     history = training.train(vae, data, vae_loss, steps=p["vae_steps"], batch_size=p["vae_batch"], lr=p["vae_lr"],
                              warmup_steps=max(1, p["vae_steps"] // 20), seed=p["seed"], progress=progress)
@@ -378,7 +384,7 @@ def load_judge(directory: Path):
 
 
 RECIPE = register(Recipe(
-    name="sd-tiny", version=1, full=FULL, quick=QUICK, build=build, load=load,
+    name="sd-tiny", version=2, full=FULL, quick=QUICK, build=build, load=load,
     description="StableDiffusionPipeline: AutoencoderKL (32 px -> 4x8x8) + CLIPTextModel + SD-1.5-layout U-Net",
     targets={"prompt_match": ">= 0.50 (full build, CFG; shape, colour and position all right)"},
 ))
