@@ -145,7 +145,8 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
         ctx = torch.cat([prompt_embeddings(pipe, [negative_prompt] * b), ctx])  # (2B, L, D): [∅; c]
     ctx = ctx.to(device)
     generator = torch.Generator().manual_seed(seed)
-    channels = getattr(getattr(unet, "config", None), "out_channels", None) or pipe.unet.config.out_channels
+    channels = (getattr(getattr(unet, "config", None), "out_channels", None)  # the U-Net's, else its pipeline's
+                or getattr(getattr(pipe.unet, "config", None), "out_channels", 3))
     x = torch.randn(b, channels, size, size, generator=generator) * sched.init_noise_sigma  # x_T (B, C, H, W)
     x = x.to(device)
     if condition is None:
