@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+from . import __version__
+
 USER_ERROR = 2
 
 
@@ -45,8 +47,6 @@ def _fail(message: str) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from . import __version__
-
     parser = _Parser(prog="swiftlite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"swiftlite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,14 +66,14 @@ def _main(argv: list[str]) -> int:
     course_build.add_argument("--resume", action="store_true",
                               help="skip tutorials already run unchanged, in this mode, into --out")
     if argv[:1] == ["zoo"]:
-        from .zoo import cli_main
+        from .zoo import cli_main  # light --help: torch loads only for the command that needs it
 
         return cli_main(argv[1:]) or 0
     args = parser.parse_args(argv)
     if args.command == "show":
         print(_show(args.model_dir))
     if args.command == "course":
-        from .course import build
+        from .course import build  # light --help
 
         index = build(args.out, quick=args.quick, only=args.only, keep_going=args.keep_going, jobs=args.jobs,
                       resume=args.resume)
@@ -95,7 +95,7 @@ def _show(model_dir: str) -> str:
         raise UserError(f"show {model_dir}: no config.json, so this is not a transformers model folder")
     from transformers import AutoModel
 
-    from .core.inspect import show as show_tree
+    from .api.inspect import show as show_tree  # light --help: torch loads only for `show`
 
     return show_tree(AutoModel.from_pretrained(model_dir))
 

@@ -12,7 +12,7 @@
 
 from .instructions import INSTRUCTION_TASKS, instruction_pairs
 from .shapes import (BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, STYLES, render, sample_content,
-                     shapes_dataset, style_pairs, to_pixel_values, to_uint8_images)
+                     shapes_dataset, style_pairs, to_pixel_values, to_uint8_images, world_prompts)
 from .scenes import SCENE_STYLES, scenes_dataset
 from .tasks import TASK_GROUPS, TASKS, downstream_task, vtab_suite
 from .text import stdlib_tokenizer, text_corpus, train_tokenizer
@@ -20,7 +20,7 @@ from .tools import TOOLS, parse_react, render_react, run_tool, tool_dialogs
 
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "POSITIONS", "BACKGROUNDS", "STYLES", "render", "sample_content",
-    "shapes_dataset", "style_pairs", "to_pixel_values", "to_uint8_images", "scenes_dataset", "SCENE_STYLES",
+    "shapes_dataset", "style_pairs", "to_pixel_values", "to_uint8_images", "world_prompts", "scenes_dataset", "SCENE_STYLES",
     "TASKS", "TASK_GROUPS", "downstream_task", "vtab_suite",
     "text_corpus", "train_tokenizer", "stdlib_tokenizer",
     "INSTRUCTION_TASKS", "instruction_pairs",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.shapes import COLOURS, SHAPES
+from ..data.shapes import COLOURS, SHAPES, to_pixel_values
 
 
 def image_features(width: int) -> nn.Sequential:
@@ -131,8 +131,6 @@ class SceneJudge(nn.Module):
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> dict[str, list[str]]:
         """uint8 images (B, H, W, 3) -> {factor: names}."""
-        from ..data.shapes import to_pixel_values
-
         self.eval()
         logits = self(to_pixel_values(images))
         return {k: [self.labels[k][i] for i in v.argmax(-1)] for k, v in logits.items()}
@@ -151,7 +149,7 @@ def train_scene_judge(p: dict, *, progress: bool = False) -> tuple[SceneJudge, d
     ``seed``); returns it and its held-out accuracy per factor on 500 real renders."""
     from .. import train as training
     from ..data.scenes import scenes_dataset
-    from ..data.shapes import POSITIONS, to_pixel_values
+    from ..data.shapes import POSITIONS
 
     factors = ("shape", "colour", "position", "style", "size")
     world = dict(image_size=p["image_size"], shapes=p["shapes"], colours=p["colours"], sizes=p["sizes"],

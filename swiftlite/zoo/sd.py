@@ -56,7 +56,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .hub import Recipe, register
+from ..data.scenes import scene_caption, scene_words, scenes_dataset
+from ..data.shapes import sample_content, to_pixel_values, to_uint8_images
+from .recipe import Recipe, register
 
 WORLD: dict[str, Any] = dict(shapes=["circle", "square", "triangle", "cross"], colours=["red", "green", "blue", "yellow"],
                              sizes=["medium", "large"], styles=["plain", "outline", "stripes", "dots"],
@@ -87,7 +89,6 @@ def clip_tokenizer(max_length: int = 32, extra_words: tuple[str, ...] = ("sks",)
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
-    from ..data.scenes import scene_words
 
     bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=SPECIAL[1]))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -148,8 +149,6 @@ def train_vae(vae, p: dict[str, Any], progress: bool) -> list[float]:
     import torch
 
     from .. import train as training
-    from ..data.scenes import scenes_dataset
-    from ..data.shapes import to_pixel_values
 
     data = scenes_dataset(p["n_vae"], image_size=p["image_size"], seed=p["seed"] + 1, maps=True,
                           p_second=p["p_second"], **_world(p)).select_columns(["image", "mask"]).with_format("torch")
@@ -173,7 +172,6 @@ def encode_latents(vae, images, batch_size: int = 256):
     """uint8 images (N, H, W, 3) -> scaled latents (N, C, h, w): posterior mean × ``scaling_factor``."""
     import torch
 
-    from ..data.shapes import to_pixel_values
 
     with torch.no_grad():
         out = [vae.encode(to_pixel_values(images[i:i + batch_size])).latent_dist.mean
@@ -186,7 +184,6 @@ def decode_latents(vae, latents, batch_size: int = 256):
     import numpy as np
     import torch
 
-    from ..data.shapes import to_uint8_images
 
     with torch.no_grad():
         return np.concatenate([to_uint8_images(vae.decode(latents[i:i + batch_size] / vae.config.scaling_factor).sample)
@@ -201,8 +198,6 @@ def eval_prompts(p: dict[str, Any], n: int, seed: int) -> tuple[list[str], dict[
     """``n`` one-object prompts with random factors (as the captions word them) and what each asks for."""
     import numpy as np
 
-    from ..data.scenes import scene_caption
-    from ..data.shapes import sample_content
 
     rng = np.random.default_rng(seed)
     prompts, wanted = [], {k: [] for k in ("shape", "colour", "position", "style", "size")}
@@ -249,7 +244,6 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     import torch
 
     from .. import train as training
-    from ..data.scenes import scenes_dataset
     from ..diffusion.training import TextToImageLoss
     from .judge import train_scene_judge
 
