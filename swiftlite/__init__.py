@@ -26,8 +26,8 @@ _EXPORTS = {  # module -> the public names it gives `swiftlite`
         "set_condition", "SideConfig", "SideTuner", "UTuningConfig", "UTuningTuner",
     ),
     "swiftlite": (  # the subpackages and modules themselves
-        "api", "bench", "cli", "core", "course", "data", "diffusion", "llm", "settings", "testing", "train", "tuners",
-        "vision", "viz", "zoo",
+        "api", "bench", "cli", "core", "course", "data", "diffusion", "kernels", "llm", "settings", "testing", "train",
+        "tuners", "vision", "viz", "zoo",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

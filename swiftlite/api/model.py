@@ -32,6 +32,7 @@ from ..core.modules_to_save import wrap_modules_to_save
 from ..core.params import Entry, adapter_table, base_state, extra_state_params
 from ..core.snapshot import all_or_nothing
 from ..core.targeting import remove_module, replace_module
+from ..kernels.mixed_batch import adapter_batch
 from . import checkpoint
 from .checkpoint import read_adapters  # noqa: F401  (public here too)
 from .checks import (DEFAULT_ADAPTER, RESERVED_ADAPTER_NAMES, as_config_dict, check_adapter_name,  # noqa: F401
@@ -84,11 +85,17 @@ class SwiftModel(nn.Module):
         """The wrapped model, as in ms-swift (`swift_model.model.model.layers` for a LlamaForCausalLM)."""
         return self.base_model
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.base_model(*args, **kwargs)
+    def forward(self, *args: Any, adapter_names: list[str] | None = None, **kwargs: Any) -> Any:
+        if adapter_names is None:
+            return self.base_model(*args, **kwargs)
+        with adapter_batch(self, adapter_names):  # one adapter per sample (swiftlite/kernels/mixed_batch.py)
+            return self.base_model(*args, **kwargs)
 
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.base_model.generate(*args, **kwargs)
+    def generate(self, *args: Any, adapter_names: list[str] | None = None, **kwargs: Any) -> Any:
+        if adapter_names is None:
+            return self.base_model.generate(*args, **kwargs)
+        with adapter_batch(self, adapter_names, generating=True):
+            return self.base_model.generate(*args, **kwargs)
 
     # ---- adding / deleting adapters ---------------------------------------------------------------
     def add_adapters(self, config: SwiftConfig | dict[str, SwiftConfig], inference_mode: bool = False) -> None:

@@ -74,6 +74,7 @@ from ..core.modules import hidden_of, innermost_base_layer, with_hidden
 from ..core.params import rename_attached
 from ..core.targeting import match_modules, replace_module
 from ..core.tuner import forward_arguments
+from ..kernels import triton_enabled
 from .scetuning_condition import (ConditionEncoder, ConditionHints, HintProbe, fit_hint, hint_target_levels,
                                   level_widths)
 
@@ -153,6 +154,10 @@ class SCEAdapter(nn.Module):
         return (d.permute(0, 3, 1, 2) if x.dim() == 4 else d).to(x.dtype)  # -> (B, C, H, W)
 
     def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        if triton_enabled():  # opt-in fused kernel; imported here only because it imports Triton
+            from ..kernels.bottleneck import bottleneck_module_forward
+
+            return bottleneck_module_forward(self, x, scale)
         # O = x + W_up · GELU(W_down · x); at inference x + s · (O − x)
         return x + scale * self.delta(x)
 

@@ -8,7 +8,8 @@ so the model is unchanged at initialisation, and `W0 + s·B A` can be merged int
 at no extra cost. The same update is put on nn.Linear (here), and in `lora_layers.py` on
 transformers' Conv1D (GPT-2, weight stored transposed), nn.Conv2d (A: a conv with W0's
 kernel/stride/padding to r channels, B: a 1×1 conv) and nn.Embedding (A: r×num_embeddings looked up
-with F.embedding, B: embedding_dim×r).
+with F.embedding, B: embedding_dim×r); in `quantized.py` on quantized linear layers of
+bitsandbytes, torchao and hqq (QLoRA: W0 stored quantized, A and B in full precision).
 
 Options, each one line of math:
 - rsLoRA (Kalajdzievski, 2023, arXiv:2312.03732): s = alpha / sqrt(r).
@@ -44,6 +45,7 @@ from ...core import SwiftConfig, TunerLayer
 from ...core.config import PositiveFloat, PositiveInt, Probability, Target
 from ...core.layer import check_finite
 from ...core.peft_format import bad_pattern_key, pattern_value
+from ...kernels.routes import lora_kernel_route
 
 # PEFT LoraConfig fields swiftlite does not implement, with the value at which that is exact: a checkpoint
 # (ms-swift's or PEFT's) setting one to anything else is refused, never silently computed otherwise.
@@ -175,6 +177,9 @@ class LoRALayer(TunerLayer):
 
     # ---- the forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        kernel = lora_kernel_route(self, x)  # a mixed-adapter batch, or the opt-in fused path (swiftlite/kernels/)
+        if kernel is not None:
+            return kernel(self, x, *args, **kwargs)
         h = self.base_layer(x, *args, **kwargs)  # W0 x + b
         for name in self.active_adapters:
             s, x_d = self.scaling[name], self.lora_dropout[name](x)  # x̃ = dropout(x)
