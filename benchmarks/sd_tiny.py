@@ -53,9 +53,11 @@ def sample_figure(path: str = "figures/sd_tiny_samples.png", seed: int = 0):
     prompts = ["a large red circle at the top left", "a large blue striped square at the bottom right",
                "a medium yellow dotted triangle in the center on a white background",
                "a large green outlined cross at the top", "a medium red square at the left and a large blue circle at the right"]
-    rows = {prompt: sd.sample_prompts(pipe, [prompt] * 4, steps=p["sampling_steps"], guidance_scale=p["guidance_scale"],
-                                      seed=seed) for prompt in prompts}
-    fig = sample_grid(rows, title="sd-tiny (StableDiffusionPipeline, 32 px): 4 seeds per prompt, CFG 3", cell_inches=1.0)
+    rows = {f"prompt {i + 1}": sd.sample_prompts(pipe, [prompt] * 6, steps=p["sampling_steps"],
+                                                 guidance_scale=p["guidance_scale"], seed=seed)
+            for i, prompt in enumerate(prompts)}
+    title = "sd-tiny, 6 seeds per prompt, CFG 3\n" + "\n".join(f"{i + 1}: {q}" for i, q in enumerate(prompts))
+    fig = sample_grid(rows, title=title, cell_inches=1.0)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
