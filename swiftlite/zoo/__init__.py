@@ -12,7 +12,7 @@ recipes are used instead (what tests and quick notebook runs use). Command line:
 ``swiftlite zoo build [NAME] [--quick] [--ship]``, ``swiftlite zoo list``.
 """
 
-from .hub import (SHIPPED, Recipe, build, cache_path, cli_main, figures, get_recipe, load, path, quick_mode,
+from .hub import (SHIPPED, Recipe, build, cache_path, figures, get_recipe, load, path, quick_mode,
                   read_stamp, recipes, register)
 
 
@@ -22,4 +22,4 @@ def names() -> list[str]:
 
 
 __all__ = ["path", "load", "build", "figures", "names", "recipes", "get_recipe", "register", "Recipe",
-           "cli_main", "quick_mode", "read_stamp", "cache_path", "SHIPPED"]
+           "quick_mode", "read_stamp", "cache_path", "SHIPPED"]
