@@ -60,7 +60,7 @@ def save(swift_model: Any, save_directory: str, adapter_name: str | list[str] | 
             weights = get_tuner(config.swift_type).to_saved_state(swift_model.base_model, config, weights, name)
         files.append((folder, config_dict, weights))
     extra = {k: p.detach() for k, p in swift_model._extra_state_params().items()}
-    save_base = bool(swift_model.adapters) and not any(swift_model._adapter_table().values())
+    save_base = not swift_model._has_tuner_weights()
     replaces = {io.EXTRA_STATES_DIR}
     if DEFAULT_ADAPTER in names:  # the other place "default" may sit becomes stale
         replaces |= {io.CONFIG_NAME, io.WEIGHTS_NAME, io.PICKLE_WEIGHTS_NAME, DEFAULT_ADAPTER}
