@@ -45,9 +45,10 @@ def save(swift_model: Any, save_directory: str, adapter_name: str | list[str] | 
     if os.path.isfile(save_directory):
         raise ValueError(f"save_directory={save_directory!r} is a file; give a directory")
     files: list[tuple[str, dict[str, Any], dict[str, torch.Tensor]]] = []  # (folder, config, weights)
+    save_base = not swift_model._has_tuner_weights()  # then state_dict() is the base model's, saved once below
     for name in names:
         config = swift_model.adapters[name]
-        weights = swift_model.state_dict(adapter_name=name)
+        weights = {} if save_base else swift_model.state_dict(adapter_name=name)
         folder = name
         if peft_format:
             tuner = get_tuner(config.swift_type)
@@ -60,7 +61,6 @@ def save(swift_model: Any, save_directory: str, adapter_name: str | list[str] | 
             weights = get_tuner(config.swift_type).to_saved_state(swift_model.base_model, config, weights, name)
         files.append((folder, config_dict, weights))
     extra = {k: p.detach() for k, p in swift_model._extra_state_params().items()}
-    save_base = not swift_model._has_tuner_weights()
     replaces = {io.EXTRA_STATES_DIR}
     if DEFAULT_ADAPTER in names:  # the other place "default" may sit becomes stale
         replaces |= {io.CONFIG_NAME, io.WEIGHTS_NAME, io.PICKLE_WEIGHTS_NAME, DEFAULT_ADAPTER}
