@@ -20,6 +20,7 @@ import inspect
 import json
 import os
 import re
+import warnings
 from typing import Any
 
 import torch
@@ -39,6 +40,9 @@ def save(swift_model: Any, save_directory: str, adapter_name: str | list[str] | 
     directory in one `io.StagedWrite`, so a conversion error never touches it."""
     if save_directory is None or not isinstance(save_directory, (str, os.PathLike)):
         raise TypeError(f"save_directory: expected a path, got {type(save_directory).__name__}")
+    if not os.fspath(save_directory).strip():
+        raise ValueError(f"save_directory={os.fspath(save_directory)!r}: empty; give the folder to write, "
+                         f"e.g. save_pretrained('out/lora')")
     names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name or swift_model.adapters)
     for name in names:
         swift_model._check_known(name)
@@ -259,7 +263,11 @@ def read_adapters(directory: str) -> dict[str, tuple[dict[str, Any], str]]:
         found[DEFAULT_ADAPTER] = (io.read_json(os.path.join(directory, io.CONFIG_NAME)), directory)
     for entry in sorted(os.listdir(directory)):
         sub = os.path.join(directory, entry)
-        if entry == io.EXTRA_STATES_DIR or entry.startswith(".") or not os.path.isfile(os.path.join(sub, io.CONFIG_NAME)):
+        if entry == io.EXTRA_STATES_DIR or not os.path.isfile(os.path.join(sub, io.CONFIG_NAME)):
+            continue
+        if entry.startswith("."):  # a hidden folder: reported, not loaded
+            warnings.warn(f"{directory}: skipping the hidden folder {entry}/ (it holds an {io.CONFIG_NAME}; to load "
+                          f"it, rename it to a valid adapter name)", stacklevel=3)
             continue
         if entry in found:
             raise ValueError(f"{directory}: adapter {entry!r} is saved twice, at the top and in {entry}/; "
@@ -284,7 +292,14 @@ def _adapter_mapping(adapter_name: Any, found: dict[str, Any], directory: str) -
     for new, saved in mapping.items():
         if saved not in found:
             raise ValueError(f"adapter_name: {saved!r} is not in {directory}; found {sorted(found)}")
-        check_adapter_name(new)
+        try:
+            check_adapter_name(new)
+        except ValueError as err:
+            if new != saved:
+                raise
+            raise ValueError(f"{directory}: the sub-folder {saved}/ holds an adapter, but its name cannot be an "
+                             f"adapter name ({err}); load it under another name with "
+                             f"adapter_name={{{saved!r}: 'new_name'}}, or rename the folder") from None
     return mapping
 
 
