@@ -6,7 +6,7 @@
     swiftlite zoo path NAME [--quick]        print a backbone's directory (building it if needed)
     swiftlite show MODEL_DIR | ZOO_NAME      print the structure tree of a saved model, loaded as its own
                                              class (config.json's architectures / diffusers' _class_name)
-    swiftlite course build [--quick] [--out DIR] [--only NN ...] [--keep-going] [--jobs N] [--resume]
+    swiftlite course build [--quick] [--out DIR] [--only NN ...] [--keep-going] [--jobs N] [--resume] [--repo-url URL]
                                              execute every tutorial, render the course site
     swiftlite --version
 
@@ -90,6 +90,9 @@ def _main(argv: list[str]) -> int:
                               help="notebooks run at once (default 1; each gets cores/N torch threads)")
     course_build.add_argument("--resume", action="store_true",
                               help="skip tutorials already run unchanged, in this mode, into --out")
+    course_build.add_argument("--repo-url", metavar="URL",
+                              help="links to repository files point at URL/<path> (e.g. https://github.com/OWNER/"
+                                   "swiftlite/blob/main; default: $SWIFTLITE_REPO_URL), else they are plain text")
     args = parser.parse_args(argv)
     if args.command == "zoo":
         return _zoo(args)
@@ -99,7 +102,7 @@ def _main(argv: list[str]) -> int:
         from .course import build
 
         index = build(args.out, quick=args.quick, only=args.only, keep_going=args.keep_going, jobs=args.jobs,
-                      resume=args.resume)
+                      resume=args.resume, repo_url=args.repo_url)
         print(f"course site: {index} (serve it: python -m http.server -d {index.parent})")
     return 0
 

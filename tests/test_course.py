@@ -78,6 +78,7 @@ def test_quick_build_renders_outputs_figures_and_contents(tmp_path_factory):
     for stem in (p.notebook.stem for p in course.tutorials()):
         assert (site / f"{stem}.html").is_file(), f"no page for {stem}"
     assert (out / "figures" / "01_ssf_vs_lora.png").is_file()  # the run's figures go to the build folder, not figures/
+    assert dead_links(site) == []  # links to repository files: plain text (no --repo-url here)
 
 
 @pytest.mark.notebook
@@ -159,3 +160,62 @@ def test_keep_going_renders_the_failure_and_then_fails(tmp_path):
     assert "all good" in (site / "00_fine.html").read_text(encoding="utf-8")
     index = (tmp_path / "going" / "docs" / "index.md").read_text(encoding="utf-8")
     assert re.search(r"01 · Broken.*\*\*failed\*\*: 1 error", index) and "00 · Fine" in index
+
+
+def dead_links(site: Path) -> list[str]:
+    """Every local href / src of the site's pages whose file does not exist (anchors not followed)."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.links += [value for name, value in attrs if name in ("href", "src") and value]
+
+    dead = []
+    for page in sorted(site.rglob("*.html")):
+        parser = Links()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for link in parser.links:
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:|//", link):  # http(s):, data:, mailto:, javascript:
+                continue
+            path = unquote(link.split("#")[0].split("?")[0])
+            base = site if path.startswith("/") else page.parent  # mkdocs' 404 page links from the site root
+            if path and not (base / path.lstrip("/")).exists():
+                dead.append(f"{page.relative_to(site)} -> {link}")
+    return dead
+
+
+@pytest.mark.notebook
+def test_a_rendered_site_has_no_dead_links(tmp_path):
+    """Links to repository files become plain text naming the path, or links into --repo-url; links
+    between tutorials point at their pages; every local href of the site resolves."""
+    pytest.importorskip("mkdocs_jupyter", reason="the course extra is not installed")
+    folder = tmp_path / "tutorials"
+    folder.mkdir()
+    links = ("See [lora.py](../swiftlite/tuners/lora.py), [`swiftlite/train.py`](../swiftlite/train.py#L10), "
+             "[the next tutorial](01_two.ipynb), [the list](README.md) and [PEFT](https://github.com/huggingface/peft).")
+    _notebook(folder / "00_one.ipynb", "00 · One", ["from IPython.display import Markdown; Markdown('[kit](../swiftlite/testing/kit.py)')"])
+    import nbformat
+
+    nb = nbformat.read(folder / "00_one.ipynb", as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(links))
+    nbformat.write(nb, folder / "00_one.ipynb")
+    _notebook(folder / "01_two.ipynb", "01 · Two", ["print(2)"])
+    course.build(tmp_path / "out", quick=True, progress=False, folder=folder)
+    site = tmp_path / "out" / "site"
+    assert dead_links(site) == []
+    html = (site / "00_one.html").read_text(encoding="utf-8")
+    assert 'href="01_two.html"' in html and "https://github.com/huggingface/peft" in html
+    for path in ("swiftlite/tuners/lora.py", "swiftlite/train.py", "tutorials/README.md", "swiftlite/testing/kit.py"):
+        assert path in html and f'href="../{path}' not in html  # named as plain text
+    pages = course.run_tutorials(tmp_path / "out", quick=True, progress=False, folder=folder, resume=True)
+    url = "https://example.org/swiftlite/blob/main"
+    course.render(tmp_path / "out", pages, quick=True, repo_url=url)
+    html = (site / "00_one.html").read_text(encoding="utf-8")
+    assert f'href="{url}/swiftlite/tuners/lora.py"' in html and f'href="{url}/swiftlite/train.py#L10"' in html
+    assert f'href="{url}/tutorials/README.md"' in html and f'href="{url}/swiftlite/testing/kit.py"' in html
+    assert dead_links(site) == []
