@@ -244,3 +244,10 @@ def test_show_a_zoo_name(capsys, monkeypatch):
     monkeypatch.setenv("SWIFTLITE_QUICK", "1")  # the quick vit-tiny build (cached after its first use)
     code, out, _ = _run(capsys, "show", "vit-tiny")
     assert code == 0 and out.startswith("ViTForImageClassification")
+
+
+def test_show_a_folder_whose_config_names_no_model(capsys, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"width": 32}))  # e.g. unet-tiny's judge/ folder
+    code, _, err = _run(capsys, "show", str(tmp_path))
+    assert code == USER_ERROR
+    assert "no transformers model_type or diffusers _class_name" in _one_error_line(err)
