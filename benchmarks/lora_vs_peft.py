@@ -84,7 +84,7 @@ def main() -> None:
 
     import peft
 
-    from swiftlite.core import Swift
+    from swiftlite import Swift
     from swiftlite.tuners.lora import LoRAConfig
 
     base = build_base(args.hidden, args.layers, args.device)

@@ -4,37 +4,43 @@
     model = Swift.prepare_model(model, LoRAConfig(target_modules=["q_proj", "v_proj"]))
 
 Importing this package is light: torch, transformers and diffusers load only when a name that
-needs them is first used.
+needs them is first used. Every public name is in `_EXPORTS` below (the module it comes from -> its
+names); nothing else is reachable as `swiftlite.<name>` until its submodule is imported.
 """
-from __future__ import annotations
-
-import importlib
-import pkgutil
-from typing import Any
+import importlib as _importlib  # private names: only _EXPORTS' names are public attributes
 
 __version__ = "0.1.0"
 
-_CORE = {"Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "get_tuner", "check_finite"}
-# The subpackages and modules that exist (read from the folder, so the list cannot name missing ones).
-_SUBMODULES = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+_EXPORTS = {  # module -> the public names it gives `swiftlite`
+    "swiftlite.api.model": ("Swift", "SwiftModel"),  # the façade (swiftlite/api/)
+    "swiftlite.api.inspect": ("show",),
+    "swiftlite.core.config": ("SwiftConfig", "register_tuner", "get_tuner"),  # the kit a tuner builds on
+    "swiftlite.core.tuner": ("Tuner",),
+    "swiftlite.core.layer": ("TunerLayer", "check_finite"),
+    "swiftlite.tuners": (  # every tuner and its config (importing swiftlite.tuners registers them all)
+        "AdapterConfig", "AdapterTuner", "BitFitConfig", "BitFitTuner", "IA3Config", "IA3Tuner", "LLaMAProConfig",
+        "LLaMAProTuner", "LongLoRAConfig", "LongLoRATuner", "LoRAConfig", "LoRATuner", "NEFTuneConfig",
+        "NEFTuneTuner", "PartConfig", "PartTuner", "PrefixConfig", "PrefixTuner", "PromptConfig", "PromptTuner",
+        "ReftConfig", "ReftTuner", "ResAttn", "ResAttnConfig", "ResAttnTuner", "ResTuningConfig", "ResTuningTuner",
+        "multi_task_forward", "SCETuningConfig", "SCETuningTuner", "scetuning_scale", "scetuning_condition",
+        "set_condition", "SideConfig", "SideTuner", "UTuningConfig", "UTuningTuner",
+    ),
+    "swiftlite": (  # the subpackages and modules themselves
+        "api", "bench", "cli", "core", "course", "data", "diffusion", "kernels", "llm", "settings", "testing", "train",
+        "tuners", "vision", "viz", "zoo",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name == "show":
-        from .core.inspect import show
-
-        return show
-    if name == "get_tuner":
-        return importlib.import_module(f"{__name__}.core").get_tuner
-    if name in _CORE:
-        return getattr(importlib.import_module(f"{__name__}.tuners"), name)
-    tuners = importlib.import_module(f"{__name__}.tuners")
-    if hasattr(tuners, name):
-        return getattr(tuners, name)
-    raise AttributeError(f"module 'swiftlite' has no attribute {name!r}")
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'swiftlite' has no attribute {name!r}")
+    if _WHERE[name] == __name__:  # a submodule: importing it binds it here
+        return _importlib.import_module(f"{__name__}.{name}")
+    return getattr(_importlib.import_module(_WHERE[name]), name)
 
 
 def __dir__() -> list[str]:
-    return sorted(_CORE | _SUBMODULES | {"show", "__version__"})
+    return sorted([*_WHERE, "__version__"])

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .train import trainable_param_groups
+
 __all__ = ["count_parameters", "measure", "time_forward", "compare", "to_markdown", "DEFAULT_RATIO_METRICS"]
 
 DEFAULT_RATIO_METRICS = (
@@ -106,8 +108,6 @@ def _default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
 
 
 def _make_optimizer(model: nn.Module, optimizer) -> torch.optim.Optimizer:
-    from swiftlite.train import trainable_param_groups
-
     lr = 1e-4  # the value does not change time or memory; small so the weights move little
     groups = trainable_param_groups(model, lr=lr, weight_decay=0.0)
     if optimizer == "adamw":

@@ -16,8 +16,14 @@ A user error (an unknown backbone, a missing or wrong directory, ...) prints one
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import os
 import sys
+from pathlib import Path
+
+from . import __version__, zoo
+from .zoo.hub import list_lines, shipped_build_seconds, stamp_lines
 
 USER_ERROR = 2
 
@@ -33,8 +39,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
     """For `unrecognized arguments: --quik`, the nearest option of any (sub)command: ` (did you mean --quick?)`."""
-    import difflib
-
     if not message.startswith("unrecognized arguments: "):
         return ""
     options, parsers = set(), [parser]
@@ -69,8 +73,6 @@ def _fail(message: str) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from . import __version__
-
     parser = _Parser(prog="swiftlite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"swiftlite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,7 +101,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "show":
         print(_show(args.model_dir))
     if args.command == "course":
-        from .course import build
+        from .course import build  # light --help
 
         index = build(args.out, quick=args.quick, only=args.only, keep_going=args.keep_going, jobs=args.jobs,
                       resume=args.resume, repo_url=args.repo_url)
@@ -108,8 +110,6 @@ def _main(argv: list[str]) -> int:
 
 
 def _add_zoo_parser(sub) -> None:
-    from .zoo.hub import shipped_build_seconds
-
     seconds = shipped_build_seconds()
     times = ", ".join(f"{name} {_minutes(s)}" for name, s in sorted(seconds.items()))
     zoo = sub.add_parser("zoo", help="build or list the tiny pretrained backbones")
@@ -135,12 +135,8 @@ def _minutes(seconds: float) -> str:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from . import zoo
-
     if args.action == "list":
-        for line in zoo.hub.list_lines():
+        for line in list_lines():
             print(line)
         return 0
     if args.action == "path":
@@ -156,14 +152,12 @@ def _zoo(args: argparse.Namespace) -> int:
                                                       else args.out)
         directory = zoo.build(name, quick=args.quick, out_dir=out)
         stamp = zoo.read_stamp(directory) or {}
-        for line in zoo.hub.stamp_lines(stamp, str(directory)):
+        for line in stamp_lines(stamp, str(directory)):
             print(line)
     return 0
 
 
 def _confirm_build_all(names: list[str]) -> None:
-    from .zoo.hub import shipped_build_seconds
-
     total = _minutes(sum(shipped_build_seconds().values()))
     what = f"builds all {len(names)} backbones ({', '.join(names)}) from scratch, about {total} on a 2-core CPU"
     if not sys.stdin.isatty():
@@ -174,12 +168,10 @@ def _confirm_build_all(names: list[str]) -> None:
 
 
 def _show(model_dir: str) -> str:
-    from . import show as show_tree  # the CLI loads torch only for the command that needs it
+    from . import show as show_tree  # light --help: torch loads only for `show`
 
-    if not os.path.exists(model_dir) and _is_zoo_name(model_dir):
-        from .zoo import path as zoo_path
-
-        model_dir = str(zoo_path(model_dir))
+    if not os.path.exists(model_dir) and model_dir in zoo.names():
+        model_dir = str(zoo.path(model_dir))
     if not os.path.isdir(model_dir):
         what = "is a file, not a directory" if os.path.exists(model_dir) else "no such directory"
         raise UserError(f"show {model_dir}: {what}; give a folder written by transformers' or diffusers' "
@@ -201,17 +193,9 @@ def _show(model_dir: str) -> str:
     return str(show_tree(_load_model(model_dir)))
 
 
-def _is_zoo_name(name: str) -> bool:
-    from .zoo import names
-
-    return name in names()
-
-
 def _model_class(folder: str) -> type | None:
     """The class a saved model folder names: diffusers' `_class_name`, else transformers' `architectures[0]`
     (a headless `AutoModel` when it names neither); None when the folder holds no model config."""
-    import json
-
     config_file = os.path.join(folder, "config.json")
     if not os.path.isfile(config_file):
         return None
@@ -220,10 +204,10 @@ def _model_class(folder: str) -> type | None:
     if not isinstance(config, dict):
         return None
     if "_class_name" in config:
-        import diffusers
+        import diffusers  # light --help: loaded only for `show`
 
         return getattr(diffusers, config["_class_name"], None)
-    import transformers
+    import transformers  # light --help: loaded only for `show`
 
     if "model_type" not in config:
         return None  # not a transformers config either (e.g. the zoo's small judge network)

@@ -47,6 +47,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import __version__
+
 __all__ = ["CourseError", "Page", "tutorials", "run_tutorials", "render", "build"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,8 +139,6 @@ def _duration(seconds: float) -> str:
 
 
 def _index(pages: list[Page], quick: bool, wall: float | None) -> str:
-    from . import __version__
-
     mode = "quick mode (`SWIFTLITE_QUICK=1`: fewer steps, numbers not meaningful)" if quick else "full mode"
     total = sum(p.seconds or 0.0 for p in pages)
     timing = f"run times add up to {_duration(total)}" + (f" ({_duration(wall)} wall time)" if wall else "")

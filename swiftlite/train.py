@@ -42,6 +42,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .api import SwiftModel
+from .core.io import StagedWrite
+
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 __all__ = ["History", "train", "make_optimizer", "trainable_param_groups", "lr_lambda", "save_trainable"]
@@ -241,11 +244,7 @@ def _cycle(dataloader) -> Iterator[Any]:
 
 
 def _is_swift_model(model: nn.Module) -> bool:
-    try:
-        from swiftlite.core.model import SwiftModel  # lazy: core is optional for plain nn.Modules
-    except ImportError:
-        SwiftModel = None
-    if SwiftModel is not None and isinstance(model, SwiftModel):
+    if isinstance(model, SwiftModel):
         return True
     return hasattr(model, "save_pretrained") and hasattr(model, "adapters")
 
@@ -256,8 +255,6 @@ def save_trainable(model: nn.Module, save_dir: str | os.PathLike) -> str:
     The write is staged (core's ``io.StagedWrite``): a crash never leaves a half-written
     checkpoint, and other files in ``save_dir`` are kept. Returns the file path.
     """
-    from .core.io import StagedWrite
-
     tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
     with StagedWrite(save_dir) as stage:
         stage.safetensors(tensors, "trainable.safetensors", metadata={"format": "pt", "written_by": "swiftlite.train"})

@@ -6,3 +6,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# swiftlite/kernels: the Triton kernels run on CPU tensors in Triton's interpreter, which must be on
+# before a kernel file is imported (Triton reads it when @triton.jit runs); TRITON_INTERPRET=0 on a GPU.
+os.environ.setdefault("TRITON_INTERPRET", "1")

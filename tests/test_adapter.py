@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swiftlite.testing import models
-from swiftlite.tuners import AdapterConfig, Swift
+from swiftlite import AdapterConfig, Swift
 from swiftlite.tuners.adapter import AdapterLayer
 
 

@@ -102,7 +102,8 @@ def test_tool_loop_and_scores_on_a_memorised_dialog():
     assert run_agent(model, tokenizer, []) == []
     # the chat widget: the trajectory with the tool results; switching adapters re-runs it
     from swiftlite import LoRAConfig, Swift
-    from swiftlite.llm.agent import BASE_MODEL, chat_widget
+    from swiftlite.viz import BASE_MODEL_OPTION as BASE_MODEL
+    from swiftlite.viz import agent_chat_widget as chat_widget
 
     tuned = Swift.prepare_model(model, {"a": LoRAConfig(r=2, target_modules=["q_proj"]),
                                         "b": LoRAConfig(r=2, target_modules=["q_proj"])})

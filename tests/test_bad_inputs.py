@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import swiftlite.tuners  # noqa: F401  (registers every tuner)
-from swiftlite.core import TUNERS, Swift, Tuner, register_tuner
+from swiftlite import Swift
+from swiftlite.core import TUNERS, Tuner, register_tuner
 from swiftlite.core.config import MAX_SIZE, ConfigError, PositiveInt, Range, SwiftConfig, Target, field_hints
 from swiftlite.core.io import CheckpointError
 from swiftlite.testing import models
@@ -523,7 +524,7 @@ def test_the_dry_probe_changes_nothing_in_train_mode():
     assert not any(m._forward_hooks for m in model.modules())
 
 
-# ---- 4. adapter names and rollback (core/model.py) -----------------------------------------------------
+# ---- 4. adapter names and rollback (api/model.py) -----------------------------------------------------
 BAD_NAMES = ["a.b", "", "has space", "x/y", "1st", "extra_states", "to", 5, None, ("t",),
              "a" * 256]  # longer than a folder name can be (save_pretrained writes dir/<adapter_name>/)
 

@@ -5,7 +5,7 @@ import torch
 
 from swiftlite.diffusion.controlnet import ControlNetUNet, trainable_parameter_count
 from swiftlite.testing import models
-from swiftlite.tuners import SCETuningConfig, Swift
+from swiftlite import SCETuningConfig, Swift
 
 
 def cond(seed, batch=2):

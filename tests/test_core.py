@@ -34,10 +34,13 @@ def test_import_is_light():
 
 def test_names_importable_both_ways():
     import swiftlite
+    import swiftlite.api as api
     import swiftlite.tuners as tuners
 
-    for name in ["Swift", "SwiftModel", "SwiftConfig", "LoRAConfig", "register_tuner"]:
+    for name in ["SwiftConfig", "LoRAConfig", "register_tuner"]:
         assert getattr(swiftlite, name) is getattr(tuners, name)
+    for name in ["Swift", "SwiftModel", "show"]:  # the façade sits above the tuners
+        assert getattr(swiftlite, name) is getattr(api, name)
 
 
 # ---- targeting --------------------------------------------------------------------------------

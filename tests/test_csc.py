@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from swiftlite.testing import check_tuner, models
-from swiftlite.tuners import SCETuningConfig, Swift, scetuning_condition, scetuning_scale, set_condition
+from swiftlite import SCETuningConfig, Swift, scetuning_condition, scetuning_scale, set_condition
 from swiftlite.tuners.scetuning import SCETuningLayer, unet_skip_widths
 from swiftlite.tuners.scetuning_condition import ConditionHints, unet_skip_levels
 

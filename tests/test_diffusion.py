@@ -85,12 +85,63 @@ def test_dataset_columns_and_captions(pipe):
         text_to_image_dataset(pipe.tokenizer, 2, condition_columns=["image"])
 
 
+class ExtraChannelsUNet(torch.nn.Module):
+    """The zoo U-Net behind ``extra_inputs`` (channels 3:) and a ``unet_kwargs`` knob: x[:, :3] + shift · x[:, 3:]."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, t, encoder_hidden_states, shift=0.0):
+        return self.unet(x[:, :3] + shift * x[:, 3:], t, encoder_hidden_states=encoder_hidden_states)
+
+
+def test_guidance_is_one_loop_that_follows_the_equation(pipe, monkeypatch):
+    """Reference: DDIM written out with the conditional and unconditional predictions as two separate
+    calls, f̂ = f(∅) + w (f(c) − f(∅)). sample() (one batch of 2B rows) and the zoo pipeline (which
+    calls sample) must give the same images, extra_inputs and unet_kwargs included."""
+    from swiftlite.diffusion import make_scheduler, unet_output
+
+    unet, w, steps, seed = ExtraChannelsUNet(pipe.unet), 2.5, 4, 5
+    extra = torch.linspace(-1, 1, 2 * 16 * 16).reshape(2, 1, 16, 16)
+    sched = make_scheduler(pipe.scheduler, "ddim")
+    sched.set_timesteps(steps)
+    with torch.no_grad():
+        cond, uncond = pipe.encode_prompt(PROMPTS), pipe.encode_prompt(["", ""])
+        x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * sched.init_noise_sigma
+        for t in sched.timesteps:
+            x_in = torch.cat([x, extra], dim=1)
+            f_c = unet_output(unet(x_in, t, encoder_hidden_states=cond, shift=0.3))
+            f_u = unet_output(unet(x_in, t, encoder_hidden_states=uncond, shift=0.3))
+            x = sched.step(f_u + w * (f_c - f_u), t, x).prev_sample
+    reference = x.clamp(-1, 1)
+    got = sample(pipe, PROMPTS, unet=unet, num_inference_steps=steps, guidance_scale=w, seed=seed, extra_inputs=extra,
+                 unet_kwargs={"shift": 0.3}, output_type="pt")
+    torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-5)
+    without_extra = sample(pipe, PROMPTS, unet=unet, num_inference_steps=steps, guidance_scale=w, seed=seed,
+                           extra_inputs=extra, output_type="pt")  # shift 0: the extra channels are ignored
+    assert not torch.allclose(got, without_extra)  # so the kwargs and the extra channels did reach the U-Net
+
+    calls = []
+    import swiftlite.zoo.pipeline as zoo_pipeline
+
+    monkeypatch.setattr(zoo_pipeline, "sample", lambda *a, **k: calls.append(k) or sample(*a, **k))
+    pipe.unet, original = unet, pipe.unet
+    try:
+        via_pipe = pipe(PROMPTS, num_inference_steps=steps, guidance_scale=w, seed=seed, extra_inputs=extra,
+                        unet_kwargs={"shift": 0.3}, output_type="pt")
+    finally:
+        pipe.unet = original
+    assert len(calls) == 1 and calls[0]["scheduler"] == "ddim"  # the pipeline has no loop of its own
+    torch.testing.assert_close(via_pipe, got, atol=0, rtol=0)
+
+
 def test_sampling_is_deterministic_for_a_seed_and_matches_the_zoo_pipeline(pipe):
     a = sample(pipe, PROMPTS, num_inference_steps=6, seed=3)
     assert a.shape == (2, 16, 16, 3) and a.dtype == np.uint8
     assert np.array_equal(a, sample(pipe, PROMPTS, num_inference_steps=6, seed=3))
     assert not np.array_equal(a, sample(pipe, PROMPTS, num_inference_steps=6, seed=4))
-    assert np.array_equal(a, pipe(PROMPTS, num_inference_steps=6, seed=3))  # the zoo's own DDIM loop
+    assert np.array_equal(a, pipe(PROMPTS, num_inference_steps=6, seed=3))  # the zoo pipeline: DDIM through sample
     ddpm = sample(pipe, PROMPTS, scheduler="ddpm", num_inference_steps=6, seed=3)
     assert np.array_equal(ddpm, sample(pipe, PROMPTS, scheduler="ddpm", num_inference_steps=6, seed=3))
     assert not np.array_equal(ddpm, a)  # DDPM adds fresh noise every step (from the same seeded generator)
@@ -224,7 +275,8 @@ def test_sample_grid_figure():
 
 
 def test_score_samples_covers_every_prompt(pipe):
-    from swiftlite.diffusion import StyleClassifier, score_samples, world_prompts
+    from swiftlite.data import world_prompts
+    from swiftlite.diffusion import StyleClassifier, score_samples
     from swiftlite.zoo.unet import load_judge
 
     prompts, shapes, colours = world_prompts(["circle", "square"], ["red", "blue"], per_prompt=2, seed=1)

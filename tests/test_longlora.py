@@ -8,7 +8,7 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
-from swiftlite.core import Swift
+from swiftlite import Swift
 from swiftlite.testing import models
 from swiftlite.tuners.longlora import LongLoRAConfig, shifted_sparse_attention
 from swiftlite.tuners.lora import LoRAConfig

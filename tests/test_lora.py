@@ -7,10 +7,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from swiftlite.core import Swift, TunerLayer, tuner_layers
+from swiftlite import Swift
+from swiftlite.core import TunerLayer, tuner_layers
 from swiftlite.testing import models
 from swiftlite.tuners.lora import LoRAConfig, LoRALinear
-from swiftlite.tuners.lora_layers import LoRAConv1D, LoRAConv2d, LoRAEmbedding
+from swiftlite.tuners.lora.lora_layers import LoRAConv1D, LoRAConv2d, LoRAEmbedding
 
 # (model factory, targets, {module name: expected layer class})
 CASES = {
@@ -229,6 +230,29 @@ def test_svd_exact_when_rank_suffices():
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("combination_type", ["svd", "linear"])
+def test_add_weighted_adapter_names_the_adapter_with_non_finite_weights(combination_type):
+    """A NaN in one adapter: the error names that adapter and its layer (the SVD alone would only say it failed to
+    converge), and nothing is added."""
+    sm = Swift.prepare_model(models.mlp()[0], {n: LoRAConfig(target_modules=["fc1"], r=2) for n in ("good", "bad")})
+    with torch.no_grad():
+        sm.base_model.fc1.lora_B["bad"].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"adapter 'bad' has NaN/inf weights in 'fc1'") as err:
+        sm.add_weighted_adapter(["good", "bad"], [1.0, 1.0], "mix", combination_type=combination_type)
+    assert "'good'" not in str(err.value)
+    assert "mix" not in sm.adapters and "mix" not in sm.base_model.fc1.scaling
+    with pytest.raises(ValueError, match=r"weights: the weight of adapter 'good' is inf"):
+        sm.add_weighted_adapter(["good"], [float("inf")], "mix", combination_type=combination_type)
+
+
+@pytest.mark.parametrize("svd_rank", [-1, 0, 1.5, True])
+def test_add_weighted_adapter_refuses_a_bad_svd_rank_by_name(svd_rank):
+    sm = Swift.prepare_model(models.mlp()[0], {n: LoRAConfig(target_modules=["fc1"], r=2) for n in "ab"})
+    with pytest.raises(ValueError, match=rf"^svd_rank={svd_rank!r}: expected a positive int") as err:
+        sm.add_weighted_adapter(["a", "b"], [1.0, 1.0], "mix", combination_type="svd", svd_rank=svd_rank)
+    assert "LoRAConfig.r" not in str(err.value) and "mix" not in sm.adapters
+
+
 def test_lora_dtype_bfloat16():
     torch.manual_seed(0)
     model, inputs = models.mlp()
@@ -432,7 +456,7 @@ def test_offload_and_reactivate_embedding_and_dora(offload):
 def test_one_forward_for_every_layer_type():
     """h = W0 x + s·B A x is written once, in LoRALayer.forward; layer types only say how A and B apply."""
     from swiftlite.tuners.lora import LoRALayer
-    from swiftlite.tuners.lora_merged import LoRAMergedConv1D, LoRAMergedLinear
+    from swiftlite.tuners.lora.lora_merged import LoRAMergedConv1D, LoRAMergedLinear
 
     for cls in (LoRALinear, LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRAMergedLinear, LoRAMergedConv1D):
         assert cls.forward is LoRALayer.forward, cls.__name__
@@ -472,3 +496,32 @@ def test_gaussian_init_as_peft():
     A, B = sm.base_model[0].lora_A["default"].weight, sm.base_model[0].lora_B["default"].weight
     assert torch.count_nonzero(B) == 0
     assert abs(A.std().item() - 1 / 4) < 0.02  # PEFT's "gaussian": A ~ N(0, 1/r²)
+
+
+def test_lora_forward_makes_fewer_python_calls_than_peft():
+    """Per-layer Python overhead, counted exactly (cProfile's call count of one forward, no timing), against PEFT's
+    LoRA on the same LLaMA in the same process, as benchmarks/lora_vs_peft.py reports it."""
+    import cProfile
+    import copy
+    import pstats
+
+    peft = pytest.importorskip("peft")
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model, inputs = models.llama()
+    ours = Swift.prepare_model(copy.deepcopy(model), LoRAConfig(r=4, target_modules=targets)).eval()
+    theirs = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=targets)).eval()
+
+    def calls(m) -> int:
+        with torch.no_grad():
+            m(**inputs)  # warm: first-call caches are not per-forward overhead
+            profiler = cProfile.Profile()
+            profiler.enable()
+            m(**inputs)
+            profiler.disable()
+        return pstats.Stats(profiler).total_calls
+
+    n_layers = sum(isinstance(m, LoRALinear) for m in ours.modules())
+    assert n_layers == 7 * model.config.num_hidden_layers
+    ours_calls, peft_calls = calls(ours), calls(theirs)
+    assert ours_calls < peft_calls, (f"swiftlite LoRA makes {ours_calls} Python calls per forward, PEFT {peft_calls} "
+                                     f"({n_layers} LoRA layers)")

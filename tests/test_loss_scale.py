@@ -7,7 +7,8 @@ import torch
 
 from swiftlite.data.tools import tool_dialogs
 from swiftlite.llm import IGNORE_INDEX, SFTCollator, build_sft_dataset, encode_pair, sft_loss
-from swiftlite.llm.loss_scale import REACT_LOSS_SCALE, show_loss_scale, split_spans, token_loss_scale
+from swiftlite.llm import show_loss_scale
+from swiftlite.llm.loss_scale import REACT_LOSS_SCALE, split_spans, token_loss_scale
 
 TRANSCRIPT = ('Thought: I should compute.\nAction: calculator\nAction Input: {"expression": "2 + 3"}\n'
               'Observation: 5\nThought: I now know the final answer.\nFinal Answer: 5')

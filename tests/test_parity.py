@@ -8,7 +8,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from swiftlite import LoRAConfig, Swift, SwiftModel
-from swiftlite.core.model import read_adapters
+from swiftlite.api.checkpoint import read_adapters
 from swiftlite.testing import models, output_tensor
 from swiftlite.tuners.adapter import AdapterConfig
 from swiftlite.tuners.neftune import NEFTuneConfig

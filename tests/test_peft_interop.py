@@ -7,7 +7,7 @@ import peft
 import pytest
 import torch
 
-from swiftlite.core import Swift, SwiftModel
+from swiftlite import Swift, SwiftModel
 from swiftlite.testing import models
 from swiftlite.tuners.lora import LoRAConfig, LoRATuner
 

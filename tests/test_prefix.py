@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from swiftlite.testing import models
-from swiftlite.tuners import PrefixConfig, Swift
+from swiftlite import PrefixConfig, Swift
 from swiftlite.tuners.prefix import PrefixLayer, attention, decompose_prefix_attention
 
 NEG = torch.finfo(torch.float32).min

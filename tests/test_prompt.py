@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from swiftlite.testing import models
-from swiftlite.tuners import PromptConfig, Swift
+from swiftlite import PromptConfig, Swift
 
 
 def _prompts(model, adapter="default"):

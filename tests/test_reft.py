@@ -3,7 +3,7 @@ init, layer selection and errors. On transformers' real LlamaForCausalLM (tiny).
 import pytest
 import torch
 
-from swiftlite.core import Swift
+from swiftlite import Swift
 from swiftlite.testing import models
 from swiftlite.tuners.reft import ReftConfig, ReftIntervention
 

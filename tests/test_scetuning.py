@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from swiftlite.testing import check_tuner, models
-from swiftlite.tuners import SCETuningConfig, Swift, scetuning_scale
+from swiftlite import SCETuningConfig, Swift, scetuning_scale
 from swiftlite.tuners.scetuning import SCEAdapter, SCETuningLayer, unet_skip_widths
 
 UP_RESNETS = r"up_blocks\.\d+\.resnets\.\d+"

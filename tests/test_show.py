@@ -7,7 +7,7 @@ import torch.nn as nn
 import swiftlite
 from swiftlite import LoRAConfig, Swift
 from swiftlite.core import tuner_layers
-from swiftlite.core.inspect import MATCH_MARK, compress_names
+from swiftlite.api.inspect import MATCH_MARK, compress_names
 from swiftlite.testing import models
 
 

@@ -57,7 +57,7 @@ def _prefixed(family: str):
 
 @pytest.mark.parametrize("family", ["bert", "vit"])
 def test_prefix_attention_is_a_gated_sum_of_two_attentions(family):
-    from swiftlite.tuners.utuning import attention_parts
+    from swiftlite.core.modules import attention_parts
 
     model, inputs, layer = _prefixed(family)
     seen = {}
@@ -82,7 +82,7 @@ def test_prefix_attention_is_a_gated_sum_of_two_attentions(family):
 
 def test_identity_fails_for_a_wrong_gate():
     """The check can fail: a constant λ (the mean of the true ones) does not reproduce prefix attention."""
-    from swiftlite.tuners.utuning import attention_parts
+    from swiftlite.core.modules import attention_parts
 
     model, inputs, layer = _prefixed("vit")
     seen = {}
@@ -133,7 +133,8 @@ def test_res_prefix_is_the_unbound_prefix_branch():
 
 def test_unbind_prefix_rebuilds_the_module_output_and_its_gate():
     """`unbind_prefix` (used by tutorial 03) against the real module and the hand-computed λ."""
-    from swiftlite.tuners.utuning import attention_parts, unbind_prefix
+    from swiftlite.core.modules import attention_parts
+    from swiftlite.tuners.prefix import unbind_prefix
 
     model, inputs, layer = _prefixed("vit")
     seen = {}

@@ -9,7 +9,7 @@ from einops import rearrange
 from swiftlite import Swift
 from swiftlite.testing import kit, models
 from swiftlite.tuners import UTuningConfig
-from swiftlite.tuners.utuning import ParallelLayer
+from swiftlite.tuners.parallel import ParallelLayer
 
 ZERO_AT_INIT = {  # the parameter that starts at 0 in each Res-Tuner
     "res_adapter": "ln2.weight", "res_lora": "lora_B.weight", "res_prefix": "prefix_value",

@@ -310,3 +310,25 @@ def test_tuner_diagram_names_a_shared_weight():
     (head,) = [r["text"] for r in fig.diagram_rows if r["text"].startswith("lm_head")]
     assert head == "lm_head (Linear)  (weight shared with transformer.wte)"
     plt.close("all")
+
+
+def test_diagram_layout_is_data_and_the_drawing_follows_it():
+    """tuner_diagram = draw_diagram(diagram_layout(...)): the layout (boxes, positions, tuned modules)
+    needs no matplotlib, and the figure draws exactly its rows."""
+    import subprocess
+    import sys
+
+    code = ("import sys, swiftlite.viz.layout as L; from swiftlite.testing import models; from swiftlite import Swift, "
+            "LoRAConfig; m, _ = models.llama(); lay = L.diagram_layout(Swift.prepare_model(m, LoRAConfig("
+            "target_modules=['q_proj']))); assert lay.rows and 'matplotlib' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    base, _ = models.llama()
+    model = Swift.prepare_model(base, LoRAConfig(target_modules=["q_proj", "v_proj"]))
+    layout = viz.diagram_layout(model)
+    tuned = {p for r in layout.rows if r["style"] == "tuner" for p in r["paths"]}
+    assert tuned == {n for n, _ in model.base_model.named_modules() if n.endswith(("q_proj", "v_proj"))}
+    assert all(r["x0"] < r["x1"] <= layout.box_right and r["y"] < r["bottom"] <= layout.height for r in layout.rows)
+    fig = viz.draw_diagram(layout)
+    assert [r["text"] for r in fig.diagram_rows] == [r["text"] for r in layout.rows]
+    assert fig.diagram_rows == viz.tuner_diagram(model).diagram_rows
+    plt.close("all")

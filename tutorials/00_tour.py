@@ -65,9 +65,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import swiftlite
 from swiftlite import LoRAConfig, Swift, viz
+from swiftlite.settings import quick_mode
 from swiftlite.train import train
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: fewer steps
+QUICK = quick_mode()  # CI smoke run: fewer steps
 STEPS = 25 if QUICK else 300
 torch.manual_seed(0)
 started = time.perf_counter()
@@ -474,9 +475,10 @@ print("both active: base + Δ_default + Δ_down; that is why the continuation fo
 # * Several adapters share one base; `set_active_adapters` and `disable_adapter` switch them, and
 #   adapters active together add their updates.
 #
-# Where this lives: [`swiftlite/tuners/lora.py`](../swiftlite/tuners/lora.py) (the equation),
-# [`swiftlite/core/model.py`](../swiftlite/core/model.py) (`SwiftModel`),
-# [`swiftlite/train.py`](../swiftlite/train.py), [`swiftlite/viz.py`](../swiftlite/viz.py).
+# Where this lives: [`swiftlite/tuners/lora/lora.py`](../swiftlite/tuners/lora/lora.py) (the equation),
+# [`swiftlite/api/model.py`](../swiftlite/api/model.py) (`SwiftModel`),
+# [`swiftlite/train.py`](../swiftlite/train.py), [`swiftlite/viz/curves.py`](../swiftlite/viz/curves.py),
+# [`swiftlite/viz/figures.py`](../swiftlite/viz/figures.py).
 #
 # **Previous:** the [tutorials index](README.md) (this is the first tutorial) ·
 # **Next:** [`01_build_your_own_tuner`](01_build_your_own_tuner.ipynb) writes a new tuner in a few

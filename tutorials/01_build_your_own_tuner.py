@@ -59,7 +59,6 @@
 # base layer, which would change the base model's structure.
 
 # %%
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -74,10 +73,11 @@ from IPython.display import Markdown, display
 
 import swiftlite
 from swiftlite import LoRAConfig, Swift, SwiftConfig, Tuner, TunerLayer, check_finite, register_tuner, viz
+from swiftlite.settings import quick_mode
 from swiftlite.testing import CHECKS, check_tuner, models
 from swiftlite.train import train
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: fewer training steps
+QUICK = quick_mode()  # CI smoke run: fewer training steps
 STEPS = 20 if QUICK else 150
 torch.manual_seed(0)
 started = time.perf_counter()
@@ -475,7 +475,8 @@ assert sizes["SSF"] == ssf_count
 # Where this lives: [`swiftlite/core/layer.py`](../swiftlite/core/layer.py) (`TunerLayer`),
 # [`swiftlite/core/config.py`](../swiftlite/core/config.py) (`SwiftConfig`),
 # [`swiftlite/testing/kit.py`](../swiftlite/testing/kit.py) (the checks),
-# [`swiftlite/viz.py`](../swiftlite/viz.py) (`tuner_diagram`, `knob_widget`).
+# [`swiftlite/viz/diagram.py`](../swiftlite/viz/diagram.py) (`tuner_diagram`),
+# [`swiftlite/viz/widgets.py`](../swiftlite/viz/widgets.py) (`knob_widget`).
 #
 # **Where next.** A tuner that ships with swiftlite lives in one file,
 # `swiftlite/tuners/<method>.py`, with the paper and its equation in the docstring, and gets a row

@@ -59,7 +59,6 @@
 #    \qquad R = \text{the response tokens and the closing eos}. $$
 
 # %%
-import os
 import time
 
 import matplotlib.pyplot as plt
@@ -76,8 +75,9 @@ from swiftlite.core import TUNERS
 from swiftlite.data import instruction_pairs
 from swiftlite.llm import IGNORE_INDEX, LISAConfig, SFTCollator, build_sft_dataset, compare_tuners
 from swiftlite.llm.sft import exact_match
+from swiftlite.settings import quick_mode
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: every tuner, but 3 steps each
+QUICK = quick_mode()  # CI smoke run: every tuner, but 3 steps each
 STEPS = 3 if QUICK else 120
 N_TRAIN, N_EVAL = (48, 16) if QUICK else (2000, 200)
 MEASURE_STEPS, MEASURE_WARMUP, MEASURE_ROUNDS = (2, 1, 1) if QUICK else (5, 2, 3)
@@ -500,7 +500,7 @@ assert fewest["name"] != by_memory[0]["name"] and fewest["memory_ratio"] > by_me
 #   is a script you can rerun.
 #
 # Where this lives: [`swiftlite/llm/sft.py`](../swiftlite/llm/sft.py) (`compare_tuners`, `sft_loss`),
-# [`swiftlite/bench.py`](../swiftlite/bench.py), [`swiftlite/viz.py`](../swiftlite/viz.py),
+# [`swiftlite/bench.py`](../swiftlite/bench.py), [`swiftlite/viz/charts.py`](../swiftlite/viz/charts.py),
 # [`benchmarks/lr_sweep.py`](../benchmarks/lr_sweep.py).
 #
 # **Previous:** [`01_build_your_own_tuner`](01_build_your_own_tuner.ipynb) ·

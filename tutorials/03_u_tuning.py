@@ -43,7 +43,6 @@
 
 # %%
 import copy
-import os
 import time
 
 import ipywidgets as widgets
@@ -56,9 +55,10 @@ import swiftlite
 from swiftlite import Swift, viz, vision
 from swiftlite import tuners as T
 from swiftlite.data.shapes import to_pixel_values
-from swiftlite.tuners.utuning import unbind_prefix
+from swiftlite.settings import quick_mode
+from swiftlite.tuners.prefix import unbind_prefix
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 3 steps per variant, one seed
+QUICK = quick_mode()  # CI smoke run: 3 steps per variant, one seed
 TASK = "shape-in-style"  # 5 shapes drawn in 6 styles: the label is the shape
 STEPS = 3 if QUICK else 120
 SEEDS = [0] if QUICK else [0, 1]
@@ -83,8 +83,8 @@ print(f"swiftlite {swiftlite.__version__} · torch {torch.__version__} · transf
 #
 # $W_q, W_k, W_v, W_o$ are the frozen attention's own projections. Every line of the table sits as a
 # comment above its code in [`swiftlite/tuners/utuning.py`](../swiftlite/tuners/utuning.py) (and
-# [`resattn.py`](../swiftlite/tuners/resattn.py) for Res-Attn), e.g. `# x' = OP(x) + T(x)` above
-# `return h + t_x` in `ParallelLayer._add`.
+# [`resattn.py`](../swiftlite/tuners/resattn.py) for Res-Attn, [`parallel.py`](../swiftlite/tuners/parallel.py) for the sum), e.g. `# x' = OP(x) + T(x)` above
+# `op_x + t_x` in `ParallelLayer.forward`.
 #
 # Why prefix tuning is such a branch: for one query row $q$ of one head,
 #
@@ -370,9 +370,10 @@ assert raised is not None and "res_adapter maps d -> d" in raised  # refused bef
 # * At this tiny scale all unbound variants train from an unchanged model; their accuracy differences
 #   are within the seed noise printed in section 6.
 #
-# Where this lives: [`swiftlite/tuners/utuning.py`](../swiftlite/tuners/utuning.py) (`UTuningConfig`,
-# `ParallelLayer`, `unbind_prefix`), [`swiftlite/tuners/resattn.py`](../swiftlite/tuners/resattn.py),
-# [`swiftlite/tuners/prefix.py`](../swiftlite/tuners/prefix.py),
+# Where this lives: [`swiftlite/tuners/utuning.py`](../swiftlite/tuners/utuning.py) (`UTuningConfig`),
+# [`swiftlite/tuners/parallel.py`](../swiftlite/tuners/parallel.py) (`ParallelLayer`),
+# [`swiftlite/tuners/resattn.py`](../swiftlite/tuners/resattn.py),
+# [`swiftlite/tuners/prefix.py`](../swiftlite/tuners/prefix.py) (`unbind_prefix`),
 # [`swiftlite/vision/harness.py`](../swiftlite/vision/harness.py),
 # [`tests/test_unbinding.py`](../tests/test_unbinding.py).
 #

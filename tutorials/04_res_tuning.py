@@ -40,7 +40,6 @@
 #   forward buys when several tasks run at once.
 
 # %%
-import os
 import time
 
 import ipywidgets as widgets
@@ -53,8 +52,9 @@ import swiftlite
 from swiftlite import Swift, viz, vision
 from swiftlite import tuners as T
 from swiftlite.data.tasks import TASK_GROUPS
+from swiftlite.settings import quick_mode
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 1 task, 1 seed, 3 steps
+QUICK = quick_mode()  # CI smoke run: 1 task, 1 seed, 3 steps
 TASKS = ["colour", "digits", "style", "shape-in-style", "size"][: 1 if QUICK else 5]
 SEEDS = [0] if QUICK else [0, 1, 2]
 STEPS = 3 if QUICK else 60  # optimizer steps per run (batch 32)

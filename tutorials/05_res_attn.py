@@ -39,7 +39,6 @@
 # * how Res-Attn compares with LoRA and Adapter on the tiny VTAB tasks, with seeds for the noise.
 
 # %%
-import os
 import time
 
 import ipywidgets as widgets
@@ -52,8 +51,9 @@ from IPython.display import Markdown, display
 import swiftlite
 from swiftlite import Swift, viz, vision
 from swiftlite import tuners as T
+from swiftlite.settings import quick_mode
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 1 task, 1 seed, 3 steps, one budget
+QUICK = quick_mode()  # CI smoke run: 1 task, 1 seed, 3 steps, one budget
 TASKS = ["style", "shape-in-style", "digits"][: 1 if QUICK else 3]
 SEEDS = [0] if QUICK else [0, 1, 2]
 STEPS = 3 if QUICK else 80

@@ -40,7 +40,6 @@
 #   `tuner_scale` does at inference.
 
 # %%
-import os
 import time
 
 import diffusers
@@ -53,15 +52,16 @@ from IPython.display import Markdown, display
 import swiftlite
 import swiftlite.zoo as zoo
 from swiftlite import LoRAConfig, Swift, bench, show, viz
-from swiftlite.data.shapes import shapes_dataset, style_pairs
+from swiftlite.data.shapes import shapes_dataset, style_pairs, world_prompts
 from swiftlite.diffusion import (TextToImageLoss, compare_memory, memory_figure, memory_report, prompt_adherence, sample,
                                  sample_grid, sc_tuner_config, score_samples, sd_layout_unet, style_accuracy,
-                                 style_classifier, text_to_image_dataset, world_prompts)
+                                 style_classifier, text_to_image_dataset)
+from swiftlite.settings import quick_mode
 from swiftlite.train import train
 from swiftlite.tuners.scetuning import scetuning_scale, unet_skip_widths
 from swiftlite.zoo.unet import load_judge
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: a few steps, few samples
+QUICK = quick_mode()  # CI smoke run: a few steps, few samples
 STYLE = "stripes"  # the new style (the zoo's unet-tiny only ever saw "plain")
 STEPS = 4 if QUICK else 250  # optimizer steps per method
 N_TRAIN = 64 if QUICK else 3000

@@ -42,7 +42,6 @@
 # %%
 import contextlib
 import copy
-import os
 import time
 
 import diffusers
@@ -54,15 +53,16 @@ import torch
 import swiftlite
 import swiftlite.zoo as zoo
 from swiftlite import viz
+from swiftlite.settings import quick_mode
 from swiftlite.train import train
 from swiftlite.diffusion import TextToImageLoss, edge_agreement, mask_edges, mask_iou, object_mask, sample, sample_grid
 from swiftlite.diffusion import text_to_image_dataset
 from swiftlite.diffusion.controlnet import ControlNetUNet, trainable_parameter_count
-from swiftlite.tuners import SCETuningConfig, Swift, scetuning_condition, scetuning_scale
+from swiftlite import SCETuningConfig, Swift, scetuning_condition, scetuning_scale
 from swiftlite.tuners.scetuning import unet_skip_widths
 from swiftlite.tuners.scetuning_condition import unet_skip_levels
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: a few steps, a few samples
+QUICK = quick_mode()  # CI smoke run: a few steps, a few samples
 STEPS = 3 if QUICK else 1000  # train steps per condition
 N_TRAIN, N_EVAL = (64, 8) if QUICK else (4000, 48)
 SAMPLING_STEPS = 3 if QUICK else 20

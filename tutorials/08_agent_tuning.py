@@ -42,7 +42,6 @@
 
 # %%
 import html
-import os
 import time
 
 import matplotlib.pyplot as plt
@@ -59,9 +58,10 @@ from swiftlite.data.tools import run_tool, tool_dialogs
 from swiftlite.llm import REACT_LOSS_SCALE, SFTCollator, build_sft_dataset, evaluate_agent, show_loss_scale, sft_loss
 from swiftlite.llm.agent import agent_pairs, format_trajectory, score_step
 from swiftlite.llm.loss_scale import split_spans
+from swiftlite.settings import quick_mode
 from swiftlite.train import train
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 1 seed, 3 steps, 4 evaluation dialogs
+QUICK = quick_mode()  # CI smoke run: 1 seed, 3 steps, 4 evaluation dialogs
 SEEDS = [0] if QUICK else [0, 1, 2]
 STEPS, BATCH_SIZE, LR = (3, 4, 1e-2) if QUICK else (80, 8, 1e-2)
 N_TRAIN, N_EVAL = (32, 4) if QUICK else (1000, 30)
@@ -396,8 +396,9 @@ assert score_step(invented, gold_action["tool"], gold_action["input"]) == "hallu
 #   section 9 states, from this run, how far the loss scale moved Act.EM.
 #
 # Where this lives: [`swiftlite/llm/loss_scale.py`](../swiftlite/llm/loss_scale.py),
-# [`swiftlite/llm/agent.py`](../swiftlite/llm/agent.py) (`evaluate_agent`, `run_agent`,
-# `chat_widget`), [`swiftlite/llm/sft.py`](../swiftlite/llm/sft.py) (`sft_loss`),
+# [`swiftlite/llm/agent.py`](../swiftlite/llm/agent.py) (`evaluate_agent`, `run_agent`),
+# [`swiftlite/viz/widgets.py`](../swiftlite/viz/widgets.py) (`agent_chat_widget`),
+# [`swiftlite/llm/sft.py`](../swiftlite/llm/sft.py) (`sft_loss`, `show_loss_scale`),
 # [`swiftlite/data/tools.py`](../swiftlite/data/tools.py) (dialogs and tools).
 #
-# **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** none (the last tutorial)
+# **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** [`14_triton_kernels`](14_triton_kernels.ipynb)

@@ -22,7 +22,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-CONFIG_NAME = "adapter_config.json"
+from .io import CONFIG_NAME, read_json, write_json_atomic
+
 SWIFT_TYPE_KEY = "swift_type"
 
 # No size, rank, length or count in a config may exceed this (2**20): a larger one is a typo that
@@ -261,15 +262,11 @@ class SwiftConfig:
         return target_cls(**{k: v for k, v in data.items() if k in names})
 
     def save_pretrained(self, save_directory: str) -> None:
-        from .io import write_json_atomic
-
         os.makedirs(save_directory, exist_ok=True)
         write_json_atomic(self.to_dict(), os.path.join(save_directory, CONFIG_NAME))
 
     @classmethod
     def from_pretrained(cls, directory: str) -> "SwiftConfig":
-        from .io import read_json
-
         return cls.from_dict(read_json(os.path.join(directory, CONFIG_NAME)))
 
     # ---- targeting ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Checkpoint I/O: safetensors only, atomic directory writes, safe loading.
 
-(What goes into a checkpoint is `checkpoint.py`; PEFT's key names are `peft_format.py`.)
+(What goes into a checkpoint is `api/checkpoint.py`; PEFT's key names are `peft_format.py`.)
 
 Layout (ms-swift's)::
 
@@ -275,8 +275,8 @@ def _first_line(err: BaseException) -> str:
 def read_json(path: str) -> dict[str, Any]:
     """A JSON object from `path`; a damaged file raises one CheckpointError naming it.
 
-    An `adapter_config.json` must also say which tuner wrote it: a registered `swift_type`, or a
-    `peft_type` that PEFT (or a swiftlite tuner) knows.
+    What the object must hold (an adapter config naming its tuner) is `api/checks.py`'s
+    `check_adapter_file`: this module reads files and knows no tuner.
     """
     try:
         with open(path, encoding="utf-8") as fh:
@@ -287,50 +287,7 @@ def read_json(path: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not valid JSON ({err}); the file is damaged: save the adapter again") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object {{...}}, got a {type(data).__name__}")
-    if os.path.basename(path) == CONFIG_NAME:
-        _check_adapter_type(data, path)
     return data
-
-
-def _check_config_fields(data: dict[str, Any], path: str) -> None:
-    """Build the config once so that a bad field is reported with the file it came from."""
-    import warnings
-
-    from .config import SwiftConfig
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unknown fields: the real load warns about them
-            SwiftConfig.from_dict(data)
-    except ValueError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-
-
-def _check_adapter_type(data: dict[str, Any], path: str) -> None:
-    from .config import TUNERS
-
-    if "swift_type" in data:
-        if data["swift_type"] not in TUNERS:
-            import swiftlite.tuners  # noqa: F401  (fills the registry)
-        if data["swift_type"] not in TUNERS:
-            raise CheckpointError(f"{path}: swift_type={data['swift_type']!r} is not a registered tuner; known: "
-                                  f"{', '.join(sorted(TUNERS))}. Import the module that registers it first.")
-        _check_config_fields(data, path)
-        return
-    if "peft_type" in data:
-        peft_type = data["peft_type"]
-        known = {t.peft_type for t in TUNERS.values() if t.peft_type}
-        try:
-            from peft.utils import PeftType
-
-            known |= {m.value for m in PeftType}
-        except ImportError:  # without PEFT only swiftlite's own conversions are possible
-            pass
-        if peft_type not in known:
-            raise CheckpointError(f"{path}: peft_type={peft_type!r} is not a PEFT method; known: "
-                                  f"{', '.join(sorted(map(str, known)))}")
-        return
-    raise CheckpointError(f"{path}: neither 'swift_type' nor 'peft_type' is set, so no tuner can load it")
 
 
 def resolve_checkpoint_dir(model_id: str, revision: str | None = None) -> str:

@@ -183,7 +183,13 @@ class TunerLayer(nn.Module):
     @property
     def active_adapters(self) -> list[str]:
         """Adapters that take part in this thread's forward (merged ones already sit in the weights)."""
-        return [n for n in self.adapter_names if self.is_active(n) and n not in self.merged_adapters]
+        activation = self._activation
+        if len(activation) == 1 and _GLOBAL in activation:  # no thread chose for itself: one state for all
+            state = activation[_GLOBAL]  # (the fast path: every forward of every tuner layer asks)
+        else:
+            state = self._thread_state(create=False)
+            state = activation.get(_GLOBAL, {}) if state is None else state
+        return [n for n in self.adapter_names if state.get(n, False) and n not in self.merged_adapters]
 
     # ---- merging (tuners that can merge override `merge`, and `unmerge` or `keep_pre_merge`) ------
     mergeable: bool = False

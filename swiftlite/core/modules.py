@@ -3,8 +3,9 @@
 - `transformers_conv1d()`: transformers' `Conv1D` class (GPT-2's linear layer, weight stored
   (d_in, d_out)), found without importing transformers;
 - `innermost_base_layer(module)`: the original module under any tuner wrappers;
-- `hidden_of(out, pos)` / `apply_to_hidden(out, pos, fn)`: find (or replace) the hidden-states tensor
+- `hidden_of(out, pos)` / `with_hidden(out, pos, h)` / `apply_to_hidden(out, pos, fn)`: find (or replace) the hidden-states tensor
   inside a module's output, whether the module returns a tensor, a tuple/list or a dict/ModelOutput.
+- `attention_parts(op)`: an attention module's q, k, v, o projections, heads and head width;
 - `Settings(name=value, ...)`: one adapter's settings as a module without parameters, for a tuner
   that trains nothing (NEFTune's α, LongLoRA's group size);
 """
@@ -73,17 +74,22 @@ def hidden_of(out: Any, pos: int | str | None = None) -> torch.Tensor:
     return out if key is None else out[key]
 
 
-def apply_to_hidden(out: Any, pos: int | str | None, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """`out` with its hidden states h replaced by fn(h); the container type is kept."""
+def with_hidden(out: Any, pos: int | str | None, hidden: torch.Tensor) -> Any:
+    """`out` with its hidden states replaced by `hidden`; the container type is kept."""
     key = _hidden_key(out, pos)
     if key is None:
-        return fn(out)
+        return hidden
     if isinstance(out, dict):
-        out[key] = fn(out[key])
+        out[key] = hidden
         return out
     items = list(out)
-    items[key] = fn(items[key])
+    items[key] = hidden
     return type(out)(items)
+
+
+def apply_to_hidden(out: Any, pos: int | str | None, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`out` with its hidden states h replaced by fn(h); the container type is kept."""
+    return with_hidden(out, pos, fn(hidden_of(out, pos)))
 
 
 class AttentionConfigView:
@@ -138,3 +144,35 @@ class Settings(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={getattr(self, name)}" for name in self._names)
+
+
+# ---- an attention module's frozen projections (U-Tuning's Res-Prefix / Res-Prompt, prefix.unbind_prefix) ----
+PROJECTIONS = {  # a named allow-list: transformers (LLaMA, ViT, BERT, OPT, ...) and diffusers attention
+    "q": ("q_proj", "query", "to_q", "self.query"),
+    "k": ("k_proj", "key", "to_k", "self.key"),
+    "v": ("v_proj", "value", "to_v", "self.value"),
+    "o": ("o_proj", "out_proj", "to_out.0", "output.dense"),
+}
+
+
+def attention_parts(op: nn.Module) -> dict[str, Any] | None:
+    """{q, k, v, o (or None), heads, head_dim} of an attention module, or None when it is not one."""
+    parts: dict[str, Any] = {}
+    for role, paths in PROJECTIONS.items():
+        for path in paths:
+            try:
+                parts[role] = op.get_submodule(path)
+                break
+            except AttributeError:
+                continue
+    if not all(role in parts for role in "qkv"):
+        return None
+    parts.setdefault("o", None)
+    inner = getattr(op, "self", op)
+    config = getattr(op, "config", None)
+    heads = next((getattr(m, a) for m in (op, inner) for a in ("num_attention_heads", "num_heads", "heads")
+                  if isinstance(getattr(m, a, None), int)), getattr(config, "num_attention_heads", None))
+    if not isinstance(heads, int):
+        return None
+    parts["heads"], parts["head_dim"] = heads, innermost_base_layer(parts["q"]).weight.shape[0] // heads
+    return parts

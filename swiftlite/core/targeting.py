@@ -18,6 +18,7 @@ from typing import Iterable
 import torch.nn as nn
 
 from .config import Target
+from .layer import TunerLayer, canonical_name
 
 
 def name_matches(name: str, target: Target) -> bool:
@@ -68,8 +69,6 @@ def match_modules(
       `skip_unsupported` (for a tuner's own catch-all rule such as "every nn.Embedding").
     """
     _check_target(target, field_name, config_name)
-    from .layer import TunerLayer, canonical_name
-
     where = f"{config_name}.{field_name}"
     tuner_paths: list[str] = []  # inside a tuner layer only its base_layer's insides are matched ...
     wrapped: set[str] = set()  # ... (not the base_layer itself: the tuner layer stands for it)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch.nn as nn
 
+from . import peft_format
 from .config import SwiftConfig
 from .layer import TunerLayer
 from .targeting import match_modules, replace_module
@@ -81,17 +82,13 @@ class Tuner:
     @classmethod
     def to_peft(cls, config: SwiftConfig, weights: dict[str, Any], adapter_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(PEFT adapter_config.json dict, PEFT-named weights) of one adapter (see core/peft_format.py)."""
-        from .peft_format import to_peft
-
-        return to_peft(cls, config, weights, adapter_name)
+        return peft_format.to_peft(cls, config, weights, adapter_name)
 
     @classmethod
     def from_peft(cls, peft_config: dict[str, Any], weights: dict[str, Any], adapter_name: str
                   ) -> tuple[SwiftConfig, dict[str, Any]]:
         """Inverse of `to_peft`: (config, swiftlite-named weights) from a PEFT checkpoint."""
-        from .peft_format import from_peft
-
-        return from_peft(cls, peft_config, weights, adapter_name)
+        return peft_format.from_peft(cls, peft_config, weights, adapter_name)
 
     @classmethod
     def optimizer_param_groups(

@@ -10,14 +10,14 @@
 
 from .instructions import INSTRUCTION_TASKS, instruction_pairs
 from .shapes import (BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, STYLES, render, sample_content,
-                     shapes_dataset, style_pairs, to_pixel_values, to_uint8_images)
+                     shapes_dataset, style_pairs, to_pixel_values, to_uint8_images, world_prompts)
 from .tasks import TASK_GROUPS, TASKS, downstream_task, vtab_suite
 from .text import stdlib_tokenizer, text_corpus, train_tokenizer
 from .tools import TOOLS, parse_react, render_react, run_tool, tool_dialogs
 
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "POSITIONS", "BACKGROUNDS", "STYLES", "render", "sample_content",
-    "shapes_dataset", "style_pairs", "to_pixel_values", "to_uint8_images",
+    "shapes_dataset", "style_pairs", "to_pixel_values", "to_uint8_images", "world_prompts",
     "TASKS", "TASK_GROUPS", "downstream_task", "vtab_suite",
     "text_corpus", "train_tokenizer", "stdlib_tokenizer",
     "INSTRUCTION_TASKS", "instruction_pairs",

@@ -98,6 +98,11 @@ def _sdf(shape: str, q: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
+def _where(position: str) -> str:
+    """The captions' wording of a grid position: "in the center", "at the top left"."""
+    return "in the center" if position == "center" else f"at the {position}"
+
+
 @dataclass(frozen=True)
 class Content:
     """What is in the picture (everything except the style)."""
@@ -114,16 +119,14 @@ class Content:
     @property
     def caption(self) -> str:
         """Short caption, e.g. ``"a red circle at the top left"``."""
-        where = "in the center" if self.position == "center" else f"at the {self.position}"
-        return f"a {self.colour} {self.shape} {where}"
+        return f"a {self.colour} {self.shape} {_where(self.position)}"
 
     def long_caption(self, style: str) -> str:
         """Caption with every factor, e.g. ``"a small red striped circle at the top on a white background"``."""
         adjective = {"plain": "", "outline": "outlined ", "stripes": "striped ", "dots": "dotted ",
                      "pastel": "pastel ", "ink": "inked "}[style]
-        where = "in the center" if self.position == "center" else f"at the {self.position}"
         bg = "paper" if style == "ink" else f"a {self.background}"
-        return f"a {self.size} {adjective}{self.colour} {self.shape} {where} on {bg} background"
+        return f"a {self.size} {adjective}{self.colour} {self.shape} {_where(self.position)} on {bg} background"
 
 
 def sample_content(rng: np.random.Generator, image_size: int, *, shapes: Sequence[str] = SHAPES,
@@ -144,6 +147,22 @@ def sample_content(rng: np.random.Generator, image_size: int, *, shapes: Sequenc
     cx = float(np.clip(gx * image_size + jitter[0], lo, hi))
     cy = float(np.clip(gy * image_size + jitter[1], lo, hi))
     return Content(shape, colour, size, position, background, cx, cy, float(radius))
+
+
+def world_prompts(shapes: Sequence[str], colours: Sequence[str], per_prompt: int = 1,
+                  seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Every (shape, colour) prompt ``per_prompt`` times, each at a random grid position:
+    ``(prompts, shapes, colours)`` in the captions' own wording ("a red circle at the top left")."""
+    rng = np.random.default_rng(seed)
+    prompts, wanted_shapes, wanted_colours = [], [], []
+    for shape in shapes:
+        for colour in colours:
+            for _ in range(per_prompt):
+                position = list(POSITIONS)[rng.integers(len(POSITIONS))]
+                prompts.append(f"a {colour} {shape} {_where(position)}")
+                wanted_shapes.append(shape)
+                wanted_colours.append(colour)
+    return prompts, wanted_shapes, wanted_colours
 
 
 def _background(name: str, style: str, image_size: int) -> np.ndarray:

@@ -27,6 +27,8 @@ import sysconfig
 from pathlib import Path
 from typing import Iterable
 
+from ..settings import cache_dir
+
 # Pure-Python modules present in every CPython >= 3.8 (order is irrelevant; we sort). Not in the list:
 # modules CPython 3.11+ may freeze into the interpreter (abc, codecs, os, posixpath, ...): whether their
 # source was found used to depend on `-X frozen_modules` (Jupyter kernels turn freezing off), so the
@@ -52,16 +54,6 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-
-
-def cache_dir() -> Path:
-    """Root of swiftlite's cache (``$SWIFTLITE_CACHE`` or the platform user cache dir)."""
-    root = os.environ.get("SWIFTLITE_CACHE")
-    if root:
-        return Path(root)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("swiftlite"))
 
 
 def _module_path(name: str) -> Path | None:

@@ -19,8 +19,7 @@ Names load lazily: importing this package does not import diffusers or transform
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     # training
@@ -33,19 +32,11 @@ _EXPORTS = {
     # metrics
     "StyleClassifier": "metrics", "style_classifier": "metrics", "style_accuracy": "metrics",
     "prompt_adherence": "metrics", "object_mask": "metrics", "mask_iou": "metrics", "mask_edges": "metrics",
-    "edge_agreement": "metrics", "world_prompts": "metrics", "score_samples": "metrics",
+    "edge_agreement": "metrics", "score_samples": "metrics",
     # memory
     "compare_memory": "memory", "memory_report": "memory", "memory_figure": "memory", "sd_layout_unet": "memory",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'swiftlite.diffusion' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | {"training", "sampling", "metrics", "memory", "controlnet"})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("training", "sampling", "metrics", "memory", "controlnet"))

@@ -90,7 +90,8 @@ def _n_trainable(model: torch.nn.Module) -> int:
 
 def lora_rank_for(unet: torch.nn.Module, target: str, budget: int, ranks: range = range(1, 33)) -> int:
     """The LoRA rank (on `target` of a copy of `unet`) whose trainable count is closest to `budget`."""
-    from ..tuners import LoRAConfig, Swift
+    from ..api import Swift
+    from ..tuners import LoRAConfig
 
     counts = {r: _n_trainable(Swift.prepare_model(copy.deepcopy(unet), LoRAConfig(r=r, lora_alpha=r,
                                                                                   target_modules=target)))
@@ -125,7 +126,8 @@ def compare_memory(unet: torch.nn.Module, batch_fn: Callable[[], Any], loss_fn: 
     from tqdm.auto import tqdm
 
     from .. import bench
-    from ..tuners import LoRAConfig, SCETuningConfig, Swift
+    from ..api import Swift
+    from ..tuners import LoRAConfig, SCETuningConfig
     from ..tuners.scetuning import unet_skip_widths
 
     sc_config = SCETuningConfig(dims=list(unet_skip_widths(unet).values()), target_modules=r"up_blocks\.\d+\.resnets\.\d+")

@@ -38,11 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.shapes import COLOURS, SHAPES, SIZES, STYLES
+from .. import train as training
+from ..data.shapes import COLOURS, SHAPES, STYLES, shapes_dataset, to_pixel_values, world_prompts
+from ..settings import cache_dir, quick_mode
 from ..zoo.judge import image_features, load_small_model, save_small_model
+from .sampling import sample
 
 __all__ = ["StyleClassifier", "style_classifier", "style_accuracy", "prompt_adherence", "object_mask",
-           "mask_edges", "mask_iou", "edge_agreement", "world_prompts", "score_samples", "CLASSIFIER_FULL",
+           "mask_edges", "mask_iou", "edge_agreement", "score_samples", "CLASSIFIER_FULL",
            "CLASSIFIER_QUICK"]
 
 CLASSIFIER_VERSION = 1
@@ -73,8 +76,6 @@ class StyleClassifier(nn.Module):
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> dict[str, list[str]]:
         """uint8 images (B, H, W, 3) -> {"style": [...], "shape": [...], "colour": [...]} names."""
-        from ..data.shapes import to_pixel_values
-
         self.eval()
         st, sh, co = self(to_pixel_values(images))
         return {"style": [self.styles[i] for i in st.argmax(-1)], "shape": [self.shapes[i] for i in sh.argmax(-1)],
@@ -90,9 +91,6 @@ class StyleClassifier(nn.Module):
 
 
 def _train_classifier(p: dict[str, Any], progress: bool) -> StyleClassifier:
-    from .. import train as training
-    from ..data.shapes import shapes_dataset, to_pixel_values
-
     torch.manual_seed(p["seed"])
     world = dict(image_size=p["image_size"], styles=STYLES, sizes=p["sizes"], backgrounds=p["backgrounds"], maps=False)
     model = StyleClassifier(width=p["width"])
@@ -120,9 +118,6 @@ def style_classifier(quick: bool | None = None, *, progress: bool = False) -> St
     (:data:`CLASSIFIER_FULL` / :data:`CLASSIFIER_QUICK` and a version), and a build is written to a
     temporary folder and renamed into place, so a half-written classifier is never loaded.
     """
-    from ..data.text import cache_dir
-    from ..zoo.hub import quick_mode
-
     quick = quick_mode(quick)
     p = CLASSIFIER_QUICK if quick else CLASSIFIER_FULL
     blob = json.dumps({"version": CLASSIFIER_VERSION, "quick": quick, "params": p}, sort_keys=True)
@@ -222,33 +217,12 @@ def edge_agreement(predicted: np.ndarray, target: np.ndarray, tolerance: int = 1
     return np.where((n_p == 0) & (n_t == 0), 1.0, f1)
 
 
-def world_prompts(shapes: Sequence[str], colours: Sequence[str], per_prompt: int = 1,
-                  seed: int = 0) -> tuple[list[str], list[str], list[str]]:
-    """Every (shape, colour) prompt ``per_prompt`` times, each at a random grid position:
-    ``(prompts, shapes, colours)`` in the captions' own wording ("a red circle at the top left")."""
-    from ..data.shapes import POSITIONS
-
-    rng = np.random.default_rng(seed)
-    prompts, wanted_shapes, wanted_colours = [], [], []
-    for shape in shapes:
-        for colour in colours:
-            for _ in range(per_prompt):
-                position = list(POSITIONS)[rng.integers(len(POSITIONS))]
-                where = "in the center" if position == "center" else f"at the {position}"
-                prompts.append(f"a {colour} {shape} {where}")
-                wanted_shapes.append(shape)
-                wanted_colours.append(colour)
-    return prompts, wanted_shapes, wanted_colours
-
-
 def score_samples(pipe: Any, style: str, *, unet: nn.Module | None = None, judge: Any, classifier: StyleClassifier,
                   shapes: Sequence[str], colours: Sequence[str], per_prompt: int = 2, seed: int = 0,
                   **sampling: Any) -> tuple[dict[str, float], np.ndarray]:
     """Sample every (shape, colour) prompt and score: style accuracy (classifier) and prompt
     adherence (judge). ``sampling`` goes to :func:`swiftlite.diffusion.sample` (steps, guidance, a
     ``condition_context``, ...). Returns ``(metrics, images)``."""
-    from .sampling import sample
-
     prompts, wanted_shapes, wanted_colours = world_prompts(shapes, colours, per_prompt, seed)
     images = sample(pipe, prompts, unet=unet, seed=seed, **sampling)
     metrics = {"style_accuracy": style_accuracy(images, style, classifier),

@@ -38,11 +38,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..zoo.pipeline import unet_output
+from ..data.shapes import to_uint8_images
 
 __all__ = ["make_scheduler", "sample", "sample_grid", "unet_output", "repeat_condition"]
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}
+
+
+def unet_output(out: Any) -> torch.Tensor:
+    """The predicted tensor of a U-Net call, whatever wrapper returned it (a diffusers output with
+    ``.sample``, a tuple, or a tensor)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "sample"):
+        return out.sample
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    raise TypeError(f"the U-Net returned {type(out).__name__}; expected a tensor, a tuple or an object "
+                    "with .sample")
 
 
 def make_scheduler(train_scheduler: Any, kind: Any = "ddim", **overrides: Any) -> Any:
@@ -81,6 +94,7 @@ def repeat_condition(condition: Any, times: int) -> Any:
 def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = None, scheduler: Any = "ddim",
            num_inference_steps: int = 25, guidance_scale: float = 1.5, seed: int = 0, negative_prompt: str = "",
            condition: Any = None, condition_context: Callable[[Any], ContextManager] | None = None,
+           extra_inputs: torch.Tensor | None = None, unet_kwargs: Mapping[str, Any] | None = None,
            output_type: str = "np", progress: bool = False) -> np.ndarray | torch.Tensor:
     """One image per prompt from ``pipe``'s text encoder, tokenizer and training scheduler.
 
@@ -88,7 +102,9 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
     ``unet`` replaces ``pipe.unet`` (e.g. the ``SwiftModel`` being tuned). ``scheduler``: see
     :func:`make_scheduler` (``"ddim"``, ``"ddpm"``, a class, or a ready scheduler instance).
     ``negative_prompt`` is the unconditional branch's text (the empty prompt by default).
-    ``condition`` / ``condition_context``: see the module docstring.
+    ``condition`` / ``condition_context``: see the module docstring. ``extra_inputs`` (B, C', H, W)
+    (e.g. a source image or a mask, as StyleBooth / LAR-Gen use) are concatenated to x_t on channels;
+    ``unet_kwargs`` are passed to every U-Net call.
 
     Returns uint8 images (B, H, W, 3) or, with ``output_type="pt"``, floats (B, C, H, W) in [-1, 1].
     """
@@ -118,6 +134,9 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
         context = contextlib.nullcontext()
     else:
         context = condition_context(repeat_condition(condition, 2) if use_cfg else condition)
+    extra = None if extra_inputs is None else extra_inputs.to(device)
+    extra = torch.cat([extra, extra]) if extra is not None and use_cfg else extra
+    kwargs = dict(unet_kwargs or {})
     was_training = unet.training
     unet.eval()
     steps = sched.timesteps
@@ -129,7 +148,9 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
         with context:
             for t in steps:
                 x_in = sched.scale_model_input(torch.cat([x, x]) if use_cfg else x, t)  # (2B or B, C, H, W)
-                pred = unet_output(unet(x_in, t.to(device), encoder_hidden_states=ctx))
+                if extra is not None:
+                    x_in = torch.cat([x_in, extra], dim=1)  # (2B or B, C + C', H, W)
+                pred = unet_output(unet(x_in, t.to(device), encoder_hidden_states=ctx, **kwargs))
                 if use_cfg:
                     uncond, cond = pred.chunk(2)
                     # f̂ = f(∅) + w · (f(c) − f(∅))
@@ -138,11 +159,7 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
     finally:
         unet.train(was_training)
     x = x.clamp(-1, 1)
-    if output_type == "pt":
-        return x
-    from ..data.shapes import to_uint8_images
-
-    return to_uint8_images(x)
+    return x if output_type == "pt" else to_uint8_images(x)
 
 
 def sample_grid(images: np.ndarray | Mapping[str, np.ndarray], *, col_titles: Sequence[str] | None = None,

@@ -35,6 +35,10 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 from torch import nn
 
+from ..data.shapes import shapes_dataset, to_pixel_values
+from ..tuners.scetuning import SCETuningConfig, unet_skip_widths
+from .sampling import unet_output
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 __all__ = ["PREDICTION_TYPES", "diffusion_target", "text_to_image_dataset", "TextToImageLoss", "as_condition",
@@ -78,8 +82,6 @@ def text_to_image_dataset(tokenizer: Any, n: int, *, style: str = "plain", image
     ``input_ids`` (B, L) padded to ``tokenizer.model_max_length``, then ``condition_columns``
     (``mask``, ``edges``, ``depth``, ``distance``) and ``keep_columns`` (e.g. ``shape``, ``colour``).
     """
-    from ..data.shapes import shapes_dataset
-
     if caption not in ("caption", "long_caption"):
         raise ValueError(f"caption={caption!r}; expected 'caption' or 'long_caption'")
     maps = {"mask", "edges", "depth", "distance"}
@@ -138,9 +140,6 @@ class TextToImageLoss:
         return next(iter(maps.values())) if len(maps) == 1 else maps
 
     def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:
-        from ..data.shapes import to_pixel_values
-        from .sampling import unet_output
-
         unet = model["unet"] if isinstance(model, nn.ModuleDict) else model
         x0 = to_pixel_values(batch["image"])  # (B, 3, H, W) in [-1, 1]
         ids = batch["input_ids"].clone()  # (B, L)
@@ -161,8 +160,6 @@ class TextToImageLoss:
 def sc_tuner_config(unet: nn.Module, down_ratio: float = 1.0, **fields: Any):
     """An ``SCETuningConfig`` with one SC-Tuner per skip connection of a diffusers U-Net (decoder mode),
     ``dims`` read from the model (:func:`swiftlite.tuners.scetuning.unet_skip_widths`)."""
-    from ..tuners.scetuning import SCETuningConfig, unet_skip_widths
-
     widths = unet_skip_widths(unet)
     if not widths:
         raise ValueError(f"sc_tuner_config: {type(unet).__name__} has no diffusers up-block resnets that read skips")

@@ -12,8 +12,9 @@ See :mod:`swiftlite.llm.sft`, :mod:`~swiftlite.llm.loss_scale`, :mod:`~swiftlite
 
 from .agent import evaluate_agent, run_agent
 from .lisa import LISA, LISAConfig
-from .loss_scale import REACT_LOSS_SCALE, show_loss_scale
-from .sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, compare_tuners, encode_pair, evaluate_loss, sft_loss
+from .loss_scale import REACT_LOSS_SCALE
+from .sft import (IGNORE_INDEX, SFTCollator, build_sft_dataset, compare_tuners, encode_pair, evaluate_loss,
+                  sft_loss, show_loss_scale)
 
 __all__ = ["IGNORE_INDEX", "encode_pair", "build_sft_dataset", "SFTCollator", "sft_loss", "evaluate_loss",
            "compare_tuners", "REACT_LOSS_SCALE", "show_loss_scale", "LISA", "LISAConfig", "evaluate_agent",

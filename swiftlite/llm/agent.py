@@ -37,7 +37,7 @@ from swiftlite.data import tools as _tools
 from swiftlite.data.tools import TOOLS, format_number, parse_react, run_tool
 
 __all__ = ["OBSERVATION", "agent_pairs", "tool_parameters", "classify_call", "score_step", "answers_match",
-           "generate", "run_agent", "evaluate_agent", "format_trajectory", "chat_widget"]
+           "generate", "run_agent", "evaluate_agent", "format_trajectory"]
 
 OBSERVATION = "Observation:"  # where the model stops and the tool speaks
 
@@ -198,9 +198,6 @@ def evaluate_agent(model, tokenizer, dialogs, *, max_steps: int = 4, max_new_tok
             "steps": len(per_step), "counts": counts, "per_step": per_step, "trajectories": trajectories}
 
 
-BASE_MODEL = "base model (adapters off)"
-
-
 def format_trajectory(trajectory: dict) -> str:
     """A run of :func:`run_agent` as text: the transcript, then one line per executed tool call."""
     lines = [f"Question: {trajectory['question']}", trajectory["response"].rstrip(), ""]
@@ -209,58 +206,3 @@ def format_trajectory(trajectory: dict) -> str:
         lines.append(f"tool call {k}: {call['tool']}({args}) -> {call['observation']}")
     lines.append(f"final answer: {trajectory['final_answer']}")
     return "\n".join(lines)
-
-
-def chat_widget(model, tokenizer, questions: Sequence[str], *, adapters: Sequence[str] | None = None,
-                max_steps: int = 4, max_new_tokens: int = 96):
-    """Type or choose a request and see the model's ReAct trajectory with the real tool results.
-
-    A ``Combobox`` holds the request (pick one of ``questions`` or type your own), ``ToggleButtons``
-    choose which adapter of a SwiftModel is active (``adapters``, default all of them, plus the
-    base model with every adapter off); every change re-runs :func:`run_agent` and prints
-    :func:`format_trajectory` into an ``Output``. Returns an ``ipywidgets.VBox`` with
-    ``.request``, ``.adapter``, ``.output``, ``.renders`` and ``.last`` (the last text shown).
-    """
-    import ipywidgets as widgets
-
-    names = list(adapters if adapters is not None else getattr(model, "adapters", {}))
-    unknown = [n for n in names if n not in getattr(model, "adapters", {})]
-    if unknown:
-        raise ValueError(f"chat_widget(adapters=...): unknown adapters {unknown}; the model has "
-                         f"{list(getattr(model, 'adapters', {}))}")
-    if not questions:
-        raise ValueError("chat_widget(questions=...): give at least one example request.")
-    request = widgets.Combobox(value=questions[0], options=list(questions), ensure_option=False,
-                               description="request", layout=widgets.Layout(width="90%"))
-    adapter = widgets.ToggleButtons(options=names + [BASE_MODEL], value=(names or [BASE_MODEL])[0],
-                                    description="adapter")
-    output = widgets.Output()
-    box = widgets.VBox([request, adapter, output])
-    box.request, box.adapter, box.output, box.renders, box.last = request, adapter, output, 0, None
-
-    def show(*_):
-        question = request.value.strip()
-        if not question:
-            return
-        if adapter.value == BASE_MODEL:
-            if names:
-                with model.disable_adapter():
-                    (trajectory,) = run_agent(model, tokenizer, [question], max_steps=max_steps,
-                                              max_new_tokens=max_new_tokens)
-            else:
-                (trajectory,) = run_agent(model, tokenizer, [question], max_steps=max_steps,
-                                          max_new_tokens=max_new_tokens)
-        else:
-            model.set_active_adapters(adapter.value)
-            (trajectory,) = run_agent(model, tokenizer, [question], max_steps=max_steps, max_new_tokens=max_new_tokens)
-        text = f"[{adapter.value}]\n" + format_trajectory(trajectory)
-        output.clear_output(wait=True)
-        with output:
-            print(text)
-        box.renders += 1
-        box.last = text
-
-    request.observe(show, names="value")
-    adapter.observe(show, names="value")
-    show()
-    return box

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-__all__ = ["REACT_LOSS_SCALE", "split_spans", "token_loss_scale", "show_loss_scale"]
+__all__ = ["REACT_LOSS_SCALE", "split_spans", "token_loss_scale"]
 
 REACT_LOSS_SCALE: dict[str, tuple[float, float]] = {
     "Action:": (2.0, 2.0),
@@ -103,34 +103,3 @@ def token_loss_scale(tokenizer, text: str, loss_scale: Mapping[str, tuple[float,
         covered = char_weight[start:end] or [1.0]  # a token with an empty span (rare): weight 1
         weights.append(max(covered))
     return enc["input_ids"], weights
-
-
-def show_loss_scale(tokenizer, example: Mapping, *, width: int = 100, file=None) -> str:
-    """Print (and return) an encoded example token by token with its weight and mask.
-
-    ``example`` holds ``input_ids``, ``labels`` and optionally ``loss_scale`` (as built by
-    ``build_sft_dataset(..., loss_scale=...)``). Consecutive tokens with the same weight and mask
-    are grouped on one line: ``masked`` (label −100: the prompt, padding, or weight 0) or
-    ``w=2.0`` followed by the tokens' text.
-    """
-    from .sft import IGNORE_INDEX
-
-    ids, labels = list(example["input_ids"]), list(example["labels"])
-    scale = list(example.get("loss_scale") or [1.0] * len(ids))
-    if not len(ids) == len(labels) == len(scale):
-        raise ValueError(f"show_loss_scale: input_ids ({len(ids)}), labels ({len(labels)}) and loss_scale "
-                         f"({len(scale)}) must have the same length.")
-    groups: list[tuple[str, list[int]]] = []
-    for token, label, w in zip(ids, labels, scale):
-        tag = "masked" if int(label) == IGNORE_INDEX else f"w={float(w):g}"
-        if groups and groups[-1][0] == tag:
-            groups[-1][1].append(int(token))
-        else:
-            groups.append((tag, [int(token)]))
-    lines = []
-    for tag, tokens in groups:
-        text = repr(tokenizer.decode(tokens))
-        lines.append(f"{tag:>7} | {text if len(text) <= width else text[:width - 3] + '...'}")
-    out = "\n".join(lines)
-    print(out, file=file)
-    return out

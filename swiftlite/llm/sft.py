@@ -29,7 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["IGNORE_INDEX", "encode_pair", "build_sft_dataset", "SFTCollator", "sft_loss", "evaluate_loss",
+from .. import bench
+from ..train import train
+from .agent import generate
+from .lisa import LISA, LISAConfig
+from .loss_scale import token_loss_scale
+
+__all__ = ["IGNORE_INDEX", "encode_pair", "show_loss_scale", "build_sft_dataset", "SFTCollator", "sft_loss", "evaluate_loss",
            "compare_tuners"]
 
 IGNORE_INDEX = -100  # labels with this value add nothing to the loss (torch cross_entropy's ignore_index)
@@ -74,8 +80,6 @@ def encode_pair(tokenizer, prompt: str, response: str, *, template: str = "chat"
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
         weights = [1.0] * len(response_ids)
     else:
-        from .loss_scale import token_loss_scale
-
         response_ids, weights = token_loss_scale(tokenizer, response, loss_scale)
     response_ids, weights = response_ids + [tokenizer.eos_token_id], weights + [1.0]
     input_ids = prompt_ids + response_ids
@@ -86,6 +90,35 @@ def encode_pair(tokenizer, prompt: str, response: str, *, template: str = "chat"
         out["loss_scale"] = [0.0] * len(prompt_ids) + weights
     if max_length is not None:
         out = {k: v[:max_length] for k, v in out.items()}
+    return out
+
+
+def show_loss_scale(tokenizer, example: Mapping, *, width: int = 100, file=None) -> str:
+    """Print (and return) an encoded example token by token with its weight and mask.
+
+    ``example`` holds ``input_ids``, ``labels`` and optionally ``loss_scale`` (as built by
+    ``build_sft_dataset(..., loss_scale=...)``). Consecutive tokens with the same weight and mask
+    are grouped on one line: ``masked`` (label −100: the prompt, padding, or weight 0) or
+    ``w=2.0`` followed by the tokens' text.
+    """
+    ids, labels = list(example["input_ids"]), list(example["labels"])
+    scale = list(example.get("loss_scale") or [1.0] * len(ids))
+    if not len(ids) == len(labels) == len(scale):
+        raise ValueError(f"show_loss_scale: input_ids ({len(ids)}), labels ({len(labels)}) and loss_scale "
+                         f"({len(scale)}) must have the same length.")
+    groups: list[tuple[str, list[int]]] = []
+    for token, label, w in zip(ids, labels, scale):
+        tag = "masked" if int(label) == IGNORE_INDEX else f"w={float(w):g}"
+        if groups and groups[-1][0] == tag:
+            groups[-1][1].append(int(token))
+        else:
+            groups.append((tag, [int(token)]))
+    lines = []
+    for tag, tokens in groups:
+        text = repr(tokenizer.decode(tokens))
+        lines.append(f"{tag:>7} | {text if len(text) <= width else text[:width - 3] + '...'}")
+    out = "\n".join(lines)
+    print(out, file=file)
     return out
 
 
@@ -235,8 +268,6 @@ def exact_match(model: nn.Module, tokenizer, pairs, *, template: str = "chat", m
     prompt is rendered as in :func:`encode_pair`. ``use_cache=False``: see
     :func:`swiftlite.llm.agent.generate` (Prompt tuning needs it).
     """
-    from .agent import generate
-
     prompts = [_prompt_text(tokenizer, p, template) for p in pairs[prompt_column]]
     outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=(),
                        use_cache=use_cache)
@@ -258,7 +289,8 @@ def _prepare(model: nn.Module, config) -> nn.Module:
         return model
     if callable(config) and not isinstance(config, Mapping) and not hasattr(config, "swift_type"):
         return config(model)
-    from swiftlite.core.model import Swift
+    # the façade and every tuner load when a tuner is applied, so `import swiftlite.llm` stays light
+    from swiftlite.api.model import Swift
 
     return Swift.prepare_model(model, config)
 
@@ -313,8 +345,6 @@ def compare_tuners(
     """
     from tqdm.auto import tqdm
 
-    from swiftlite import bench
-    from swiftlite.train import train
 
     if not configs:
         raise ValueError("compare_tuners(configs={}): give at least one {name: config or None}.")
@@ -326,8 +356,6 @@ def compare_tuners(
     bench_batch = collate_fn([train_ds[i] for i in range(min(batch_size, len(train_ds)))])
     if measure_rounds < 1:
         raise ValueError(f"compare_tuners(measure_rounds={measure_rounds}): expected >= 1.")
-
-    from .lisa import LISA, LISAConfig
 
     models: dict[str, nn.Module] = {}
     lisas: dict[str, LISA] = {}

@@ -39,7 +39,8 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..core import Swift, SwiftConfig, SwiftModel, Tuner, get_tuner, tuner_layers
+from ..api import Swift, SwiftModel
+from ..core import SwiftConfig, Tuner, get_tuner, tuner_layers
 from ..core.io import CONFIG_NAME, WEIGHTS_NAME
 
 ModelFactory = Callable[[], tuple[nn.Module, dict[str, Any]]]

@@ -2,10 +2,11 @@
 
 Each module in this folder defines a config, its layer(s) and a `Tuner` subclass decorated with
 `@register_tuner`; the explicit imports below register them and make every public name greppable,
-so both `from swiftlite.tuners import LoRAConfig` and ms-swift-style code work. A new tuner file adds
+so both `from swiftlite.tuners import LoRAConfig` and ms-swift-style code work. `Swift` and
+`SwiftModel` live one floor up, in `swiftlite.api` (which imports this package). A new tuner file adds
 one line here (tests/test_conformance.py fails for a tuner file that is not imported).
 """
-from ..core import TUNERS, Swift, SwiftConfig, SwiftModel, Tuner, TunerLayer, register_tuner
+from ..core import TUNERS, SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.layer import check_finite
 from .adapter import AdapterConfig, AdapterTuner
 from .bitfit import BitFitConfig, BitFitTuner
@@ -26,7 +27,7 @@ from .side import SideConfig, SideTuner
 from .utuning import UTuningConfig, UTuningTuner
 
 __all__ = [
-    "Swift", "SwiftModel", "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "check_finite",
+    "SwiftConfig", "Tuner", "TunerLayer", "register_tuner", "check_finite",
     "AdapterConfig", "AdapterTuner",
     "BitFitConfig", "BitFitTuner",
     "IA3Config", "IA3Tuner",

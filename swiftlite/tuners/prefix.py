@@ -43,7 +43,7 @@ from einops import rearrange
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import NonNegativeFloat, PositiveInt, Target
-from ..core.modules import model_attention, route_attention
+from ..core.modules import attention_parts, innermost_base_layer, model_attention, route_attention
 
 ATTN_NAME = "swiftlite_prefix"
 # (attention module, K_pre, V_pre) of the attention call in progress; K_pre, V_pre: (1, H_kv, p, d)
@@ -88,6 +88,24 @@ def decompose_prefix_attention(q, k, v, k_pre, v_pre):
     # λ = Σexp(QK_preᵀ) / (Σexp(QKᵀ) + Σexp(QK_preᵀ))
     lam = torch.sigmoid(lse_pre - lse_kv)
     return attention(q, k, v), attention(q, k_pre, v_pre), lam
+
+
+def unbind_prefix(prefix_layer: nn.Module, x: torch.Tensor, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """Res-Tuning's reading of a prefix-tuned attention module (a `PrefixLayer` of prefix.py) on input x:
+
+    {"frozen": Attn(Q, K, V), "prefix": Attn(Q, K_pre, V_pre), "lam": λ(q), "output": the module's output rebuilt as
+    concat_h((1 − λ)·frozen + λ·prefix) · W_o (+ b_o)}; heads (B, h, T, d_h), λ (B, h, T, 1). No attention mask
+    (use it on unpadded inputs, e.g. images). Tutorial 03 checks "output" against the real module's output.
+    """
+    parts = attention_parts(innermost_base_layer(prefix_layer))
+    e = parts["head_dim"]
+    q, k, v = (rearrange(parts[n](x), "b t (n e) -> b n t e", e=e) for n in "qkv")  # (B, h, T, d_h)
+    k_pre, v_pre = (rearrange(t, "p (n e) -> 1 n p e", e=e) for t in prefix_layer.prefixes(adapter_name))
+    frozen, prefix, lam = decompose_prefix_attention(q, k, v, k_pre, v_pre)
+    # (1 − λ)·Attn(Q, K, V) + λ·Attn(Q, K_pre, V_pre), heads concatenated, then W_o
+    mixed = rearrange((1 - lam) * frozen + lam * prefix, "b n t e -> b t (n e)")
+    output = parts["o"](mixed) if parts["o"] is not None else mixed
+    return {"frozen": frozen, "prefix": prefix, "lam": lam, "output": output}
 
 
 def _prefix_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):

@@ -20,7 +20,7 @@ detects `is_causal` on OP or its children), so padding and future tokens stay in
     model = Swift.prepare_model(vit, ResAttnConfig(target_modules=r".*layers\\.\\d+\\.attention", r=16, num_heads=4))
 
 Checkpoint keys: `<op>.resattn_<adapter>.{q,k,v,o}.weight`. The injection (wrap OP, add the branch to
-its output) is U-Tuning's (`utuning.ParallelLayer`); `UTuningConfig(tuner="res_attn")` uses this module.
+its output) is `parallel.py`'s, shared with U-Tuning; `UTuningConfig(tuner="res_attn")` uses this module.
 
 Differences from the paper (which gives the method only in outline, see ../shared/PAPERS.md): our exact
 choices are no biases in A_*, softmax scale 1/√(r/h), no normalisation or dropout inside the branch.
@@ -28,7 +28,7 @@ choices are no biases in A_*, softmax scale 1/√(r/h), no normalisation or drop
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import Any, ClassVar, Union
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,7 @@ from einops import rearrange
 
 from ..core import SwiftConfig, Tuner, register_tuner
 from ..core.config import Index, PositiveInt, Target
+from .parallel import check_branches, inject_branches
 
 
 class ResAttn(nn.Module):
@@ -66,6 +67,17 @@ class ResAttn(nn.Module):
         heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         # concat_h(...) · A_o: (B, T, r) -> (B, T, d')
         return self.o(rearrange(heads, "b n t e -> b t (n e)")).to(x.dtype)
+
+    def residual(self, x: torch.Tensor, op: nn.Module, mask: Any) -> torch.Tensor:
+        """T(x) beside `op`, seeing the attention mask `op` received (parallel.ParallelLayer calls it)."""
+        return self(x.to(self.q.weight.dtype), mask)
+
+
+def res_attn_branch(kind: str, dim: int, out_dim: int, config: Any, op: nn.Module, where: str) -> ResAttn:
+    """A zero-initialised ResAttn beside `op`, causal when `config.causal` says so (None: when `op` is)."""
+    causal = config.causal if config.causal is not None else any(
+        getattr(m, "is_causal", False) is True for m in op.modules())
+    return ResAttn(dim, out_dim, config.r, config.num_heads, causal=causal)
 
 
 def _as_additive(mask: torch.Tensor | None, dtype: torch.dtype, t_q: int, t_k: int) -> torch.Tensor | None:
@@ -103,7 +115,7 @@ class ResAttnConfig(SwiftConfig):
 
 @register_tuner
 class ResAttnTuner(Tuner):
-    """Wraps each matched operation in U-Tuning's `ParallelLayer` with a `ResAttn` branch."""
+    """Wraps each matched operation in a `ParallelLayer` (parallel.py) with a `ResAttn` branch."""
 
     config_class = ResAttnConfig
     identity_at_init = True  # A_o = 0
@@ -112,13 +124,9 @@ class ResAttnTuner(Tuner):
 
     @classmethod
     def check(cls, model: nn.Module, config: ResAttnConfig, names: list[str]) -> None:
-        from .utuning import check_widths
-
-        check_widths(model, config, names, "ResAttnConfig")
+        check_branches(model, config, dict.fromkeys(names, "res_attn"), res_attn_branch)
 
     @classmethod
     def inject(cls, model: nn.Module, config: ResAttnConfig, adapter_name: str) -> None:
-        from .utuning import inject_branches
-
-        inject_branches(model, cls.match(model, config), config, adapter_name, prefix="resattn_",
-                        kind_of=lambda name: "res_attn")
+        kinds = dict.fromkeys(cls.match(model, config), "res_attn")
+        inject_branches(model, config, kinds, res_attn_branch, adapter_name, prefix="resattn_")

@@ -231,8 +231,7 @@ class ResTuningBypassModule(HookedAdapter):
         stems = [features[i] for i in range(1, self.depth + 1)]  # s_1..s_N
         for i, block in enumerate(self.bypass_blocks):
             next_size = stems[i + 1].shape[2:] if i + 1 < self.depth else None  # aux resizes to the next stem
-            # x_i = aux_i( lateral_i(s_i) + vertical_i(x_{i-1}) )
-            x = block(stems[i], x, next_size)
+            x = block(stems[i], x, next_size)  # x_i = aux_i( lateral_i(s_i) + vertical_i(x_{i-1}) )
         return x
 
     def extra_repr(self) -> str:

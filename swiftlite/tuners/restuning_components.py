@@ -158,6 +158,7 @@ class ResAdapter(_Weighted):
     def branch(self, h: torch.Tensor) -> torch.Tensor:
         """scale · W_2 · GELU(W_1 · h + b_1) + b_2 alone (U-Tuning's parallel Res-Adapter), in h's shape."""
         tokens = rearrange(h, "b c hh ww -> b (hh ww) c") if h.dim() == 4 else h  # (B, N, C)
+        # scale · W_2 · GELU(W_1 · h + b_1) + b_2
         x_adapter = self._scale(self.ln2(self.activate(self.ln1(tokens))))
         if h.dim() == 4:
             x_adapter = rearrange(x_adapter, "b (hh ww) c -> b c hh ww", hh=h.shape[2])
@@ -195,8 +196,10 @@ class ResGroupAdapter(_Weighted):
                              f"use 'res_adapter' for token features")
         h = x.to(self.ln1.weight.dtype)
         groups = rearrange(h, "b (c g) hh ww -> (b g) (hh ww) c", g=self.head)  # channel = c * head + g
+        # W_2 · GELU(W_1 · h_g + b_1) + b_2 for each channel group h_g, then scaled
         x_adapter = rearrange(self.ln2(self.activate(self.ln1(groups))), "(b g) n c -> b n (c g)", g=self.head)
         x_adapter = rearrange(self._scale(x_adapter), "b (hh ww) c -> b c hh ww", hh=h.shape[2])
+        # T(h) = h + scale · (W_2 · GELU(W_1 · h + b_1) + b_2), per group
         return (h + x_adapter).to(x.dtype)
 
 
@@ -271,9 +274,10 @@ class ResTunerBypassBlock(nn.Module):
         if aux_cfg:
             self.aux_tuner = ResTuner(aux_cfg, where=f"{where} aux_cfg", **common)
 
+    def aux(self, x: torch.Tensor, target_size: torch.Size | None) -> torch.Tensor:
+        """aux_i: the configured aux tuner (an upsampler to `target_size`), else the identity."""
+        return self.aux_tuner(x, target_size) if hasattr(self, "aux_tuner") else x
+
     def forward(self, s_i: torch.Tensor, x_prev: torch.Tensor, target_size: torch.Size | None) -> torch.Tensor:
-        # x_i = lateral_i(s_i) + vertical_i(x_{i-1})
-        x_i = self.lateral_tuner(s_i) + self.vertical_tuner(x_prev)
-        if hasattr(self, "aux_tuner"):
-            x_i = self.aux_tuner(x_i, target_size)
-        return x_i
+        # x_i = aux_i( lateral_i(s_i) + vertical_i(x_{i-1}) )
+        return self.aux(self.lateral_tuner(s_i) + self.vertical_tuner(x_prev), target_size)

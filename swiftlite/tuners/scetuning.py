@@ -37,7 +37,7 @@ built-in condition encoder (`condition_channels=k`, `condition_dims`), fed with
 
 Checkpoints as in ms-swift: adapter `<name>` on target `<t>` is the child `<t>.scetuner_<name>`
 (an `SCETunerModule`) whose `tuner_op` is the `SCEAdapter` with `ln1` (W_down) and `ln2` (W_up), so the
-keys are `<t>.scetuner_<name>.tuner_op.ln1.weight` etc. A target that is a ModuleList means its last
+keys are `<t>.scetuner_<name>.tuner_op.ln1.weight` etc.; the code reads them as `w_down` / `w_up`. A target that is a ModuleList means its last
 element, as in ms-swift (`up_blocks.0.resnets` -> `up_blocks.0.resnets.1`).
 
 Differences from ms-swift / the paper:
@@ -70,10 +70,11 @@ import torch.nn as nn
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import PositiveFloat, PositiveInt, Target
 from ..core.layer import tuner_layers
-from ..core.modules import innermost_base_layer
+from ..core.modules import hidden_of, innermost_base_layer, with_hidden
 from ..core.params import rename_attached
-from ..core.targeting import match_modules
+from ..core.targeting import match_modules, replace_module
 from ..core.tuner import forward_arguments
+from ..kernels import triton_enabled
 from .scetuning_condition import (ConditionEncoder, ConditionHints, HintProbe, fit_hint, hint_target_levels,
                                   level_widths)
 
@@ -121,7 +122,10 @@ class SCETuningConfig(SwiftConfig):
 
 
 class SCEAdapter(nn.Module):
-    """`x + ln2(GELU(ln1(x)))` over the channels of x, per pixel (names as in ms-swift's `SCEAdapter`)."""
+    """`x + W_up · GELU(W_down · x)` over the channels of x, per pixel.
+
+    W_down and W_up are stored under ms-swift's names `ln1` and `ln2` (the checkpoint keys
+    `tuner_op.ln1.weight`, ...); the code reads them as `w_down` and `w_up`."""
 
     def __init__(self, dim: int, adapter_length: int, device=None, dtype=None) -> None:
         super().__init__()
@@ -129,19 +133,33 @@ class SCEAdapter(nn.Module):
         self.ln1 = nn.Linear(dim, adapter_length, device=device, dtype=dtype)  # W_down (PyTorch's default init)
         self.activate = nn.GELU()
         self.ln2 = nn.Linear(adapter_length, dim, device=device, dtype=dtype)  # W_up
-        nn.init.zeros_(self.ln2.weight)  # W_up = 0 and its bias = 0: O = x at init
-        nn.init.zeros_(self.ln2.bias)
+        nn.init.zeros_(self.w_up.weight)  # W_up = 0 and its bias = 0: O = x at init
+        nn.init.zeros_(self.w_up.bias)
+
+    @property
+    def w_down(self) -> nn.Linear:
+        return self.ln1
+
+    @property
+    def w_up(self) -> nn.Linear:
+        return self.ln2
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """W_up · GELU(W_down · x) on the channel axis: axis 1 of a (B, C, H, W) map, else the last axis."""
-        if x.dim() == 4:
-            h = x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
-            return self.ln2(self.activate(self.ln1(h))).permute(0, 3, 1, 2)  # -> (B, C, H, W)
-        return self.ln2(self.activate(self.ln1(x)))
+        """W_up · GELU(W_down · x) on the channel axis (axis 1 of a (B, C, H, W) map, else the last axis),
+        computed in the adapter's dtype and returned in x's."""
+        h = x.to(self.w_down.weight.dtype)
+        h = h.permute(0, 2, 3, 1) if x.dim() == 4 else h  # (B, C, H, W) -> (B, H, W, C)
+        # W_up · GELU(W_down · x)
+        d = self.w_up(self.activate(self.w_down(h)))
+        return (d.permute(0, 3, 1, 2) if x.dim() == 4 else d).to(x.dtype)  # -> (B, C, H, W)
 
     def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        if triton_enabled():  # opt-in fused kernel; imported here only because it imports Triton
+            from ..kernels.bottleneck import bottleneck_module_forward
+
+            return bottleneck_module_forward(self, x, scale)
         # O = x + W_up · GELU(W_down · x); at inference x + s · (O − x)
-        return x + scale * self.delta(x.to(self.ln1.weight.dtype)).to(x.dtype)
+        return x + scale * self.delta(x)
 
 
 class SCETunerModule(nn.Module):
@@ -152,23 +170,23 @@ class SCETunerModule(nn.Module):
         self.dim = dim
         self.tuner_op = SCEAdapter(dim, tuner_length, device, dtype)
 
-    def _check(self, x: torch.Tensor) -> None:
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """T(x) = W_up · GELU(W_down · x), after checking x's channel count."""
         if x.shape[1 if x.dim() == 4 else -1] != self.dim:
             raise ValueError(f"SCETuningConfig.dims: this tuner was built for {self.dim} channels and got a feature "
                              f"of shape {tuple(x.shape)}; set dims to the feature's channel count")
+        return self.tuner_op.delta(x)
 
     def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        self._check(x)
-        return self.tuner_op(x, scale)
+        # O = x + W_up · GELU(W_down · x); at inference x + s · (O − x)
+        return x + scale * self.delta(x)
 
     def controlled(self, x: torch.Tensor, c: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         """CSC-Tuner: the edit α · (c + T(x + c)) this condition adds to the skip x (c = None: α · T(x))."""
-        self._check(x)
-        op = self.tuner_op
         if c is None:
-            return scale * op.delta(x.to(op.ln1.weight.dtype)).to(x.dtype)
+            return scale * self.delta(x)
         # α_m · (c_m + T_m(skip + c_m)),  T(x) = W_up · GELU(W_down · x)
-        return scale * (c + op.delta((x + c).to(op.ln1.weight.dtype)).to(x.dtype))
+        return scale * (c + self.delta(x + c))
 
 
 class SCETuningLayer(TunerLayer):
@@ -205,8 +223,8 @@ class SCETuningLayer(TunerLayer):
         if isinstance(source, HintProbe):
             source.remove()  # idempotent: every target of the adapter shares the probe
 
-    def _tune_skip(self, x: torch.Tensor, adapter_name: str, tune: Any) -> torch.Tensor:
-        """[hidden, tune(skip)] where skip is the last `dims` channels of x."""
+    def _split(self, x: torch.Tensor, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden, skip) of a decoder input x = cat([hidden, skip], dim=1): skip is its last `dims` channels."""
         dim = self.tuner(adapter_name).dim
         channels = x.shape[1] if x.dim() >= 2 else 0
         if channels <= dim:
@@ -214,7 +232,7 @@ class SCETuningLayer(TunerLayer):
                              f"[hidden, skip], but {type(innermost_base_layer(self)).__name__} got shape "
                              f"{tuple(x.shape)}; set dims to the skip's width (less than {channels})")
         hidden, skip = x.split([channels - dim, dim], dim=1)  # (B, C−dim, ...), (B, dim, ...)
-        return torch.cat([hidden, tune(skip)], dim=1)  # (B, C, ...)
+        return hidden, skip
 
     def _controlled(self, skip: torch.Tensor, names: list[str]) -> torch.Tensor:
         """CSC: skip + Σ_m α_m · (c_m + T_m(skip + c_m)) over the CSC adapters `names`, all from the same skip."""
@@ -239,29 +257,29 @@ class SCETuningLayer(TunerLayer):
                 first = forward_arguments(self.base_layer)[0][0]
                 x = kwargs[first]
             for name in reversed(decoder):  # latest adapter outermost, as ms-swift's nested forwards
-                x = self._tune_skip(x, name, lambda skip, n=name: self.tuner(n)(skip, self.tuner_scale[n]))
+                hidden, x_j = self._split(x, name)
+                # O_j = x_j + s · W_up · GELU(W_down · x_j)
+                o_j = x_j + self.tuner_scale[name] * self.tuner(name).delta(x_j)
+                x = torch.cat([hidden, o_j], dim=1)
             if controlled:
-                x = self._tune_skip(x, controlled[0], lambda skip: self._controlled(skip, controlled))
+                hidden, skip = self._split(x, controlled[0])
+                x = torch.cat([hidden, self._controlled(skip, controlled)], dim=1)
             if args:
                 args[0] = x
             else:
                 kwargs[first] = x
         out = self.base_layer(*args, **kwargs)
-        encoder = [n for n in active if self.tuner_mode[n] != "decoder"]
+        encoder = [n for n in active if self.tuner_mode[n] != "decoder"]  # tune the output (a tuple's first item)
         for name in encoder:
             if name not in self.hints:
-                out = self._tune_output(out, lambda h, n=name: self.tuner(n)(h, self.tuner_scale[n]))
+                x_j = hidden_of(out, 0)
+                # O_j = x_j + s · W_up · GELU(W_down · x_j)
+                o_j = x_j + self.tuner_scale[name] * self.tuner(name).delta(x_j)
+                out = with_hidden(out, 0, o_j)
         controlled = [n for n in encoder if n in self.hints]
         if controlled:
-            out = self._tune_output(out, lambda h: self._controlled(h, controlled))
+            out = with_hidden(out, 0, self._controlled(hidden_of(out, 0), controlled))
         return out
-
-    @staticmethod
-    def _tune_output(out: Any, tune: Any) -> Any:
-        """Encoder mode: tune the output (a tuple's first item; the others stay)."""
-        if isinstance(out, torch.Tensor):
-            return tune(out)
-        return type(out)((tune(out[0]), *out[1:]))
 
 
 @contextlib.contextmanager
@@ -394,8 +412,6 @@ class SCETuningTuner(Tuner):
 
     @classmethod
     def inject(cls, model: nn.Module, config: SCETuningConfig, adapter_name: str) -> None:
-        from ..core.targeting import replace_module
-
         names = cls.match(model, config)
         dims = cls.dims_for(config, names)
         source: Any = None

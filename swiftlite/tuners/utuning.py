@@ -49,20 +49,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
+from ..core import SwiftConfig, Tuner, register_tuner
 from ..core.config import Index, NonNegativeFloat, PositiveInt, Target
 from ..core.layer import canonical_name
-from ..core.modules import apply_to_hidden, innermost_base_layer
-from ..core.targeting import match_modules, name_matches, replace_module
-from ..core.tuner import feature_width, forward_arguments, said_by
-from .resattn import ResAttn
+from ..core.modules import PROJECTIONS, attention_parts, innermost_base_layer
+from ..core.targeting import match_modules, name_matches
+from .parallel import check_branches, inject_branches
+from .resattn import res_attn_branch
 from .restuning_components import ResAdapter
 
 ResTunerKind = Literal["res_adapter", "res_lora", "res_prefix", "res_prompt", "res_attn"]
@@ -119,38 +119,6 @@ def pattern_matches(pattern: str, name: str) -> bool:
     return re.fullmatch(pattern, name) is not None or name_matches(name, [pattern])
 
 
-# ---- the frozen attention projections Res-Prefix / Res-Prompt reuse ------------------------------------
-PROJECTIONS = {  # a named allow-list: transformers (LLaMA, ViT, BERT, OPT, ...) and diffusers attention
-    "q": ("q_proj", "query", "to_q", "self.query"),
-    "k": ("k_proj", "key", "to_k", "self.key"),
-    "v": ("v_proj", "value", "to_v", "self.value"),
-    "o": ("o_proj", "out_proj", "to_out.0", "output.dense"),
-}
-
-
-def attention_parts(op: nn.Module) -> dict[str, Any] | None:
-    """{q, k, v, o (or None), heads, head_dim} of an attention module, or None when it is not one."""
-    parts: dict[str, Any] = {}
-    for role, paths in PROJECTIONS.items():
-        for path in paths:
-            try:
-                parts[role] = op.get_submodule(path)
-                break
-            except AttributeError:
-                continue
-    if not all(role in parts for role in "qkv"):
-        return None
-    parts.setdefault("o", None)
-    inner = getattr(op, "self", op)
-    config = getattr(op, "config", None)
-    heads = next((getattr(m, a) for m in (op, inner) for a in ("num_attention_heads", "num_heads", "heads")
-                  if isinstance(getattr(m, a, None), int)), getattr(config, "num_attention_heads", None))
-    if not isinstance(heads, int):
-        return None
-    parts["heads"], parts["head_dim"] = heads, innermost_base_layer(parts["q"]).weight.shape[0] // heads
-    return parts
-
-
 def _heads(t: torch.Tensor, head_dim: int) -> torch.Tensor:
     return rearrange(t, "... t (n e) -> ... n t e", e=head_dim)  # (B, T, n·e) -> (B, n, T, e)
 
@@ -162,7 +130,15 @@ def _out(heads: torch.Tensor, parts: dict[str, Any]) -> torch.Tensor:
     return out if o is None else F.linear(out.to(o.weight.dtype), o.weight)
 
 
-class ResPrefix(nn.Module):
+class _ThroughAttention(nn.Module):
+    """A Res-Tuner that reuses OP's frozen attention projections (Res-Prefix, Res-Prompt)."""
+
+    def residual(self, x: torch.Tensor, op: nn.Module, mask: Any) -> torch.Tensor:
+        parts = attention_parts(op)  # in the op's dtype
+        return self(x.to(innermost_base_layer(parts["q"]).weight.dtype), parts)
+
+
+class ResPrefix(_ThroughAttention):
     """T(x) = Attn(x·W_q, K_pre, V_pre) · W_o; V_pre = 0 at init."""
 
     def __init__(self, heads: int, head_dim: int, num_tokens: int, init_std: float) -> None:
@@ -178,7 +154,7 @@ class ResPrefix(nn.Module):
         return _out(F.scaled_dot_product_attention(q, k_pre, v_pre), parts)
 
 
-class ResPrompt(nn.Module):
+class ResPrompt(_ThroughAttention):
     """T(x) = g ⊙ Attn(x·W_q, P·W_k, P·W_v) · W_o; g = 0 at init."""
 
     def __init__(self, dim: int, out_dim: int, num_tokens: int, init_std: float) -> None:
@@ -206,7 +182,18 @@ class ResLoRA(nn.Module):
         nn.init.zeros_(self.lora_B.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # T(x) = x · A · B
         return self.lora_B(self.lora_A(x))
+
+    def residual(self, x: torch.Tensor, op: nn.Module, mask: Any) -> torch.Tensor:
+        return self(x.to(self.lora_A.weight.dtype))
+
+
+class ParallelResAdapter(ResAdapter):
+    """Res-Adapter as a branch: T(x) = W_2 · GELU(W_1 · x + b_1) + b_2 (ms-swift's Res-Adapter without its h +)."""
+
+    def residual(self, x: torch.Tensor, op: nn.Module, mask: Any) -> torch.Tensor:
+        return self.branch(x.to(self.ln1.weight.dtype))
 
 
 def make_branch(kind: str, dim: int, out_dim: int, config: Any, op: nn.Module, where: str) -> nn.Module:
@@ -215,13 +202,11 @@ def make_branch(kind: str, dim: int, out_dim: int, config: Any, op: nn.Module, w
         if dim != out_dim:
             raise ValueError(f"{where}: res_adapter maps d -> d, but the operation maps {dim} -> {out_dim} features; "
                              f"use res_lora or res_attn there, or another operation")
-        return ResAdapter(dim, config.adapter_length, zero_last=True, adapter_weight=None)  # W_2 = b_2 = 0
+        return ParallelResAdapter(dim, config.adapter_length, zero_last=True, adapter_weight=None)  # W_2 = b_2 = 0
     if kind == "res_lora":
         return ResLoRA(dim, out_dim, config.r)
     if kind == "res_attn":
-        causal = config.causal if config.causal is not None else any(
-            getattr(m, "is_causal", False) is True for m in op.modules())
-        return ResAttn(dim, out_dim, config.r, config.num_heads, causal=causal)
+        return res_attn_branch(kind, dim, out_dim, config, op, where)
     parts = attention_parts(op)
     if parts is None:
         raise ValueError(f"{where}: {kind} reuses the operation's frozen attention projections, and "
@@ -232,179 +217,9 @@ def make_branch(kind: str, dim: int, out_dim: int, config: Any, op: nn.Module, w
     return ResPrompt(dim, out_dim, config.num_tokens, config.init_std)
 
 
-def unbind_prefix(prefix_layer: nn.Module, x: torch.Tensor, adapter_name: str = "default") -> dict[str, torch.Tensor]:
-    """Res-Tuning's reading of a prefix-tuned attention module (a `PrefixLayer` of prefix.py) on input x:
-
-    {"frozen": Attn(Q, K, V), "prefix": Attn(Q, K_pre, V_pre), "lam": λ(q), "output": the module's output rebuilt as
-    concat_h((1 − λ)·frozen + λ·prefix) · W_o (+ b_o)}; heads (B, h, T, d_h), λ (B, h, T, 1). No attention mask
-    (use it on unpadded inputs, e.g. images). Tutorial 03 checks "output" against the real module's output.
-    """
-    from .prefix import decompose_prefix_attention
-
-    op = innermost_base_layer(prefix_layer)
-    parts = attention_parts(op)
-    e = parts["head_dim"]
-    q, k, v = (_heads(parts[n](x), e) for n in "qkv")  # (B, h, T, d_h)
-    k_pre, v_pre = (rearrange(t, "p (n e) -> 1 n p e", e=e) for t in prefix_layer.prefixes(adapter_name))
-    frozen, prefix, lam = decompose_prefix_attention(q, k, v, k_pre, v_pre)
-    # (1 − λ)·Attn(Q, K, V) + λ·Attn(Q, K_pre, V_pre), heads concatenated, then W_o
-    mixed = rearrange((1 - lam) * frozen + lam * prefix, "b n t e -> b t (n e)")
-    output = parts["o"](mixed) if parts["o"] is not None else mixed
-    return {"frozen": frozen, "prefix": prefix, "lam": lam, "output": output}
-
-
-# ---- the layer: x' = OP(x) + Σ_a T_a(x) -----------------------------------------------------------------
-class ParallelLayer(TunerLayer):
-    """Wraps a frozen operation OP; each active adapter's Res-Tuner T_a adds T_a(x) to OP's output."""
-
-    adapter_prefixes = ("utuning_", "resattn_")  # adapter <name> is the child `utuning_<name>` (or `resattn_<name>`)
-
-    def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__(base_layer)
-        self.branch_info: dict[str, tuple[str, int | str | None, int | str | None]] = {}  # name -> (kind, in, out pos)
-        self.parameter_names = forward_arguments(innermost_base_layer(base_layer))[0]
-
-    def add_branch(self, adapter_name: str, prefix: str, kind: str, branch: nn.Module, input_pos: Any,
-                   hidden_pos: Any) -> None:
-        device, _ = self._base_device_dtype()
-        self.add_adapter_module(prefix, adapter_name, branch.to(device))  # float32 branch, cast in forward
-        self.branch_info[adapter_name] = (kind, input_pos, hidden_pos)
-
-    def branch(self, adapter_name: str) -> nn.Module:
-        return next(module for _, module in self.adapter_modules(adapter_name))
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        super().delete_adapter(adapter_name)
-        self.branch_info.pop(adapter_name, None)
-
-    def argument(self, args: tuple, kwargs: dict, pos: int | str | None) -> Any:
-        """OP's argument `pos` (int: positional index; str: parameter name; None: the first parameter)."""
-        if isinstance(pos, int):
-            if not -len(args) <= pos < len(args):
-                raise ValueError(f"input_pos={pos}: {type(self.base_layer).__name__} was called with {len(args)} "
-                                 f"positional argument(s) (keywords: {list(kwargs)}); give the parameter's name")
-            return args[pos]
-        name = pos if pos is not None else (self.parameter_names[0] if self.parameter_names else None)
-        if name in kwargs:
-            return kwargs[name]
-        if name in self.parameter_names and self.parameter_names.index(name) < len(args):
-            return args[self.parameter_names.index(name)]
-        if pos is None and args:
-            return args[0]
-        return None
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.base_layer(*args, **kwargs)
-        active = self.active_adapters
-        if not active:
-            return out
-        mask = self.argument(args, kwargs, "attention_mask") if "attention_mask" in self.parameter_names or \
-            "attention_mask" in kwargs else None
-        for name in active:
-            kind, input_pos, hidden_pos = self.branch_info[name]
-            x = self.argument(args, kwargs, input_pos)
-            if not isinstance(x, torch.Tensor):
-                raise ValueError(f"input_pos={input_pos!r}: {type(self.base_layer).__name__} received no tensor "
-                                 f"there; name the argument that holds the hidden states")
-            t_x = self.run_branch(name, kind, x, mask)
-            out = apply_to_hidden(out, hidden_pos, lambda h: self._add(h, t_x))
-        return out
-
-    def run_branch(self, name: str, kind: str, x: torch.Tensor, mask: Any) -> torch.Tensor:
-        """T(x) in x's layout: (B, C, H, W) feature maps go through the token tuners as (B, HW, C)."""
-        branch = self.branch(name)
-        h = rearrange(x, "b c hh ww -> b (hh ww) c") if x.dim() == 4 else x
-        if kind in ("res_prefix", "res_prompt"):  # through the op's own projections, in the op's dtype
-            parts = attention_parts(innermost_base_layer(self.base_layer))
-            t = branch(h.to(innermost_base_layer(parts["q"]).weight.dtype), parts)
-        else:
-            h = h.to(next(branch.parameters()).dtype)
-            t = branch.branch(h) if kind == "res_adapter" else branch(h, mask) if kind == "res_attn" else branch(h)
-        return rearrange(t, "b (hh ww) c -> b c hh ww", hh=x.shape[2]) if x.dim() == 4 else t
-
-    def _add(self, h: torch.Tensor, t_x: torch.Tensor) -> torch.Tensor:
-        if h.shape != t_x.shape:
-            raise ValueError(f"U-Tuning: {type(self.base_layer).__name__} maps its input to shape {tuple(h.shape)}, "
-                             f"but the Res-Tuner gives {tuple(t_x.shape)}; x' = OP(x) + T(x) needs the same shape "
-                             f"(set out_dim, input_pos or hidden_pos, or pick an operation that keeps the layout)")
-        # x' = OP(x) + T(x)
-        return h + t_x.to(h.dtype)
-
-
-def _base_modules(module: nn.Module, prefix: str):
-    """named_modules() of the model without tuners: tuner layers are looked through to their base layer."""
-    if isinstance(module, TunerLayer) and module.base_layer is not None:
-        yield from _base_modules(module.base_layer, prefix)
-        return
-    yield prefix, module
-    for name, child in module.named_children():
-        yield from _base_modules(child, f"{prefix}.{name}" if prefix else name)
-
-
-def channel_width(op: nn.Module, side: str) -> tuple[int, str] | None:
-    """(channels, layer name) of a convolutional operation's input ("in": its first GroupNorm / Conv2d) or
-    output ("out": its last Conv2d); None without convolutions. Its (B, C, H, W) maps meet the token
-    tuners as (B, HW, C), so C is their width."""
-    leaves = [(n, m) for n, m in _base_modules(op, "") if isinstance(m, (nn.Conv2d, nn.GroupNorm))]
-    convs = [(n, m) for n, m in leaves if isinstance(m, nn.Conv2d)]
-    if not convs:
-        return None
-    if side == "out":
-        name, conv = convs[-1]
-        return conv.out_channels, name
-    name, first = leaves[0]
-    return (first.in_channels if isinstance(first, nn.Conv2d) else first.num_channels), name
-
-
-def widths(model: nn.Module, name: str, config: Any, config_name: str) -> tuple[int, int]:
-    """(d, d') of operation `name`: the config's dim / out_dim, checked against what OP's weights say."""
-    op = model.get_submodule(name)
-    base = innermost_base_layer(op)
-    found_in = feature_width(op, "in") or channel_width(op, "in")
-    found_out = feature_width(op, "out") or channel_width(op, "out")
-    if config.dim is not None and found_in is not None and found_in[0] != config.dim:
-        raise ValueError(f"{config_name}.dim={config.dim}: the input of {name!r} ({type(base).__name__}) has "
-                         f"{found_in[0]} features{said_by(found_in)}; set dim={found_in[0]} (or leave it None)")
-    dim = config.dim if config.dim is not None else (found_in[0] if found_in else None)
-    if dim is None:
-        raise ValueError(f"{config_name}.dim: the input width of {name!r} ({type(base).__name__}) cannot be read "
-                         f"from its weights (no layers with a feature width); set dim, e.g. its channel count")
-    if config.out_dim is not None and found_out is not None and found_out[0] != config.out_dim:
-        raise ValueError(f"{config_name}.out_dim={config.out_dim}: the output of {name!r} ({type(base).__name__}) "
-                         f"has {found_out[0]} features{said_by(found_out)}; set out_dim={found_out[0]}")
-    out_dim = config.out_dim or (found_out[0] if found_out else dim)
-    return dim, out_dim
-
-
-def check_widths(model: nn.Module, config: Any, names: list[str], config_name: str) -> None:
-    for name in names:
-        widths(model, name, config, config_name)
-
-
-def inject_branches(model: nn.Module, names: list[str], config: Any, adapter_name: str, prefix: str,
-                    kind_of: Callable[[str], str]) -> None:
-    """Wrap each operation in a ParallelLayer (once) and add this adapter's Res-Tuner to it."""
-    config_name = type(config).__name__
-    # build every branch first, so an operation that cannot take its tuner changes nothing
-    branches = {}
-    for name in names:
-        op = innermost_base_layer(model.get_submodule(name))
-        dim, out_dim = widths(model, name, config, config_name)
-        kind = kind_of(name)
-        branches[name] = kind, make_branch(kind, dim, out_dim, config, op, f"{config_name}.tuner ({name!r})")
-    # innermost operations first: wrapping a block before its attention would hide the attention's parent
-    for name in sorted(names, key=lambda n: n.count("."), reverse=True):
-        module = model.get_submodule(name)
-        layer = module if isinstance(module, ParallelLayer) else ParallelLayer(module)
-        kind, branch = branches[name]
-        layer.add_branch(adapter_name, prefix, kind, branch, config.input_pos, config.hidden_pos)
-        if layer is not module:
-            replace_module(model, name, layer)
-
-
 @register_tuner
 class UTuningTuner(Tuner):
-    """Wraps each selected operation in a `ParallelLayer` holding the chosen Res-Tuner."""
+    """Wraps each selected operation in a `ParallelLayer` (parallel.py) holding the chosen Res-Tuner."""
 
     config_class = UTuningConfig
     identity_at_init = True  # every Res-Tuner starts at T(x) = 0
@@ -430,12 +245,9 @@ class UTuningTuner(Tuner):
 
     @classmethod
     def check(cls, model: nn.Module, config: UTuningConfig, names: list[str]) -> None:
-        for name in names:
-            dim, out_dim = widths(model, name, config, "UTuningConfig")
-            make_branch(config.tuner_for(canonical_name(model, name)), dim, out_dim, config,
-                        innermost_base_layer(model.get_submodule(name)), f"UTuningConfig.tuner ({name!r})")
+        check_branches(model, config, {n: config.tuner_for(canonical_name(model, n)) for n in names}, make_branch)
 
     @classmethod
     def inject(cls, model: nn.Module, config: UTuningConfig, adapter_name: str) -> None:
-        inject_branches(model, cls.match(model, config), config, adapter_name, prefix="utuning_",
-                        kind_of=lambda name: config.tuner_for(canonical_name(model, name)))
+        kinds = {n: config.tuner_for(canonical_name(model, n)) for n in cls.match(model, config)}
+        inject_branches(model, config, kinds, make_branch, adapter_name, prefix="utuning_")

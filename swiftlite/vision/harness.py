@@ -41,6 +41,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import bench, zoo
+from ..api import Swift, SwiftModel
+from ..bench import count_parameters
+from ..data.shapes import to_pixel_values
+from ..data.tasks import downstream_task
+from ..train import train
+
 __all__ = ["LINEAR_PROBE", "FULL_FINE_TUNING", "load_task", "load_backbone", "backbone_image_size", "prepare",
            "classification_loss", "evaluate", "tuner_parameter_count", "match_budget", "transfer", "run_suite",
            "summarize", "ResultsTable", "format_mean_std"]
@@ -58,14 +65,10 @@ DEFAULT_HEAD = "classifier"  # ViTForImageClassification's head module
 @functools.lru_cache(maxsize=64)
 def load_task(task: str, shots: int | None = 10, seed: int = 0, image_size: int = 32, n_test: int = 200):
     """The task's ``DatasetDict(train, test)`` (cached: rendering the shapes world takes ~1 s)."""
-    from ..data.tasks import downstream_task
-
     return downstream_task(task, shots=shots, n_test=n_test, image_size=image_size, seed=seed)
 
 
 def _backbone_path(name_or_path: str) -> str:
-    from .. import zoo
-
     return str(zoo.path(name_or_path)) if name_or_path in zoo.names() else name_or_path
 
 
@@ -123,8 +126,6 @@ def prepare(model: nn.Module, config: Any, head: str = DEFAULT_HEAD) -> nn.Modul
     ``LINEAR_PROBE``: a ``SwiftModel`` with no tuner whose only trainable weights are the head;
     a config or ``{adapter_name: config}``: a ``SwiftModel`` with the tuner(s) and the head trainable.
     """
-    from ..core import Swift, SwiftModel
-
     if config is FULL_FINE_TUNING:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -139,15 +140,11 @@ def prepare(model: nn.Module, config: Any, head: str = DEFAULT_HEAD) -> nn.Modul
 
 def classification_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Cross-entropy of ``batch["label"]`` given ``batch["image"]`` (uint8 (B, H, W, 3) -> [-1, 1])."""
-    from ..data.shapes import to_pixel_values
-
     return model(pixel_values=to_pixel_values(batch["image"]), labels=batch["label"]).loss
 
 
 def evaluate(model: nn.Module, dataset, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` on a ``datasets.Dataset`` with ``image`` and ``label`` columns."""
-    from ..data.shapes import to_pixel_values
-
     data = dataset.with_format("numpy")[:]
     images, labels = data["image"], np.asarray(data["label"])
     was_training = model.training
@@ -166,8 +163,6 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256) -> float:
 def tuner_parameter_count(config: Any, backbone: str | nn.Module = "vit-tiny", head: str = DEFAULT_HEAD) -> int:
     """Trainable weights a config adds to ``backbone``, the classifier head not counted (``None``: every
     backbone weight but the head's; ``LINEAR_PROBE``: 0)."""
-    from ..bench import count_parameters
-
     model = copy.deepcopy(backbone) if isinstance(backbone, nn.Module) else load_backbone(backbone)
     model = prepare(model, config, head=head)
     head_params = sum(p.numel() for p in model.get_submodule(
@@ -215,9 +210,6 @@ def transfer(model_or_name: str | nn.Module, config: Any, task: str, steps: int,
     peak_memory_bytes, memory_method, step_time_s (median of ``measure_steps`` timed train steps),
     train_seconds (wall time of the whole training call), loss (per step), curve.
     """
-    from .. import bench
-    from ..train import train
-
     if steps < 1:
         raise ValueError(f"transfer(steps={steps}): expected a positive number of optimizer steps")
     if isinstance(model_or_name, nn.Module):

@@ -30,6 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import bench
+from ..api import Swift
+from ..tuners import ResTuningConfig, UTuningConfig, restuning
+from .harness import load_backbone, prepare
+
 __all__ = ["vit_backbone", "bypass_config", "res_tuning_config", "bypass_memory_comparison", "multi_task_timing",
            "VIT_B16_SHAPE", "RES_TUNING", "BYPASS", "NOT_DETACHED"]
 
@@ -46,8 +51,6 @@ def vit_backbone(name: str = "vit-tiny", num_labels: int = 10, seed: int = 0) ->
         config = ViTConfig(**VIT_B16_SHAPE, num_labels=num_labels, hidden_dropout_prob=0.0,
                            attention_probs_dropout_prob=0.0)
         return ViTForImageClassification(config)
-    from .harness import load_backbone
-
     return load_backbone(name, [str(i) for i in range(num_labels)])
 
 
@@ -55,8 +58,6 @@ def bypass_config(model: nn.Module, use_bypass: bool = True, **options: Any):
     """The ViT Res-Tuning-Bypass used throughout (ms-swift's ViT recipe): x_0 = the embeddings' output,
     stems = every ``vit.layers.<i>`` output, x_N replaces the input of the final ``vit.layernorm``;
     Res-Adapters (m = 32 by default) as lateral and vertical tuners. ``options`` go to ``ResTuningConfig``."""
-    from ..tuners import ResTuningConfig
-
     return ResTuningConfig(dims=model.config.hidden_size, root_modules=r"vit\.embeddings", root_modules_hook="output",
                            stem_modules=r"vit\.layers\.\d+", target_modules="vit.layernorm", use_bypass=use_bypass,
                            **options)
@@ -78,8 +79,6 @@ def res_tuning_config(model: nn.Module, adapter_length: int = 32):
     """Res-Tuning proper on a ViT: a Res-Adapter (m = ``adapter_length``) beside every attention and MLP
     module (``UTuningConfig``). Two Res-Adapters per block, as the Bypass has (lateral + vertical), so
     both train the same number of weights."""
-    from ..tuners import UTuningConfig
-
     return UTuningConfig(target_modules=r"vit\.layers\.\d+\.(attention|mlp)", tuner="res_adapter",
                          adapter_length=adapter_length)
 
@@ -96,9 +95,6 @@ def bypass_memory_comparison(backbone: str = "vit-tiny", batch_size: int = 64, d
     Every model also trains its new classifier head. Each row gets ``peak_memory_ratio_to_res_tuning``
     and ``step_time_ratio_to_res_tuning`` (row / the Res-Tuning row).
     """
-    from .. import bench
-    from .harness import prepare
-
     batch = _pixel_batch(vit_backbone(backbone), batch_size)
     variants: dict[str, Callable[[nn.Module], Any]] = {
         RES_TUNING: res_tuning_config,
@@ -133,9 +129,6 @@ def multi_task_timing(backbone: str = "vit-tiny", k: int = 5, batch_size: int = 
     rounds of (shared time / K-forwards time). Returns a dict with both medians, the ratio, its IQR,
     and the largest logit difference.
     """
-    from ..core import Swift
-    from ..tuners import restuning
-
     helper = getattr(restuning, "multi_task_forward", None)
     if helper is None:
         raise RuntimeError("multi_task_timing needs swiftlite.tuners.restuning.multi_task_forward, which this "

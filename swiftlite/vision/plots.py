@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+from .. import viz
+from .harness import transfer
+
 __all__ = ["memory_accuracy_scatter", "task_heatmap", "learning_curves", "paper_vs_ours", "explore_tuner",
            "tuner_explorer"]
 
@@ -51,8 +54,6 @@ def memory_accuracy_scatter(summary: Sequence[Mapping[str, Any]], ax=None, title
 
 def task_heatmap(summary: Sequence[Mapping[str, Any]], ax=None, title: str | None = None):
     """Accuracy (%) per method (rows) and task (columns), annotated. Returns the axes."""
-    from .. import viz
-
     tasks = list(summary[0]["tasks"])
     values = [[r["per_task"].get(t, (float("nan"), 0.0))[0] for t in tasks] for r in summary]
     ax = viz.heatmap(values, [r["name"] for r in summary], tasks, ax=ax, fmt="{:.0%}", vmin=0.0, vmax=1.0,
@@ -95,8 +96,6 @@ def learning_curves(rows: Sequence[Mapping[str, Any]], ax=None, smooth: float = 
 def paper_vs_ours(names: Sequence[str], paper: Sequence[float | None], ours: Sequence[float | None], ax=None,
                   xlabel: str = "ratio to the baseline", reference: float | None = 1.0, title: str | None = None):
     """Paper and our values side by side (``swiftlite.viz.grouped_bars``), one pair per name."""
-    from .. import viz
-
     return viz.grouped_bars(names, {"paper": list(paper), "ours (tiny scale)": list(ours)}, ax=ax, xlabel=xlabel,
                             reference=reference, reference_label="baseline" if reference is not None else None,
                             title=title, fmt="{:.2f}")
@@ -110,8 +109,6 @@ def explore_tuner(make_config: Callable[[str, int], Any], tuner: str, size: int,
     the line ``"<tuner> <size_label>=<size>: N trainable params (p %), peak train memory M MiB, step time
     s ms, test accuracy a % after <steps> steps"`` and the loss and accuracy curves."""
     import matplotlib.pyplot as plt
-
-    from .harness import transfer
 
     cache = {} if cache is None else cache
     if (tuner, size) not in cache:

@@ -12,8 +12,9 @@ recipes are used instead (what tests and quick notebook runs use). Command line:
 ``swiftlite zoo build [NAME] [--quick] [--ship]``, ``swiftlite zoo list``.
 """
 
-from .hub import (SHIPPED, Recipe, build, cache_path, figures, get_recipe, load, path, quick_mode,
-                  read_stamp, recipes, register)
+from ..settings import quick_mode
+from .hub import SHIPPED, build, cache_path, figures, get_recipe, load, path, read_stamp, recipes
+from .recipe import Recipe, register
 
 
 def names() -> list[str]:

@@ -19,55 +19,23 @@ result → bump its ``version`` (that invalidates shipped and cached builds).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
-from ..data.text import cache_dir
+from ..settings import cache_dir, quick_mode
+from . import llama, unet, vit  # noqa: F401  (each registers its built-in recipe)
+from .recipe import Recipe, registered
 
 STAMP = "zoo_stamp.json"
 SHIPPED = Path(__file__).parent / "shipped"
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How to build one backbone deterministically."""
-
-    name: str
-    version: int
-    description: str
-    full: dict[str, Any]
-    quick: dict[str, Any]
-    build: Callable[[Path, dict[str, Any], bool], dict[str, float]]  # writes out_dir, returns figures
-    load: Callable[[Path], Any]
-    targets: dict[str, str] = field(default_factory=dict)  # figure -> claim, e.g. {"accuracy": ">= 0.9"}
-
-    def params(self, quick: bool) -> dict[str, Any]:
-        return dict(self.quick if quick else self.full)
-
-    def hash(self, quick: bool) -> str:
-        blob = {"name": self.name, "version": self.version, "quick": quick, "params": self.params(quick)}
-        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
-
-
-_RECIPES: dict[str, Recipe] = {}
-
-
-def register(recipe: Recipe) -> Recipe:
-    _RECIPES[recipe.name] = recipe
-    return recipe
-
-
 def recipes() -> dict[str, Recipe]:
-    """All registered recipes by name (importing the built-in recipe modules on first call)."""
-    from . import llama, unet, vit  # noqa: F401  (each registers its recipe)
-
-    return dict(_RECIPES)
+    """All registered recipes by name (the built-in ones registered when this module was imported)."""
+    return registered()
 
 
 def get_recipe(name: str) -> Recipe:
@@ -79,13 +47,6 @@ def get_recipe(name: str) -> Recipe:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"no zoo backbone named {name!r}; available: {sorted(known)}.{hint}")
     return known[name]
-
-
-def quick_mode(quick: bool | None = None) -> bool:
-    """``quick`` if given, else whether ``SWIFTLITE_QUICK`` is set to a true value."""
-    if quick is not None:
-        return bool(quick)
-    return os.environ.get("SWIFTLITE_QUICK", "").lower() in ("1", "true", "yes", "on")
 
 
 def read_stamp(directory: str | os.PathLike) -> dict | None:

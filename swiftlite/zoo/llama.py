@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .hub import Recipe, register
+from ..data.text import stdlib_tokenizer, text_corpus
+from .recipe import Recipe, register
 
 FULL: dict[str, Any] = dict(corpus="mixed", max_chars=None, vocab_size=2048, block_size=128,
                             hidden_size=128, intermediate_size=352, num_hidden_layers=4,
@@ -68,8 +69,7 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from .. import train as training
-    from ..data.text import stdlib_tokenizer, text_corpus
+    from .. import train as training  # torch: loaded when a build runs, so `swiftlite zoo list` stays light
 
     tokenizer = stdlib_tokenizer(p["vocab_size"], kind=p["corpus"], max_chars=p["max_chars"])
     corpus = text_corpus(p["corpus"], max_chars=p["max_chars"])

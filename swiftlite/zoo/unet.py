@@ -26,7 +26,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .hub import Recipe, register
+import numpy as np
+
+from ..data.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, shapes_dataset, world_prompts
+from .recipe import Recipe, register
 
 # the caption vocabulary covers every factor of the shapes world, plus spare words for new concepts
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>"]  # eos id 3 (CLIP's legacy pooling assumes eos == 2)
@@ -52,8 +55,6 @@ def caption_tokenizer(max_length: int = 12):
     """A word-level ``PreTrainedTokenizerFast`` over every word a shapes-world caption can use."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
-
-    from ..data.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES
 
     words = ["a", "an", "at", "the", "in", "on", "of", "background", "paper", "outlined", "striped",
              "dotted", "pastel", "inked"]
@@ -94,10 +95,6 @@ def _models(p: dict[str, Any], tokenizer):
 def prompt_match(pipe, judge, shapes, colours, *, samples_per_prompt: int, steps: int,
                  guidance_scale: float, seed: int = 0) -> dict[str, float]:
     """Generate for every (shape, colour) prompt and score with the judge."""
-    import numpy as np
-
-    from ..diffusion.metrics import world_prompts
-
     prompts, wanted_shapes, wanted_colours = world_prompts(shapes, colours, samples_per_prompt, seed)
     wanted = list(zip(wanted_shapes, wanted_colours))
     images = np.concatenate([pipe(prompts[i:i + 48], num_inference_steps=steps, guidance_scale=guidance_scale,
@@ -110,11 +107,10 @@ def prompt_match(pipe, judge, shapes, colours, *, samples_per_prompt: int, steps
 
 
 def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
-    import numpy as np
+    # torch, diffusers and the training loop load here, when a build runs: `swiftlite zoo list` stays light
     import torch
 
     from .. import train as training
-    from ..data.shapes import shapes_dataset
     from ..diffusion.training import TextToImageLoss
     from .judge import train_judge
     from .pipeline import TinyDiffusionPipeline
@@ -153,14 +149,14 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
 
 
 def load(directory: Path):
-    from .pipeline import TinyDiffusionPipeline
+    from .pipeline import TinyDiffusionPipeline  # torch and diffusers: loaded on first use, as in build
 
     return TinyDiffusionPipeline.from_pretrained(directory)
 
 
 def load_judge(directory: Path):
     """The shape/colour judge saved with ``unet-tiny`` (for scoring samples of a tuned U-Net)."""
-    from .judge import ShapeColourJudge
+    from .judge import ShapeColourJudge  # torch: loaded on first use, as in build
 
     return ShapeColourJudge.from_pretrained(Path(directory) / "judge")
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .hub import Recipe, register
+from ..data.shapes import SHAPES, shapes_dataset, to_pixel_values
+from .recipe import Recipe, register
 
 FULL: dict[str, Any] = dict(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=4,
                             num_attention_heads=4, intermediate_size=128, styles=["plain"], n_train=30_000,
@@ -30,8 +31,6 @@ QUICK: dict[str, Any] = dict(image_size=16, patch_size=4, hidden_size=32, num_hi
 def _config(p: dict[str, Any]):
     from transformers import ViTConfig
 
-    from ..data.shapes import SHAPES
-
     return ViTConfig(image_size=p["image_size"], patch_size=p["patch_size"], num_channels=3,
                      hidden_size=p["hidden_size"], num_hidden_layers=p["num_hidden_layers"],
                      num_attention_heads=p["num_attention_heads"], intermediate_size=p["intermediate_size"],
@@ -43,8 +42,6 @@ def _config(p: dict[str, Any]):
 def accuracy(model, images, labels, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` on uint8 images (N, H, W, 3) with integer ``labels`` (N,)."""
     import torch
-
-    from ..data.shapes import to_pixel_values
 
     model.eval()
     correct = 0
@@ -60,8 +57,7 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     import torch
     from transformers import ViTForImageClassification, ViTImageProcessor
 
-    from .. import train as training
-    from ..data.shapes import shapes_dataset, to_pixel_values
+    from .. import train as training  # torch: loaded when a build runs, so `swiftlite zoo list` stays light
 
     torch.manual_seed(p["seed"])
     model = ViTForImageClassification(_config(p))

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import io
-from .layer import TunerLayer
+from ..core import io
+from ..core.layer import TunerLayer
 
 
 def offload_adapter(swift_model: Any, adapter_name: str, offload: str) -> None:

@@ -3,12 +3,12 @@
     save_dir/<adapter>/adapter_config.json + adapter_model.safetensors    every adapter, "default" too
     save_dir/extra_states/adapter_model.safetensors                       base weights (extra_state_keys)
 
-(`io.py` describes the layout and the atomic write.) What this module decides:
+(`core/io.py` describes the layout and the atomic write.) What this module decides:
 
 - `read_adapters(dir)` reads which adapters a directory holds, and nothing else: no model involved.
 - `load` decides first whether a checkpoint goes through PEFT (a PEFT method swiftlite does not
   implement, e.g. PEFT's IA3: PEFT builds its own `PeftModel`, as in ms-swift) or through swiftlite
-  (its own configs, and PEFT LoRA converted by renaming keys, `peft_format.py`); never a mix.
+  (its own configs, and PEFT LoRA converted by renaming keys, `core/peft_format.py`); never a mix.
 - A tuner without parameters (NEFTune) writes only its config; if no adapter has parameters (the
   model was fully fine-tuned), the base model itself is saved and loaded back.
 - `extra_states/` holds base weights trained through `extra_state_keys`; on loading they become
@@ -26,11 +26,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import io
-from .checks import DEFAULT_ADAPTER, check_adapter_name, check_state_dict, precheck, require_module
-from .config import TUNERS, SwiftConfig, get_tuner
-from .peft_format import load_base_weights, split_base_weights
-from .snapshot import all_or_nothing
+from ..core import io
+from ..core.config import TUNERS, SwiftConfig, get_tuner
+from ..core.peft_format import load_base_weights, split_base_weights
+from ..core.snapshot import all_or_nothing
+from .checks import (DEFAULT_ADAPTER, check_adapter_file, check_adapter_name, check_state_dict, precheck,
+                     require_module)
 
 
 # ---- saving --------------------------------------------------------------------------------------
@@ -94,13 +95,10 @@ def _save_base(swift_model: Any, stage: io.StagedWrite) -> None:
 
 
 # ---- loading -------------------------------------------------------------------------------------
-def load(model: nn.Module, model_id: str, adapter_name: Any = None, inference_mode: bool = True,
+def load(SwiftModel: type, model: nn.Module, model_id: str, adapter_name: Any = None, inference_mode: bool = True,
          revision: str | None = None, allow_pickle: bool = False, **kwargs: Any):
-    """`SwiftModel.from_pretrained` (see there): a SwiftModel, or PEFT's own model for PEFT methods."""
-    import swiftlite.tuners  # noqa: F401  (fills the tuner registry)
-
-    from .model import SwiftModel
-
+    """`SwiftModel.from_pretrained` (see there): a SwiftModel, or PEFT's own model for PEFT methods.
+    `SwiftModel` is the class that calls it (model.py imports this module, not the other way round)."""
     require_module(model, "model")
     if model_id is None or not isinstance(model_id, (str, os.PathLike)):
         raise TypeError(f"model_id: expected a checkpoint directory or hub id, got {type(model_id).__name__}")
@@ -215,8 +213,6 @@ def _load_base(swift_model: Any, directory: str) -> None:
 # ---- converting a directory to PEFT's format ---------------------------------------------------
 def save_to_peft_format(ckpt_dir: str, output_dir: str) -> None:
     """`Swift.save_to_peft_format` (see there)."""
-    import swiftlite.tuners  # noqa: F401
-
     found = read_adapters(ckpt_dir)
     if not found:
         raise FileNotFoundError(f"ckpt_dir={ckpt_dir!r}: no {io.CONFIG_NAME} found")
@@ -260,7 +256,7 @@ def read_adapters(directory: str) -> dict[str, tuple[dict[str, Any], str]]:
         raise FileNotFoundError(f"{directory!r} is not a directory")
     found: dict[str, tuple[dict[str, Any], str]] = {}
     if os.path.isfile(os.path.join(directory, io.CONFIG_NAME)):
-        found[DEFAULT_ADAPTER] = (io.read_json(os.path.join(directory, io.CONFIG_NAME)), directory)
+        found[DEFAULT_ADAPTER] = (_read_config(directory), directory)
     for entry in sorted(os.listdir(directory)):
         sub = os.path.join(directory, entry)
         if entry == io.EXTRA_STATES_DIR or not os.path.isfile(os.path.join(sub, io.CONFIG_NAME)):
@@ -272,8 +268,16 @@ def read_adapters(directory: str) -> dict[str, tuple[dict[str, Any], str]]:
         if entry in found:
             raise ValueError(f"{directory}: adapter {entry!r} is saved twice, at the top and in {entry}/; "
                              f"remove the stale copy")
-        found[entry] = (io.read_json(os.path.join(sub, io.CONFIG_NAME)), sub)
+        found[entry] = (_read_config(sub), sub)
     return found
+
+
+def _read_config(folder: str) -> dict[str, Any]:
+    """`folder/adapter_config.json` as a dict, checked to name a tuner that can load it."""
+    path = os.path.join(folder, io.CONFIG_NAME)
+    data = io.read_json(path)
+    check_adapter_file(data, path)
+    return data
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ layer) in `lora_merged.py`; PEFT's `add_weighted_adapter` ("linear", "svd") in `
 
 Parameter names follow PEFT (`lora_A.<adapter>.weight`, `lora_embedding_A.<adapter>`,
 `lora_magnitude_vector.<adapter>.weight`), so PEFT checkpoints convert by renaming keys only
-(`LoRATuner.peft_spec`; the conversion itself is `core/peft_format.py`).
+(`LoRATuner.peft_spec` in `tuner.py`; the conversion itself is `core/peft_format.py`).
 
 Differences from the paper and PEFT: Embedding LoRA initialises B = 0 and A ~ N(0, 1) (PEFT: A = 0,
 B ~ N(0, 1)); the product is zero either way. A Conv2d's A also copies W0's dilation (PEFT's does not).
@@ -40,12 +40,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
-from ..core.config import PositiveFloat, PositiveInt, Probability, Target
-from ..core.layer import canonical_name, check_finite
-from ..core.modules import with_transformers_conv1d
-from ..core.peft_format import PeftSpec, bad_pattern_key, pattern_value
-from ..core.targeting import replace_module
+from ...core import SwiftConfig, TunerLayer
+from ...core.config import PositiveFloat, PositiveInt, Probability, Target
+from ...core.layer import check_finite
+from ...core.peft_format import bad_pattern_key, pattern_value
+from ...kernels.routes import lora_kernel_route
 
 # PEFT LoraConfig fields swiftlite does not implement, with the value at which that is exact: a checkpoint
 # (ms-swift's or PEFT's) setting one to anything else is refused, never silently computed otherwise.
@@ -177,6 +176,9 @@ class LoRALayer(TunerLayer):
 
     # ---- the forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        kernel = lora_kernel_route(self, x)  # a mixed-adapter batch, or the opt-in fused path (swiftlite/kernels/)
+        if kernel is not None:
+            return kernel(self, x, *args, **kwargs)
         h = self.base_layer(x, *args, **kwargs)  # W0 x + b
         for name in self.active_adapters:
             s, x_d = self.scaling[name], self.lora_dropout[name](x)  # x̃ = dropout(x)
@@ -260,67 +262,3 @@ class LoRALinear(LoRALayer):
 
     def base_forward_no_bias(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.base_layer.weight)
-
-
-@register_tuner
-class LoRATuner(Tuner):
-    config_class = LoRAConfig
-    layer_class = LoRALayer
-    mergeable = True
-    peft_type = "LORA"
-    peft_spec = PeftSpec(
-        containers=frozenset({"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}),
-        fields=("r", "lora_alpha", "target_modules", "lora_dropout", "fan_in_fan_out", "bias", "use_rslora", "use_dora",
-                "modules_to_save", "init_lora_weights", "rank_pattern", "alpha_pattern"),
-        renames={"lora_magnitude_vector.weight": "lora_magnitude_vector"},  # PEFT's m is a bare parameter
-        written={"lora_bias": False, "layers_to_transform": None, "layers_pattern": None, "exclude_modules": None},
-        load_only=PEFT_UNSUPPORTED,
-        accepted={"init_lora_weights": (True, False, "gaussian")},  # the others change W0 at init
-        swift_only={"use_merged_linear": False},
-    )
-
-    @classmethod
-    def supported_types(cls) -> tuple[type, ...]:
-        return with_transformers_conv1d((nn.Linear, nn.Conv2d, nn.Embedding))
-
-    @staticmethod
-    def layer_for(module: nn.Module, config: LoRAConfig) -> type[LoRALayer]:
-        from .lora_layers import layer_class_for
-        from .lora_merged import merged_layer_for
-
-        layer = layer_class_for(module)  # LoRALinear, LoRAConv1D, LoRAConv2d or LoRAEmbedding
-        return merged_layer_for(layer, module) if config.use_merged_linear else layer
-
-    @classmethod
-    def inject(cls, model: nn.Module, config: LoRAConfig, adapter_name: str) -> None:
-        for name in cls.match(model, config):
-            module = model.get_submodule(name)
-            module_config = config.for_module(canonical_name(model, name))  # rank_pattern / alpha_pattern
-            if isinstance(module, LoRALayer):
-                if getattr(module, "merged_chunks", False) != bool(config.use_merged_linear):
-                    raise ValueError(f"LoRAConfig.use_merged_linear={config.use_merged_linear}: {name!r} already "
-                                     f"holds adapters with the other setting; use one setting per layer")
-                module.add_adapter(adapter_name, module_config)
-                continue
-            if isinstance(module, TunerLayer):
-                raise ValueError(f"LoRAConfig.target_modules: {name!r} is already wrapped by {type(module).__name__}; "
-                                 f"add the LoRA adapter before that tuner")
-            layer = cls.layer_for(module, config)(module)
-            layer.add_adapter(adapter_name, module_config)
-            replace_module(model, name, layer)
-
-    @classmethod
-    def optimizer_param_groups(cls, model: nn.Module, config: LoRAConfig, params: dict[str, nn.Parameter],
-                               **defaults: Any) -> list[dict[str, Any]] | None:
-        """LoRA+ groups when `lorap_lr_ratio` is set (see `lora_plus.py`); None: one plain group."""
-        from .lora_plus import loraplus_param_groups
-
-        return None if config.lorap_lr_ratio is None else loraplus_param_groups(model, config, params, **defaults)
-
-    @classmethod
-    def add_weighted_adapter(cls, swift_model: Any, adapters: list[str], weights: list[float], adapter_name: str,
-                             combination_type: str = "svd", svd_rank: int | None = None) -> None:
-        """PEFT's `add_weighted_adapter` ("linear" or "svd"); see `lora_weighted.py`."""
-        from .lora_weighted import add_weighted_adapter
-
-        add_weighted_adapter(swift_model, adapters, weights, adapter_name, combination_type, svd_rank)

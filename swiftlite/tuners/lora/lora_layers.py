@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.modules import transformers_conv1d
+from ...core.modules import transformers_conv1d
 from .lora import LoRAConfig, LoRALayer, LoRALinear
 
 

@@ -6,12 +6,12 @@
 
 The base model stays a real transformers / diffusers / nn.Module object: tuners are injected into
 it in place, `forward` / `generate` / any attribute fall through to it. Everything here is generic,
-and the pieces live beside this file:
+and the pieces live beside this file (api/) or in the kit below the tuners (core/):
 
-- `params.py`: which parameters belong to an adapter, found through the `TunerLayer`s that own
+- `core/params.py`: which parameters belong to an adapter, found through the `TunerLayer`s that own
   them, under canonical keys (the base model's own names, whatever other tuners wrap around);
 - `checks.py`: everything checked before the model changes (names, configs, targets, keys);
-- `snapshot.py`: all or nothing: `prepare_model`, `from_pretrained` and `add_weighted_adapter`
+- `core/snapshot.py`: all or nothing: `prepare_model`, `from_pretrained` and `add_weighted_adapter`
   either succeed or leave the model exactly as it was;
 - `checkpoint.py`: `save_pretrained` / `from_pretrained` / `save_to_peft_format` and the layout.
 - `offload.py`: an inactive adapter's weights moved to CPU or freed (`deactivate_adapter(offload=...)`).
@@ -26,16 +26,18 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from ..core.config import SwiftConfig, get_tuner
+from ..core.layer import TunerLayer, tuner_layers
+from ..core.modules_to_save import wrap_modules_to_save
+from ..core.params import Entry, adapter_table, base_state, extra_state_params
+from ..core.snapshot import all_or_nothing
+from ..core.targeting import remove_module, replace_module
+from ..kernels.mixed_batch import adapter_batch
 from . import checkpoint
 from .checkpoint import read_adapters  # noqa: F401  (public here too)
 from .checks import (DEFAULT_ADAPTER, RESERVED_ADAPTER_NAMES, as_config_dict, check_adapter_name,  # noqa: F401
                      check_state_dict, precheck, require_module)
-from .config import SwiftConfig, get_tuner
-from .layer import TunerLayer, tuner_layers
 from .offload import offload_adapter, offloaded_weights, reload_adapter, remove_files
-from .params import Entry, adapter_table, base_state, extra_state_params
-from .snapshot import all_or_nothing
-from .targeting import remove_module, replace_module
 
 
 class SwiftModel(nn.Module):
@@ -83,11 +85,17 @@ class SwiftModel(nn.Module):
         """The wrapped model, as in ms-swift (`swift_model.model.model.layers` for a LlamaForCausalLM)."""
         return self.base_model
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.base_model(*args, **kwargs)
+    def forward(self, *args: Any, adapter_names: list[str] | None = None, **kwargs: Any) -> Any:
+        if adapter_names is None:
+            return self.base_model(*args, **kwargs)
+        with adapter_batch(self, adapter_names):  # one adapter per sample (swiftlite/kernels/mixed_batch.py)
+            return self.base_model(*args, **kwargs)
 
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.base_model.generate(*args, **kwargs)
+    def generate(self, *args: Any, adapter_names: list[str] | None = None, **kwargs: Any) -> Any:
+        if adapter_names is None:
+            return self.base_model.generate(*args, **kwargs)
+        with adapter_batch(self, adapter_names, generating=True):
+            return self.base_model.generate(*args, **kwargs)
 
     # ---- adding / deleting adapters ---------------------------------------------------------------
     def add_adapters(self, config: SwiftConfig | dict[str, SwiftConfig], inference_mode: bool = False) -> None:
@@ -140,8 +148,6 @@ class SwiftModel(nn.Module):
             replace_module(self.base_model, name, replacement)
 
     def _wrap_modules_to_save(self, config: SwiftConfig, adapter_name: str) -> None:
-        from .modules_to_save import wrap_modules_to_save
-
         wrap_modules_to_save(self.base_model, config, adapter_name)
 
     # ---- which parameters belong to an adapter (params.py) -----------------------------------------
@@ -257,7 +263,7 @@ class SwiftModel(nn.Module):
         order: the folder to read, the name to load it as). Reads the
         layout `dir/<adapter>/`, the older one with "default" at the top, and PEFT's. All or
         nothing: if anything fails, `model` is left as it was."""
-        return checkpoint.load(model, model_id, adapter_name=adapter_name, inference_mode=inference_mode,
+        return checkpoint.load(cls, model, model_id, adapter_name=adapter_name, inference_mode=inference_mode,
                                revision=revision, allow_pickle=allow_pickle, **kwargs)
 
     # ---- activation ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..core.layer import tuner_layers
+from ...core.layer import tuner_layers
 from .lora import LoRALayer
 
 
@@ -28,6 +28,13 @@ def add_weighted_adapter(swift_model: Any, adapters: list[str], weights: list[fl
     configs = [swift_model.adapters[name] for name in adapters]
     if combination_type not in ("svd", "linear"):
         raise ValueError(f"combination_type={combination_type!r}: expected 'svd' or 'linear'")
+    if svd_rank is not None and (isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank < 1):
+        raise ValueError(f"svd_rank={svd_rank!r}: expected a positive int (the rank of the combined adapter), or None "
+                         f"for the largest rank among {adapters}")
+    for name, w in zip(adapters, weights):
+        if not math.isfinite(w):
+            raise ValueError(f"weights: the weight of adapter {name!r} is {w}; give finite weights")
+    _check_finite_factors(swift_model, adapters)
     if any(c.use_merged_linear for c in configs):
         raise ValueError("add_weighted_adapter: use_merged_linear adapters cannot be combined")
     if any(c.use_dora for c in configs):
@@ -56,6 +63,17 @@ def add_weighted_adapter(swift_model: Any, adapters: list[str], weights: list[fl
             if isinstance(layer, LoRALayer) and adapter_name in layer.scaling:
                 parts = [(n, w * layer.scaling[n]) for n, w in zip(adapters, weights) if n in layer.scaling]
                 _mix(layer, adapter_name, parts, combination_type, new_rank)
+
+
+def _check_finite_factors(swift_model: Any, adapters: list[str]) -> None:
+    """Every A_i, B_i is finite: a NaN/inf would spread through the sum (and make the SVD fail to converge)."""
+    for layer_name, layer in tuner_layers(swift_model.base_model):
+        if isinstance(layer, LoRALayer):
+            for name in adapters:
+                if name in layer.scaling and not all(torch.isfinite(f).all() for f in layer.factors(name)):
+                    raise ValueError(f"adapters: adapter {name!r} has NaN/inf weights in {layer_name!r} (lora_A or "
+                                     f"lora_B), so no combination of it is defined; fix or retrain {name!r}, or "
+                                     f"leave it out")
 
 
 def _mix(layer: LoRALayer, adapter_name: str, parts: list[tuple[str, float]], combination_type: str, rank: int) -> None:

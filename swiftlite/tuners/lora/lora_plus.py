@@ -22,7 +22,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..core.layer import tuner_layers
+from ...core.layer import tuner_layers
 from .lora import LoRAConfig, LoRALayer
 
 NO_DECAY_TYPES = (nn.LayerNorm, nn.GroupNorm)  # as PEFT / transformers: norms and biases get no weight decay

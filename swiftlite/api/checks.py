@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from . import io
-from .config import SwiftConfig, get_tuner
-from .layer import TunerLayer, tuner_layers
+from ..core import io
+from ..core.config import TUNERS, SwiftConfig, get_tuner
+from ..core.io import CheckpointError
+from ..core.layer import TunerLayer, tuner_layers
 
 DEFAULT_ADAPTER = "default"
 # Checkpoint folder names an adapter may not take.
@@ -72,8 +74,6 @@ def check_adapter_name(adapter_name: Any) -> None:
 def precheck(model: nn.Module, configs: dict[str, Any], existing: dict[str, SwiftConfig] | None = None) -> None:
     """Everything that can be checked without changing the model: names, config types and values,
     and that each config's targets exist. Raises before any change."""
-    import swiftlite.tuners  # noqa: F401  (fills the tuner registry)
-
     in_layers = {n for _, layer in tuner_layers(model) for n in layer.adapter_names}
     for adapter_name, config in configs.items():
         check_adapter_name(adapter_name)
@@ -111,3 +111,34 @@ def check_state_dict(params: dict[str, torch.Tensor], state_dict: dict[str, torc
         missing = [k for k in params if k not in state_dict]
         if missing:
             raise ValueError(f"checkpoint is missing key {missing[0]!r} ({len(missing)} missing in all)")
+
+
+# ---- a saved adapter_config.json --------------------------------------------------------------------
+def check_adapter_file(data: dict[str, Any], path: str) -> None:
+    """`data` (read from `path`) says which tuner wrote it: a registered `swift_type` whose config
+    builds from it, or a `peft_type` that PEFT (or a swiftlite tuner) knows. Raises CheckpointError."""
+    if "swift_type" in data:
+        if data["swift_type"] not in TUNERS:
+            raise CheckpointError(f"{path}: swift_type={data['swift_type']!r} is not a registered tuner; known: "
+                                  f"{', '.join(sorted(TUNERS))}. Import the module that registers it first.")
+        try:  # build the config once so that a bad field is reported with the file it came from
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unknown fields: the real load warns about them
+                SwiftConfig.from_dict(data)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+        return
+    if "peft_type" in data:
+        peft_type = data["peft_type"]
+        known = {t.peft_type for t in TUNERS.values() if t.peft_type}
+        try:
+            from peft.utils import PeftType
+
+            known |= {m.value for m in PeftType}
+        except ImportError:  # without PEFT only swiftlite's own conversions are possible
+            pass
+        if peft_type not in known:
+            raise CheckpointError(f"{path}: peft_type={peft_type!r} is not a PEFT method; known: "
+                                  f"{', '.join(sorted(map(str, known)))}")
+        return
+    raise CheckpointError(f"{path}: neither 'swift_type' nor 'peft_type' is set, so no tuner can load it")

@@ -41,7 +41,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from .layer import TunerLayer
+from ..core.config import SwiftConfig
+from ..core.layer import TunerLayer
+from .model import SwiftModel
 
 MATCH_MARK = "<< match"
 
@@ -103,7 +105,8 @@ class Node:
             yield from child.walk()
 
 
-def _tuner_state(layer: TunerLayer) -> dict[str, str]:
+def tuner_state(layer: TunerLayer) -> dict[str, str]:
+    """{adapter name: "active" | "inactive" | "merged"} of a tuner layer."""
     return {n: "merged" if n in layer.merged_adapters else ("active" if layer.is_active(n) else "inactive")
             for n in layer.adapter_names}
 
@@ -121,7 +124,7 @@ def _build(module: nn.Module, name: str, path: str, depth: int, max_depth: int |
         node.params.append(ParamInfo(pname, tuple(p.shape), p.requires_grad, seen_params.get(id(p))))
         seen_params.setdefault(id(p), full)
     if isinstance(module, TunerLayer):
-        node.tuner = _tuner_state(module)
+        node.tuner = tuner_state(module)
     if max_depth is not None and depth >= max_depth:
         subs = list(module.named_modules(prefix=path))[1:]
         if subs:
@@ -331,6 +334,17 @@ class ModelTree:
                 f"<div style='margin-top:6px;border-top:1px solid #ccc;padding-top:4px'>{footer}</div></div>")
 
 
+def module_tree(model: nn.Module, matched: set[str] = frozenset(), max_depth: int | None = None,
+                fold: bool = True) -> Node:
+    """The tree of `Node`s that `show` prints (rules in the module docstring): `matched` paths marked,
+    identical numbered blocks folded when `fold`, one-entry containers joined. Reads only."""
+    root = _build(model, "", "", 0, max_depth, set(matched), {}, {})
+    if fold:
+        _fold(root)
+    _join_containers(root)
+    return root
+
+
 def _totals(model: nn.Module) -> dict[str, int]:
     params = {id(p): p for p in model.parameters()}  # tied weights once
     tuner_ids = {id(p) for m in model.modules() if isinstance(m, TunerLayer)
@@ -357,25 +371,17 @@ def show(model: nn.Module, config: Any = None, max_depth: int | None = None, fol
         raise TypeError(f"show(model): expected an nn.Module, got {type(model).__name__}")
     if max_depth is not None and max_depth < 0:
         raise ValueError(f"show(max_depth={max_depth}): expected None or a depth >= 0")
-    from .model import SwiftModel
-
     matched, prefix, config_name = None, "", None
     if config is not None:
-        from .config import SwiftConfig
-
         if not isinstance(config, SwiftConfig):
             raise TypeError(f"show(config=...): expected a SwiftConfig, got {type(config).__name__}")
         target = model.base_model if isinstance(model, SwiftModel) else model
         prefix = "base_model." if isinstance(model, SwiftModel) else ""
         matched = list(config.matched_modules(target))
         config_name = type(config).__name__
-    root = _build(model, "", "", 0, max_depth, {prefix + m for m in matched or []}, {}, {})
-    root.name = ""
+    root = module_tree(model, {prefix + m for m in matched or []}, max_depth, fold)
     if isinstance(model, SwiftModel):
         active = model.active_adapters
         root.note = "[adapters: " + (" ".join(f"{n}:{'active' if n in active else 'inactive'}"
                                                for n in model.adapters) or "none") + "]"
-    if fold:
-        _fold(root)
-    _join_containers(root)
     return ModelTree(root=root, totals=_totals(model), matched=matched, config_name=config_name, match_prefix=prefix)
