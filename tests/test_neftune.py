@@ -104,6 +104,10 @@ def test_state_dict_of_a_neftune_only_model_is_the_base_models_whole_state_dict(
     changed = {k: v + 1.0 if v.is_floating_point() else v for k, v in expected.items()}
     model.load_state_dict(changed)
     assert torch.equal(model.state_dict()["model.embed_tokens.weight"], changed["model.embed_tokens.weight"])
+    # offloading a tuner without weights keeps nothing aside: the state dict stays the base model's
+    model.deactivate_adapter("default", offload="meta")
+    assert model.state_dict().keys() == expected.keys() and not model._offloaded
+    model.activate_adapter("default")
     # one adapter with weights: tuner weights only again, as in ms-swift
     model = Swift.prepare_model(model, {"lora": LoRAConfig(r=2, target_modules=["q_proj"])})
     assert model.state_dict() and all(".lora_" in k for k in model.state_dict())
