@@ -189,33 +189,43 @@ def dead_links(site: Path) -> list[str]:
     return dead
 
 
+def test_links_to_repository_files_become_plain_text_or_repo_links():
+    folder = Path("/repo/tutorials")
+    text = ("See [lora.py](../swiftlite/tuners/lora.py), [`swiftlite/train.py`](../swiftlite/train.py#L10), "
+            "[the next tutorial](01_two.html), [the list](README.md), [PEFT](https://github.com/huggingface/peft), "
+            "[a check](#check-identity) and ![a figure](figure.png).")
+    assert course.source_links(text, folder, None) == (
+        "See lora.py (`swiftlite/tuners/lora.py`), `swiftlite/train.py`, [the next tutorial](01_two.html), "
+        "the list (`tutorials/README.md`), [PEFT](https://github.com/huggingface/peft), [a check](#check-identity) "
+        "and ![a figure](figure.png).")
+    url = "https://example.org/swiftlite/blob/main/"
+    assert course.source_links(text, folder, url) == (
+        f"See [lora.py]({url}swiftlite/tuners/lora.py), [`swiftlite/train.py`]({url}swiftlite/train.py#L10), "
+        f"[the next tutorial](01_two.html), [the list]({url}tutorials/README.md), "
+        "[PEFT](https://github.com/huggingface/peft), [a check](#check-identity) and ![a figure](figure.png).")
+
+
 @pytest.mark.notebook
 def test_a_rendered_site_has_no_dead_links(tmp_path):
-    """Links to repository files become plain text naming the path, or links into --repo-url; links
-    between tutorials point at their pages; every local href of the site resolves."""
+    """A small course whose tutorial links to repository files (in a markdown cell and in a markdown
+    output) and to another tutorial, rendered with a repository URL: every local href of the site
+    resolves, and repository files are links into the URL (without one, the whole quick course is
+    checked in test_quick_build_renders_outputs_figures_and_contents)."""
     pytest.importorskip("mkdocs_jupyter", reason="the course extra is not installed")
-    folder = tmp_path / "tutorials"
-    folder.mkdir()
-    links = ("See [lora.py](../swiftlite/tuners/lora.py), [`swiftlite/train.py`](../swiftlite/train.py#L10), "
-             "[the next tutorial](01_two.ipynb), [the list](README.md) and [PEFT](https://github.com/huggingface/peft).")
-    _notebook(folder / "00_one.ipynb", "00 · One", ["from IPython.display import Markdown; Markdown('[kit](../swiftlite/testing/kit.py)')"])
     import nbformat
 
+    folder = tmp_path / "tutorials"
+    folder.mkdir()
+    _notebook(folder / "00_one.ipynb", "00 · One", ["from IPython.display import Markdown; Markdown('[kit](../swiftlite/testing/kit.py)')"])
     nb = nbformat.read(folder / "00_one.ipynb", as_version=4)
-    nb.cells.insert(1, nbformat.v4.new_markdown_cell(links))
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(
+        "See [lora.py](../swiftlite/tuners/lora.py), [the next tutorial](01_two.ipynb) and [the list](README.md)."))
     nbformat.write(nb, folder / "00_one.ipynb")
     _notebook(folder / "01_two.ipynb", "01 · Two", ["print(2)"])
-    course.build(tmp_path / "out", quick=True, progress=False, folder=folder)
+    url = "https://example.org/swiftlite/blob/main"
+    course.build(tmp_path / "out", quick=True, progress=False, folder=folder, repo_url=url)
     site = tmp_path / "out" / "site"
     assert dead_links(site) == []
     html = (site / "00_one.html").read_text(encoding="utf-8")
-    assert 'href="01_two.html"' in html and "https://github.com/huggingface/peft" in html
-    for path in ("swiftlite/tuners/lora.py", "swiftlite/train.py", "tutorials/README.md", "swiftlite/testing/kit.py"):
-        assert path in html and f'href="../{path}' not in html  # named as plain text
-    pages = course.run_tutorials(tmp_path / "out", quick=True, progress=False, folder=folder, resume=True)
-    url = "https://example.org/swiftlite/blob/main"
-    course.render(tmp_path / "out", pages, quick=True, repo_url=url)
-    html = (site / "00_one.html").read_text(encoding="utf-8")
-    assert f'href="{url}/swiftlite/tuners/lora.py"' in html and f'href="{url}/swiftlite/train.py#L10"' in html
+    assert 'href="01_two.html"' in html and f'href="{url}/swiftlite/tuners/lora.py"' in html
     assert f'href="{url}/tutorials/README.md"' in html and f'href="{url}/swiftlite/testing/kit.py"' in html
-    assert dead_links(site) == []
