@@ -131,7 +131,8 @@ def _add_zoo_parser(sub) -> None:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+    """A measured time as the README writes it: whole minutes from an hour up, else one decimal (no ".0")."""
+    return f"{seconds / 60:.0f} min" if seconds >= 3600 else f"{seconds / 60:.1f}".removesuffix(".0") + " min"
 
 
 def _zoo(args: argparse.Namespace) -> int:

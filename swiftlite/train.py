@@ -131,16 +131,18 @@ def make_optimizer(
     lr: float,
     weight_decay: float = 0.0,
     optimizer: type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer] | torch.optim.Optimizer | None = None,
+    param_groups: list[dict] | None = None,
 ) -> torch.optim.Optimizer:
     """Build the optimizer over :func:`trainable_param_groups`.
 
     ``optimizer`` may be None (AdamW), an optimizer class or factory called as
     ``optimizer(param_groups, lr=lr, weight_decay=weight_decay)``, or an already built
-    ``torch.optim.Optimizer`` (returned as is).
+    ``torch.optim.Optimizer`` (returned as is). ``param_groups`` replaces the default groups
+    (e.g. :func:`swiftlite.llm.multimodal.multimodal_param_groups`: one lr per MLLM part).
     """
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
-    groups = trainable_param_groups(model, lr, weight_decay)
+    groups = trainable_param_groups(model, lr, weight_decay) if param_groups is None else param_groups
     factory = torch.optim.AdamW if optimizer is None else optimizer
     if not callable(factory):
         raise TypeError(
@@ -436,6 +438,7 @@ def train(
     shuffle: bool = True,
     max_grad_norm: float | None = 1.0,
     on_step_begin: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
+    param_groups: list[dict] | None = None,
 ) -> History:
     """Train ``model`` in place for ``steps`` optimizer steps and return its :class:`History`.
 
@@ -466,6 +469,10 @@ def train(
         max_grad_norm: clip the global grad norm to this value; None disables clipping.
         on_step_begin: None or ``f(step, model, optimizer)``, called before the first micro-batch of
             every optimizer step (``step`` 0-based; the unwrapped model); e.g. LISA's layer switch.
+        param_groups: None (every trainable parameter; a SwiftModel's own groups) or explicit
+            optimizer groups, each with its own ``lr``, e.g. the per-part groups of
+            :func:`swiftlite.llm.multimodal.multimodal_param_groups` (``vit_lr``, ``aligner_lr``);
+            the schedule scales every group's lr by the same factor.
     """
     if steps < 1 or grad_accum < 1 or batch_size < 1:
         raise ValueError(f"train(): steps, grad_accum and batch_size must be >= 1, got {steps}, {grad_accum}, {batch_size}.")
@@ -483,7 +490,7 @@ def train(
     n_proc, rank = accelerator.num_processes, accelerator.process_index
 
     with _inactive_adapters_frozen(model):
-        opt = make_optimizer(model, lr, weight_decay, optimizer)
+        opt = make_optimizer(model, lr, weight_decay, optimizer, param_groups)
         params = [p for g in opt.param_groups for p in g["params"]]
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(lr_schedule, steps, warmup_steps))
         # With several processes DDP wraps the whole loss computation, so loss_fn still gets `model`.

@@ -401,4 +401,4 @@ assert score_step(invented, gold_action["tool"], gold_action["input"]) == "hallu
 # [`swiftlite/llm/sft.py`](../swiftlite/llm/sft.py) (`sft_loss`, `show_loss_scale`),
 # [`swiftlite/data/tools.py`](../swiftlite/data/tools.py) (dialogs and tools).
 #
-# **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** [`14_triton_kernels`](14_triton_kernels.ipynb)
+# **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** [`11_multimodal`](11_multimodal.ipynb)

@@ -435,4 +435,4 @@ print(reason)
 print(f"This run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK else 'full'} mode).")
 
 # %% [markdown]
-# **Previous:** [`08_agent_tuning`](08_agent_tuning.ipynb) · **Next:** none (the last tutorial)
+# **Previous:** [`11_multimodal`](11_multimodal.ipynb) · **Next:** none (the last tutorial)

@@ -6,6 +6,7 @@
 - :mod:`.text`: the Python standard library as a text corpus and a byte-level BPE tokenizer.
 - :mod:`.instructions`: instruction / response pairs with computed answers.
 - :mod:`.tools`: ReAct tool-use dialogs over deterministic tools, with gold actions.
+- :mod:`.vqa`: shapes-world scenes of 1-3 objects with captions and visual questions.
 """
 
 from .instructions import INSTRUCTION_TASKS, instruction_pairs
@@ -14,6 +15,7 @@ from .shapes import (BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ren
 from .tasks import TASK_GROUPS, TASKS, downstream_task, vtab_suite
 from .text import stdlib_tokenizer, text_corpus, train_tokenizer
 from .tools import TOOLS, parse_react, render_react, run_tool, tool_dialogs
+from .vqa import QTYPES, vqa_dataset
 
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "POSITIONS", "BACKGROUNDS", "STYLES", "render", "sample_content",
@@ -22,4 +24,5 @@ __all__ = [
     "text_corpus", "train_tokenizer", "stdlib_tokenizer",
     "INSTRUCTION_TASKS", "instruction_pairs",
     "TOOLS", "run_tool", "tool_dialogs", "render_react", "parse_react",
+    "QTYPES", "vqa_dataset",
 ]

@@ -109,4 +109,42 @@ def unet():
     return model.eval(), inputs
 
 
+def llava():
+    """A real ``LlavaForConditionalGeneration`` at the size of transformers' own tiny LLaVA test
+    (8-px images, patch 2, hidden 32): ViT vision tower, 2-layer GELU projector, Llama LM.
+    Token 63 is the image placeholder; the prompt holds its 16 copies (one per patch)."""
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, ViTConfig
+
+    g = _seeded()
+    vision = ViTConfig(image_size=8, patch_size=2, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=48)
+    text = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=63, image_seq_length=16,
+                      vision_feature_layer=-2, projector_hidden_act="gelu")
+    ids = torch.cat([torch.randint(0, 63, (2, 2), generator=g), torch.full((2, 16), 63),
+                     torch.randint(0, 63, (2, 4), generator=g)], dim=1)  # (2, 22): text, image, text
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+              "pixel_values": torch.randn(2, 3, 8, 8, generator=g)}
+    return LlavaForConditionalGeneration(cfg).eval(), inputs
+
+
+def qwen2_vl():
+    """A real ``Qwen2VLForConditionalGeneration`` (random init, tiny): its aligner (``merger``) sits
+    *inside* the vision tower (``model.visual``). Returned without inputs (only its modules are used)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    _seeded()
+    cfg = Qwen2VLConfig(
+        text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=0, eos_token_id=1,
+                         rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]}),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=2,
+                           spatial_merge_size=1, temporal_patch_size=2, in_chans=3))
+    return Qwen2VLForConditionalGeneration(cfg).eval(), {}
+
+
+# multimodal models: not in MODELS (the conformance table), used by tests/test_multimodal.py
+MULTIMODAL = {"llava": llava, "qwen2_vl": qwen2_vl}
+
 MODELS = {"mlp": mlp, "cnn": cnn, "bert": bert, "llama": llama, "gpt2": gpt2, "vit": vit, "unet": unet}

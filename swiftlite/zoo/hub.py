@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ..settings import cache_dir, quick_mode
-from . import llama, unet, vit  # noqa: F401  (each registers its built-in recipe)
+from . import llama, llava, unet, vit  # noqa: F401  (each registers its built-in recipe)
 from .recipe import Recipe, registered
 
 STAMP = "zoo_stamp.json"
