@@ -344,4 +344,4 @@ assert mine == measured
 # [`swiftlite/llm/llava_stages.py`](../swiftlite/llm/llava_stages.py),
 # [`swiftlite/zoo/llava.py`](../swiftlite/zoo/llava.py), [`swiftlite/data/vqa.py`](../swiftlite/data/vqa.py).
 #
-# **Previous:** [`08_agent_tuning`](08_agent_tuning.ipynb) · **Next:** [`14_triton_kernels`](14_triton_kernels.ipynb)
+# **Previous:** [`08_agent_tuning`](08_agent_tuning.ipynb) · **Next:** [`12_quantized_tuning`](12_quantized_tuning.ipynb)

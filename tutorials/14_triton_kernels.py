@@ -435,4 +435,4 @@ print(reason)
 print(f"This run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK else 'full'} mode).")
 
 # %% [markdown]
-# **Previous:** [`11_multimodal`](11_multimodal.ipynb) · **Next:** none (the last tutorial)
+# **Previous:** [`12_quantized_tuning`](12_quantized_tuning.ipynb) · **Next:** none (the last tutorial)

@@ -198,6 +198,7 @@ class TunerLayer(nn.Module):
     # (then merges again the adapters merged after it), so the tuner writes only `merge` — the math.
     # Costs one copy of the base layer's tensors per merged adapter.
     keep_pre_merge: bool = False
+    merges_quantized: bool = False  # True: `merge` handles a quantized base layer itself (LoRA: tuners/lora/quantized.py)
 
     def merge(self, adapter_name: str, safe_merge: bool = True) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot be merged into the base weights")
@@ -207,6 +208,12 @@ class TunerLayer(nn.Module):
 
     def merge_adapter(self, adapter_name: str, safe_merge: bool = True) -> None:
         """`merge` plus bookkeeping (`merged_adapters`, pre-merge tensors). SwiftModel calls this."""
+        packed = [n for n, p in (self.base_layer.named_parameters() if self.base_layer is not None else [])
+                  if not p.is_floating_point()]
+        if packed and not self.merges_quantized:  # W.data * s on packed integers would be garbage
+            raise NotImplementedError(f"{type(self).__name__} cannot merge into the quantized "
+                                      f"{type(self.base_layer).__name__} ({packed[0]} is {self.base_layer.get_parameter(packed[0]).dtype}); "
+                                      f"merge into a full-precision base instead")
         if self.keep_pre_merge:
             pre = {k: t.detach().clone() for k, t in self._merge_base().state_dict().items()}
             try:
@@ -243,9 +250,11 @@ class TunerLayer(nn.Module):
 
     # ---- helpers for subclasses ----------------------------------------------------------------
     def _base_device_dtype(self) -> tuple[torch.device, torch.dtype]:
-        for p in (self.base_layer or self).parameters():
-            return p.device, p.dtype
-        return torch.device("cpu"), torch.float32
+        """Device and dtype for new adapter weights: the wrapped module's first parameter's device and first
+        floating-point dtype (a quantized layer's packed uint8 / int8 weight gives no dtype; float32 then)."""
+        params = list((self.base_layer or self).parameters())
+        device = params[0].device if params else torch.device("cpu")
+        return device, next((p.dtype for p in params if p.is_floating_point()), torch.float32)
 
     def extra_repr(self) -> str:
         return f"adapters={self.adapter_names}, merged={self.merged_adapters}"

@@ -172,6 +172,8 @@ def fused_lora_supports(layer: nn.Module, x: torch.Tensor) -> bool:
     base = layer.base_layer
     if not isinstance(base, nn.Linear) or getattr(layer, "embedding", True) or getattr(layer, "merged_chunks", False):
         return False
+    if getattr(layer, "merges_quantized", False):  # a quantized base (tuners/lora/quantized.py): no dense W0
+        return False
     active = layer.active_adapters
     if len(active) != 1 or layer.use_dora[active[0]] or base.weight.requires_grad:
         return False

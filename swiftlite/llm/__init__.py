@@ -8,9 +8,12 @@ evaluation, and a tuner benchmark.
     from swiftlite.llm import multimodal_target_regex, freeze_parts  # MLLMs: ms-swift's freeze_* / all-linear
     from swiftlite.llm import prepare_lora_llm, save_lora_llm, load_lora_llm, multimodal_param_groups
     from swiftlite.llm import build_image_sft_dataset, ImageSFTCollator, vqa_accuracy  # <image> expansion
+    from swiftlite.llm.quantized import QuantizeArguments, quantize_model  # QLoRA bases (needs the quant extra)
+    from swiftlite.llm import nf4                                    # NF4 written out, to learn the format
 
 See :mod:`swiftlite.llm.sft`, :mod:`~swiftlite.llm.loss_scale`, :mod:`~swiftlite.llm.lisa`,
-:mod:`~swiftlite.llm.agent`, :mod:`~swiftlite.llm.multimodal`, :mod:`~swiftlite.llm.image_sft`.
+:mod:`~swiftlite.llm.agent`, :mod:`~swiftlite.llm.multimodal`, :mod:`~swiftlite.llm.image_sft`,
+:mod:`~swiftlite.llm.quantized`, :mod:`~swiftlite.llm.nf4`.
 """
 
 from .agent import evaluate_agent, run_agent

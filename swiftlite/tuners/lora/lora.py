@@ -8,7 +8,8 @@ so the model is unchanged at initialisation, and `W0 + s·B A` can be merged int
 at no extra cost. The same update is put on nn.Linear (here), and in `lora_layers.py` on
 transformers' Conv1D (GPT-2, weight stored transposed), nn.Conv2d (A: a conv with W0's
 kernel/stride/padding to r channels, B: a 1×1 conv) and nn.Embedding (A: r×num_embeddings looked up
-with F.embedding, B: embedding_dim×r).
+with F.embedding, B: embedding_dim×r); in `quantized.py` on quantized linear layers of
+bitsandbytes, torchao and hqq (QLoRA: W0 stored quantized, A and B in full precision).
 
 Options, each one line of math:
 - rsLoRA (Kalajdzievski, 2023, arXiv:2312.03732): s = alpha / sqrt(r).

@@ -1,7 +1,7 @@
 """LoRATuner: how the LoRA family (see `lora.py` for the paper and the equation) is put on a model.
 
 It sits on top of the package and is the only file that imports the others: it picks the layer
-class for a module (`lora_layers.py`, `lora_merged.py`), builds LoRA+ optimizer groups
+class for a module (`lora_layers.py`, `lora_merged.py`, `quantized.py`), builds LoRA+ optimizer groups
 (`lora_plus.py`) and mixes adapters (`lora_weighted.py`). Registering it makes `LoRAConfig` usable
 with `Swift.prepare_model`.
 """
@@ -21,6 +21,7 @@ from .lora_layers import layer_class_for
 from .lora_merged import merged_layer_for
 from .lora_plus import loraplus_param_groups
 from .lora_weighted import add_weighted_adapter
+from .quantized import LoRAQuantizedLinear, backend_of, quantized_types
 
 
 @register_tuner
@@ -42,10 +43,12 @@ class LoRATuner(Tuner):
 
     @classmethod
     def supported_types(cls) -> tuple[type, ...]:
-        return with_transformers_conv1d((nn.Linear, nn.Conv2d, nn.Embedding))
+        return with_transformers_conv1d((nn.Linear, nn.Conv2d, nn.Embedding, *quantized_types()))  # HQQLinear: no nn.Linear
 
     @staticmethod
     def layer_for(module: nn.Module, config: LoRAConfig) -> type[LoRALayer]:
+        if backend_of(module) is not None:  # a bitsandbytes / torchao / hqq layer (quantized.py)
+            return LoRAQuantizedLinear
         layer = layer_class_for(module)  # LoRALinear, LoRAConv1D, LoRAConv2d or LoRAEmbedding
         return merged_layer_for(layer, module) if config.use_merged_linear else layer
 
