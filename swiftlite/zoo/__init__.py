@@ -14,7 +14,7 @@ recipes are used instead (what tests and quick notebook runs use). Command line:
 """
 
 from ..settings import quick_mode
-from .hub import SHIPPED, build, cache_path, cli_main, figures, get_recipe, load, path, read_stamp, recipes
+from .hub import SHIPPED, build, cache_path, figures, get_recipe, load, path, read_stamp, recipes
 from .recipe import Recipe, register
 
 
@@ -24,4 +24,4 @@ def names() -> list[str]:
 
 
 __all__ = ["path", "load", "build", "figures", "names", "recipes", "get_recipe", "register", "Recipe",
-           "cli_main", "quick_mode", "read_stamp", "cache_path", "SHIPPED"]
+           "quick_mode", "read_stamp", "cache_path", "SHIPPED"]
