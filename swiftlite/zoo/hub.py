@@ -107,7 +107,8 @@ def build(name: str, quick: bool = False, *, out_dir: str | os.PathLike | None =
     # one thread: bit-for-bit reproducible builds, and far faster than 2+ threads on a shared CPU
     torch.set_num_threads(1)
     try:
-        figures = recipe.build(tmp, params, progress)
+        part_dirs = {part: path(part, quick=quick, progress=progress) for part in recipe.parts}
+        figures = recipe.build(tmp, params, progress, part_dirs)
         seconds = time.perf_counter() - start
         import diffusers
         import transformers

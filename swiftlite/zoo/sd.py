@@ -239,7 +239,7 @@ def sample_prompts(pipe, prompts: list[str], *, steps: int, guidance_scale: floa
     return np.concatenate(out)
 
 
-def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
+def build(out_dir: Path, p: dict[str, Any], progress: bool, part_dirs: dict[str, Path]) -> dict[str, float]:
     import numpy as np
     import torch
 
