@@ -7,6 +7,7 @@
     swiftlite course build --keep-going    # a failing notebook does not stop the build (see build)
     swiftlite course build --jobs 2        # two notebooks at a time (one torch thread each by default)
     swiftlite course build --resume        # skip tutorials this folder already ran, unchanged, in this mode
+    swiftlite course build --repo-url URL  # links to repository files point at URL/<path>, else plain text
     python -m http.server -d DIR/site      # then open http://localhost:8000
 
 What `build` does:
@@ -21,6 +22,11 @@ What `build` does:
    order, and how long it took to run) and DIR/mkdocs.yml with the same order as its navigation;
 3. runs `mkdocs build` into DIR/site (a folder of static HTML that needs no server logic; open
    `DIR/site/index.html` or serve the folder).
+
+Links from a tutorial to the repository's files (`../swiftlite/tuners/lora.py`, `README.md`) have no
+page in the site: with `--repo-url URL` (or `SWIFTLITE_REPO_URL`), e.g.
+`https://github.com/OWNER/swiftlite/blob/main`, they point at URL/<path in the repository>; without
+one they become plain text naming the path. Links between tutorials point at their pages.
 
 The site works offline: the theme's web fonts are off. What still comes from a CDN when online:
 MathJax (equations show as TeX source offline) and the ipywidgets renderer (a static page shows a
@@ -283,16 +289,60 @@ def _needs_mkdocs() -> None:
                       f"pip install -e \".[course]\"") from None
 
 
-def render(out: str | Path, pages: list[Page], quick: bool, wall: float | None = None) -> Path:
+REPO_URL_ENV = "SWIFTLITE_REPO_URL"  # where the repository's files are browsable, e.g. .../blob/main
+_LINK = re.compile(r"(?<!!)\[([^\]\n]+)\]\(([^)\s]+)\)")  # a markdown link, not an image
+
+
+def source_links(markdown: str, folder: Path, repo_url: str | None) -> str:
+    """`markdown` of a tutorial in `folder` with its links to repository files made valid in the site:
+    `repo_url/<path in the repository>` when a repository URL is given, else plain text naming the path.
+    Web links, anchors and links to other tutorials' pages stay."""
+    def fix(match: re.Match) -> str:
+        label, target = match[1], match[2]
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:|#", target) or re.fullmatch(r"\d+_\w+\.(html|ipynb)(#\S*)?", target):
+            return match[0]
+        path, _, anchor = target.partition("#")
+        rel = Path(os.path.relpath(os.path.normpath(folder / path), folder.parent)).as_posix()  # in the repository
+        if repo_url:
+            return f"[{label}]({repo_url.rstrip('/')}/{rel}{'#' + anchor if anchor else ''})"
+        return label if label.strip("`") in (rel, path) else f"{label} (`{rel}`)"
+
+    return _LINK.sub(fix, markdown)
+
+
+def _fix_source_links(notebook: Path, folder: Path, repo_url: str | None) -> None:
+    """Rewrite the links of an executed notebook's markdown cells and markdown outputs (see `source_links`),
+    always from the text as the run wrote it (kept in the metadata), so a later render may use another URL."""
+    import nbformat
+
+    key = "swiftlite_original_markdown"
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            original = cell.metadata.setdefault(key, cell.source)
+            cell.source = source_links(original, folder, repo_url)
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/markdown" in data:
+                original = output.setdefault("metadata", {}).setdefault(key, "".join(data["text/markdown"]))
+                data["text/markdown"] = source_links(original, folder, repo_url)
+    nbformat.write(nb, notebook)
+
+
+def render(out: str | Path, pages: list[Page], quick: bool, wall: float | None = None,
+           repo_url: str | None = None) -> Path:
     """Steps 2 and 3 of `build`: the contents page, mkdocs.yml and the static site from the executed
     notebooks in OUT/docs; returns OUT/site/index.html. Raises CourseError (after writing the site)
-    when a page recorded errors."""
+    when a page recorded errors. `repo_url` (default: $SWIFTLITE_REPO_URL): see the module docstring."""
     _needs_mkdocs()
     out = Path(out).resolve()
     docs, site = out / "docs", out / "site"
     missing = [p.notebook.name for p in pages if not (docs / p.notebook.name).is_file()]
     if missing:
         raise FileNotFoundError(f"course render: {missing} not executed into {docs}; run run_tutorials first")
+    repo_url = repo_url or os.environ.get(REPO_URL_ENV) or None
+    for page in pages:
+        _fix_source_links(docs / page.notebook.name, page.notebook.parent, repo_url)
     if site.exists():
         shutil.rmtree(site)
     (docs / "index.md").write_text(_index(pages, quick, wall), encoding="utf-8")
@@ -313,7 +363,7 @@ def render(out: str | Path, pages: list[Page], quick: bool, wall: float | None =
 
 def build(out: str | Path = "course-site", quick: bool = False, only: list[str] | None = None,
           progress: bool = True, keep_going: bool = False, folder: str | Path = TUTORIALS,
-          jobs: int = 1, resume: bool = False) -> Path:
+          jobs: int = 1, resume: bool = False, repo_url: str | None = None) -> Path:
     """Execute the tutorials and render the site (see the module docstring); returns DIR/site/index.html.
 
     `only`: notebook stems or numbers to include (default: all), e.g. `["00_tour"]` or `["00"]`.
@@ -321,9 +371,9 @@ def build(out: str | Path = "course-site", quick: bool = False, only: list[str] 
     shows the errors where they happened and marks the notebook failed in its index, and then
     `CourseError` names the failed notebooks. Without it the first failing cell stops the build.
     `folder`: where the tutorials are (default: this checkout's `tutorials/`).
-    `jobs`, `resume`: see `run_tutorials`.
+    `jobs`, `resume`: see `run_tutorials`. `repo_url`: where links to repository files point (`render`).
     """
     _needs_mkdocs()  # before the long execution, not after
     started = time.perf_counter()
     pages = run_tutorials(out, quick, only, progress, keep_going, folder, jobs, resume)
-    return render(out, pages, quick, wall=time.perf_counter() - started)
+    return render(out, pages, quick, wall=time.perf_counter() - started, repo_url=repo_url)

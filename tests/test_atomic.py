@@ -154,3 +154,28 @@ def test_staged_write_refuses_paths_outside_the_directory(tmp_path):
         with io.StagedWrite(tmp_path / "x") as stage:
             stage.json({}, "../escape.json")
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_failed_rollback_says_where_the_previous_checkpoint_is(tmp_path, monkeypatch):
+    """The swap fails, then putting the old checkpoint back fails too: the error gives its path, and the
+    previous checkpoint is intact there (byte-identical, loadable once moved back)."""
+    sm, inputs, ckpt, old_out = _prepare(tmp_path)
+    before = _tree(ckpt)
+    real_rename = os.rename
+    calls = []
+
+    def rename(src, dst):
+        calls.append((str(src), str(dst)))
+        if len(calls) >= 2:  # 1: old checkpoint aside (works); 2: new one in place; 3: rollback
+            raise OSError(f"injected failure #{len(calls)}")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError, match="previous checkpoint is intact at") as info:
+        sm.save_pretrained(ckpt)
+    monkeypatch.setattr(os, "rename", real_rename)
+    aside = calls[0][1]
+    assert aside in str(info.value) and f"mv {aside} {os.path.realpath(ckpt)}" in str(info.value)
+    assert not os.path.exists(ckpt) and _tree(aside) == before
+    os.rename(aside, ckpt)  # the fix the message gives
+    assert torch.equal(_out(Swift.from_pretrained(models.mlp()[0], str(ckpt)), inputs), old_out)

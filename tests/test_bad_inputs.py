@@ -525,7 +525,8 @@ def test_the_dry_probe_changes_nothing_in_train_mode():
 
 
 # ---- 4. adapter names and rollback (api/model.py) -----------------------------------------------------
-BAD_NAMES = ["a.b", "", "has space", "x/y", "1st", "extra_states", "to", 5, None, ("t",)]
+BAD_NAMES = ["a.b", "", "has space", "x/y", "1st", "extra_states", "to", 5, None, ("t",),
+             "a" * 256]  # longer than a folder name can be (save_pretrained writes dir/<adapter_name>/)
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=[repr(n) for n in BAD_NAMES])
@@ -536,6 +537,21 @@ def test_bad_adapter_name(name):
         Swift.prepare_model(model, {name: T.LoRAConfig(target_modules=["fc1"])})
     assert "adapter_name" in str(info.value)
     assert_unchanged(model, inputs, before)
+
+
+def test_an_adapter_name_too_long_for_a_folder_names_the_limit():
+    model, inputs = models.mlp()
+    refused(model, inputs, lambda: Swift.prepare_model(model, {"a" * 256: T.LoRAConfig(target_modules=["fc1"])}),
+            ValueError, "adapter_name", "256 bytes", "255", "shorter name")
+    Swift.prepare_model(model, {"a" * 255: T.LoRAConfig(target_modules=["fc1"])})  # the longest a folder holds
+
+
+def test_adapter_method_name_naming_a_submodule():
+    """BertLayer.intermediate is a submodule, not a method: the error names method_name and the fix."""
+    model, inputs = models.bert()
+    config = T.AdapterConfig(dim=32, target_modules=r".*layer\.\d+", method_name="intermediate")
+    refused(model, inputs, lambda: Swift.prepare_model(model, config), ValueError,
+            "AdapterConfig.method_name='intermediate'", "submodule, not a method", "target_modules")
 
 
 def test_an_existing_adapter_name():
@@ -638,6 +654,33 @@ def load_refused(directory: str, error, *needles: str, onto: nn.Module | None = 
 def _corrupt(path: str, data: bytes) -> None:
     with open(path, "wb") as fh:
         fh.write(data)
+
+
+@pytest.mark.parametrize("folder", ["my adapter", "1st", "a.b"])
+def test_a_checkpoint_sub_folder_whose_name_is_no_adapter_name(ckpt, folder):
+    """Refused when it would load under its own name, naming the folder and the rename-on-load fix
+    (nothing loaded); the valid adapters beside it still load by name."""
+    shutil.copytree(os.path.join(ckpt, "default"), os.path.join(ckpt, folder))
+    load_refused(ckpt, ValueError, f"sub-folder {folder}/", f"adapter_name={{{folder!r}: 'new_name'}}")
+    loaded = Swift.from_pretrained(models.mlp()[0], ckpt, adapter_name="default")
+    assert list(loaded.adapters) == ["default"]
+
+
+def test_a_hidden_checkpoint_sub_folder_is_reported(ckpt):
+    shutil.copytree(os.path.join(ckpt, "default"), os.path.join(ckpt, ".old"))
+    with pytest.warns(UserWarning, match=r"skipping the hidden folder \.old/"):
+        loaded = Swift.from_pretrained(models.mlp()[0], ckpt)
+    assert list(loaded.adapters) == ["default"]
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_save_pretrained_to_an_empty_path(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    model, inputs = models.mlp()
+    swift = Swift.prepare_model(model, T.LoRAConfig(target_modules=["fc1"]))
+    refused(swift, inputs, lambda: swift.save_pretrained(path), ValueError, "save_directory", "empty",
+            "save_pretrained('out/lora')")
+    assert os.listdir(tmp_path) == []  # nothing written into the working directory
 
 
 @pytest.mark.parametrize("how", ["zero-byte", "random", "truncated-header", "truncated-data", "text"])

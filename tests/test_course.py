@@ -78,6 +78,7 @@ def test_quick_build_renders_outputs_figures_and_contents(tmp_path_factory):
     for stem in (p.notebook.stem for p in course.tutorials()):
         assert (site / f"{stem}.html").is_file(), f"no page for {stem}"
     assert (out / "figures" / "01_ssf_vs_lora.png").is_file()  # the run's figures go to the build folder, not figures/
+    assert dead_links(site) == []  # links to repository files: plain text (no --repo-url here)
 
 
 @pytest.mark.notebook
@@ -159,3 +160,72 @@ def test_keep_going_renders_the_failure_and_then_fails(tmp_path):
     assert "all good" in (site / "00_fine.html").read_text(encoding="utf-8")
     index = (tmp_path / "going" / "docs" / "index.md").read_text(encoding="utf-8")
     assert re.search(r"01 · Broken.*\*\*failed\*\*: 1 error", index) and "00 · Fine" in index
+
+
+def dead_links(site: Path) -> list[str]:
+    """Every local href / src of the site's pages whose file does not exist (anchors not followed)."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.links += [value for name, value in attrs if name in ("href", "src") and value]
+
+    dead = []
+    for page in sorted(site.rglob("*.html")):
+        parser = Links()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for link in parser.links:
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:|//", link):  # http(s):, data:, mailto:, javascript:
+                continue
+            path = unquote(link.split("#")[0].split("?")[0])
+            base = site if path.startswith("/") else page.parent  # mkdocs' 404 page links from the site root
+            if path and not (base / path.lstrip("/")).exists():
+                dead.append(f"{page.relative_to(site)} -> {link}")
+    return dead
+
+
+def test_links_to_repository_files_become_plain_text_or_repo_links():
+    folder = Path("/repo/tutorials")
+    text = ("See [lora.py](../swiftlite/tuners/lora.py), [`swiftlite/train.py`](../swiftlite/train.py#L10), "
+            "[the next tutorial](01_two.html), [the list](README.md), [PEFT](https://github.com/huggingface/peft), "
+            "[a check](#check-identity) and ![a figure](figure.png).")
+    assert course.source_links(text, folder, None) == (
+        "See lora.py (`swiftlite/tuners/lora.py`), `swiftlite/train.py`, [the next tutorial](01_two.html), "
+        "the list (`tutorials/README.md`), [PEFT](https://github.com/huggingface/peft), [a check](#check-identity) "
+        "and ![a figure](figure.png).")
+    url = "https://example.org/swiftlite/blob/main/"
+    assert course.source_links(text, folder, url) == (
+        f"See [lora.py]({url}swiftlite/tuners/lora.py), [`swiftlite/train.py`]({url}swiftlite/train.py#L10), "
+        f"[the next tutorial](01_two.html), [the list]({url}tutorials/README.md), "
+        "[PEFT](https://github.com/huggingface/peft), [a check](#check-identity) and ![a figure](figure.png).")
+
+
+@pytest.mark.notebook
+def test_a_rendered_site_has_no_dead_links(tmp_path):
+    """A small course whose tutorial links to repository files (in a markdown cell and in a markdown
+    output) and to another tutorial, rendered with a repository URL: every local href of the site
+    resolves, and repository files are links into the URL (without one, the whole quick course is
+    checked in test_quick_build_renders_outputs_figures_and_contents)."""
+    pytest.importorskip("mkdocs_jupyter", reason="the course extra is not installed")
+    import nbformat
+
+    folder = tmp_path / "tutorials"
+    folder.mkdir()
+    _notebook(folder / "00_one.ipynb", "00 · One", ["from IPython.display import Markdown; Markdown('[kit](../swiftlite/testing/kit.py)')"])
+    nb = nbformat.read(folder / "00_one.ipynb", as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(
+        "See [lora.py](../swiftlite/tuners/lora.py), [the next tutorial](01_two.ipynb) and [the list](README.md)."))
+    nbformat.write(nb, folder / "00_one.ipynb")
+    _notebook(folder / "01_two.ipynb", "01 · Two", ["print(2)"])
+    url = "https://example.org/swiftlite/blob/main"
+    course.build(tmp_path / "out", quick=True, progress=False, folder=folder, repo_url=url)
+    site = tmp_path / "out" / "site"
+    assert dead_links(site) == []
+    html = (site / "00_one.html").read_text(encoding="utf-8")
+    assert 'href="01_two.html"' in html and f'href="{url}/swiftlite/tuners/lora.py"' in html
+    assert f'href="{url}/tutorials/README.md"' in html and f'href="{url}/swiftlite/testing/kit.py"' in html

@@ -103,3 +103,26 @@ def test_bad_configs():
         LISA(tiny_llama(4), LISAConfig(lisa_activated_layers=5))
     with pytest.raises(ValueError, match="no decoder layers"):
         LISA(torch.nn.Linear(2, 2))
+
+
+def test_lisa_on_a_llama_pro_model_sees_the_new_blocks():
+    """LLaMA-Pro lists its new blocks in model.model.layers (as ms-swift): LISA draws among all 4 blocks,
+    and a drawn block trains alone (a new block is not switched with the original block holding it)."""
+    from swiftlite import Swift
+    from swiftlite.tuners import LLaMAProConfig
+
+    model = Swift.prepare_model(tiny_llama(2), LLaMAProConfig(num_new_blocks=2))
+    layers = decoder_layers(model)
+    assert len(layers) == 4 == model.config.num_hidden_layers
+    lisa = LISA(model, LISAConfig(lisa_activated_layers=1, lisa_step_interval=1, seed=0))
+    assert len(lisa.layer_params) == 4
+    new_block, holder = layers[1], layers[0]
+    drawn = set()
+    for step in range(1, 12):
+        (index,) = lisa.switch(step, None)
+        drawn.add(index)
+        for i, params in enumerate(lisa.layer_params):
+            assert all(p.requires_grad == (i == index) for p in params)
+        assert all(p.requires_grad == (index == 1) for p in new_block.parameters())
+        assert all(p.requires_grad == (index == 0) for p in holder.base_layer.parameters())
+    assert {1, 3} <= drawn  # the new blocks are drawn too

@@ -47,7 +47,8 @@ def test_sliding_window_layer_types_and_cache():
     with torch.no_grad():
         expected = base.generate(ids, max_new_tokens=8, do_sample=False)
         model = Swift.prepare_model(base, LLaMAProConfig(model_type="qwen2", num_new_blocks=2))
-        assert cfg.layer_types == ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+        # in list order, as Qwen2's loop reads them: each new block after its source, with its type
+        assert cfg.layer_types == ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
         assert torch.equal(model.generate(ids, max_new_tokens=8, do_sample=False), expected)  # identity blocks
         _perturb_new_blocks(model)
         cached = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
@@ -60,9 +61,11 @@ def test_new_blocks_are_identity_copies():
     base, inputs = models.llama()
     source = [layer.state_dict() for layer in base.model.layers]
     model = Swift.prepare_model(base, LLaMAProConfig(num_new_blocks=2))
-    for i, layer in enumerate(model.base_model.model.layers):
+    layers = model.base_model.model.layers  # ms-swift's lengthened list: [L0, N0, L1, N1]
+    for i, layer in enumerate([layers[0], layers[2]]):
         assert isinstance(layer, LLaMAProLayer)  # 2 groups of 1 block: a copy after each
         new = layer.llamapro_block["default"][0]
+        assert layers[2 * i + 1] is new
         for key, value in new.state_dict().items():
             if key.endswith(("o_proj.weight", "down_proj.weight")):
                 assert torch.count_nonzero(value) == 0  # W_o = W_down = 0
@@ -81,7 +84,8 @@ def test_equals_transformers_deeper_llama():
     model = Swift.prepare_model(base, LLaMAProConfig(num_new_blocks=2))
     _perturb_new_blocks(model)
     layers = model.base_model.model.layers
-    order = [layers[0].base_layer, layers[0].llamapro_block["default"][0], layers[1].base_layer, layers[1].llamapro_block["default"][0]]
+    order = [layers[0].base_layer, layers[1], layers[2].base_layer, layers[3]]
+    assert layers[1] is layers[0].llamapro_block["default"][0] and layers[3] is layers[2].llamapro_block["default"][0]
     deep_cfg = type(cfg).from_dict({**cfg.to_dict(), "num_hidden_layers": 4})
     deep = LlamaForCausalLM(deep_cfg).eval()
     state = {k: v for k, v in base.state_dict().items() if ".layers." not in k}
@@ -99,8 +103,7 @@ def test_kv_cache_matches_full_forward_and_config_is_restored():
     model = Swift.prepare_model(base, LLaMAProConfig(num_new_blocks=2))
     _perturb_new_blocks(model, seed=1)
     assert base.config.num_hidden_layers == 4
-    idx = [layer.llamapro_block["default"][0].self_attn.layer_idx for layer in base.model.layers]
-    assert idx == [2, 3]  # new cache slots after the original layers 0, 1
+    assert [block.self_attn.layer_idx for block in base.model.layers] == [0, 1, 2, 3]  # cache slot = position
     ids = inputs["input_ids"][:1]
     with torch.no_grad():
         full = model(input_ids=ids).logits[:, -1]
@@ -112,19 +115,25 @@ def test_kv_cache_matches_full_forward_and_config_is_restored():
         assert torch.equal(cached, uncached)
         # deactivated: the base model, generate still works with the larger cache
         model.deactivate_adapter("default")
+        assert len(base.model.layers) == base.config.num_hidden_layers == 2
+        assert [block.self_attn.layer_idx for block in base.model.layers] == [0, 1]
         plain = models.llama()[0].generate(ids, max_new_tokens=6, do_sample=False)
         assert torch.equal(model.generate(ids, max_new_tokens=6, do_sample=False), plain)
+        model.activate_adapter("default")
+        assert len(base.model.layers) == base.config.num_hidden_layers == 4
+        assert torch.equal(model.generate(ids, max_new_tokens=6, do_sample=False), cached)
     model.delete_adapter("default")
     assert base.config.num_hidden_layers == 2
     assert not any(isinstance(m, LLaMAProLayer) for m in base.modules())
+    assert type(base.model.layers) is nn.ModuleList and len(base.model.layers) == 2
 
 
 def test_groups_place_copies_after_each_group():
     base, _ = models.llama()
     model = Swift.prepare_model(base, LLaMAProConfig(num_new_blocks=2, num_groups=1))
-    first, last = model.base_model.model.layers
-    assert not isinstance(first, LLaMAProLayer) and len(last.llamapro_block["default"]) == 2
-    assert [b.self_attn.layer_idx for b in last.llamapro_block["default"]] == [2, 3]
+    first, last, *new = model.base_model.model.layers
+    assert not isinstance(first, LLaMAProLayer) and new == list(last.llamapro_block["default"]) and len(new) == 2
+    assert [b.self_attn.layer_idx for b in new] == [2, 3]
     with pytest.raises(ValueError, match="num_groups"):
         Swift.prepare_model(models.llama()[0], LLaMAProConfig(num_new_blocks=3))  # 2 blocks, 3 groups
 
@@ -157,10 +166,11 @@ def test_custom_block_stack():
     model = Swift.prepare_model(stack, LLaMAProConfig(num_new_blocks=2, zero_modules=["down"]))
     torch.testing.assert_close(model(x), y0)  # identity at init (down weight and bias zeroed)
     _perturb_new_blocks(model)
-    b = stack.blocks
+    b = stack.blocks  # [B0, B1, N1, B2, B3, N3]
+    assert len(b) == 6 and b[2] is b[1].llamapro_block["default"][0] and b[5] is b[4].llamapro_block["default"][0]
     h = b[0](x)
-    h = b[1].llamapro_block["default"][0](b[1].base_layer(h))
-    h = b[3].llamapro_block["default"][0](b[3].base_layer(b[2](h)))
+    h = b[2](b[1].base_layer(h))
+    h = b[5](b[4].base_layer(b[3](h)))
     torch.testing.assert_close(model(x), h)
     with pytest.raises(ValueError, match="zero_modules"):
         Swift.prepare_model(Stack(), LLaMAProConfig(num_new_blocks=1, zero_modules=["o_proj"]))
@@ -190,3 +200,22 @@ def test_checkpoint_keys_are_ms_swifts_lengthened_block_list(tmp_path, groups, n
                   str(tmp_path / "default" / "adapter_model.safetensors"))  # swiftlite's older nested keys
         older = Swift.from_pretrained(models.llama()[0], str(tmp_path))
         torch.testing.assert_close(older(**inputs).logits, y, atol=0, rtol=0)
+
+
+def test_block_list_is_ms_swifts_lengthened_list_and_comes_back():
+    """`model.model.model.layers` lists every block as ms-swift's expanded model does (len ==
+    config.num_hidden_layers); deactivating hides the new blocks, deleting gives the original list back."""
+    base, inputs = models.llama()
+    originals = list(base.model.layers)
+    expected = base(**inputs).logits.detach()
+    model = Swift.prepare_model(base, LLaMAProConfig(num_new_blocks=2))
+    layers = model.model.model.layers
+    assert len(layers) == model.config.num_hidden_layers == 4
+    assert [type(b).__name__ for b in layers] == ["LLaMAProLayer", "LlamaDecoderLayer"] * 2
+    assert not any(name.startswith("model.layers.2") for name, _ in base.named_modules())  # keys stay nested
+    model.deactivate_adapter("default")
+    assert len(layers) == model.config.num_hidden_layers == 2
+    assert [b.base_layer for b in layers] == originals
+    model.delete_adapter("default")
+    assert type(base.model.layers) is nn.ModuleList and list(base.model.layers) == originals
+    torch.testing.assert_close(base(**inputs).logits, expected)

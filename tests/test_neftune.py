@@ -87,3 +87,27 @@ def test_combines_with_lora():
     loss = model(**inputs, labels=inputs["input_ids"]).loss
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_state_dict_of_a_neftune_only_model_is_the_base_models_whole_state_dict():
+    """ms-swift (SwiftModel.state_dict: `if not self.has_additional_modules: return state_dict`): with
+    no tuner weights, the state dict is the base model's own, keys as the bare model names them."""
+    from swiftlite import LoRAConfig
+
+    base, _ = models.llama()
+    expected = {k: v.clone() for k, v in base.state_dict().items()}
+    model = Swift.prepare_model(base, NEFTuneConfig())
+    state = model.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    # it round-trips through load_state_dict (a fully fine-tuned model's weights)
+    changed = {k: v + 1.0 if v.is_floating_point() else v for k, v in expected.items()}
+    model.load_state_dict(changed)
+    assert torch.equal(model.state_dict()["model.embed_tokens.weight"], changed["model.embed_tokens.weight"])
+    # offloading a tuner without weights keeps nothing aside: the state dict stays the base model's
+    model.deactivate_adapter("default", offload="meta")
+    assert model.state_dict().keys() == expected.keys() and not model._offloaded
+    model.activate_adapter("default")
+    # one adapter with weights: tuner weights only again, as in ms-swift
+    model = Swift.prepare_model(model, {"lora": LoRAConfig(r=2, target_modules=["q_proj"])})
+    assert model.state_dict() and all(".lora_" in k for k in model.state_dict())

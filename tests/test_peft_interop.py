@@ -1,5 +1,6 @@
 """swiftlite LoRA == PEFT LoRA: same forward/gradients with identical weights, and checkpoints both ways."""
 import json
+import re
 import warnings
 
 import peft
@@ -328,3 +329,26 @@ def test_a_tuner_without_peft_spec_says_what_it_needs():
 
     with pytest.raises(ValueError, match="AdapterTuner: .*peft_type.*peft_spec"):
         AdapterTuner.to_peft(AdapterConfig(dim=8, target_modules=["fc"]), {}, "default")
+
+
+@pytest.mark.parametrize("source", ["peft", "ms_swift_lora", "ms_swift_adapter"])
+def test_unset_unknown_fields_warn_in_one_short_line(source):
+    """A PEFT / ms-swift config carries ~25 fields swiftlite does not implement, all unset: one short
+    warning line with their count, not the list of every name."""
+    from pathlib import Path
+
+    from swiftlite.core.config import SwiftConfig
+
+    if source == "peft":
+        data = {**peft.LoraConfig(r=4, target_modules=["q_proj"]).to_dict(), "swift_type": "LORA"}
+    else:
+        folder = Path(__file__).parent / "fixtures" / "ms_swift" / source.removeprefix("ms_swift_")
+        data = json.loads(next(folder.rglob("adapter_config.json")).read_text())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SwiftConfig.from_dict(data)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    (message,) = messages
+    assert "\n" not in message and len(message) <= 130, message
+    assert re.search(r"ignoring \d+ unset field", message)

@@ -18,3 +18,72 @@ def test_ci_runs_the_readme_test_command():
     command = re.search(r"^(SWIFTLITE_QUICK=1 python -m pytest[^\n#]*?)\s*(#.*)?$", README.read_text(), re.M).group(1)
     ci = (README.parent / ".ci/run").read_text()
     assert command.strip() in ci.splitlines()
+
+
+def _block(language: str, containing: str) -> str:
+    return next(b for b in re.findall(rf"```{language}\n(.*?)```", README.read_text(), re.S) if containing in b)
+
+
+def test_setup_block_does_not_block():
+    """Pasted as a whole, the set-up block runs the tests before `jupyter lab`, which waits until stopped."""
+    lines = [line for line in _block("bash", "python3 -m venv").splitlines() if line.strip()]
+    assert lines[-1].startswith("jupyter lab ")
+    assert not any(line.startswith("jupyter ") for line in lines[:-1])
+    test_line = next(line for line in lines if "python -m pytest" in line)
+    assert re.search(r"about \d+ minutes on 2 cores", test_line)
+
+
+def test_zoo_build_times_are_the_shipped_stamps():
+    """The README's build times (table, the `zoo build` line, the all-backbones figure) are the ones
+    `swiftlite zoo build --help` prints, read from the shipped builds' stamps."""
+    from swiftlite import zoo
+    from swiftlite.cli import _minutes
+    from swiftlite.zoo.hub import shipped_build_seconds
+
+    text = README.read_text()
+    seconds = shipped_build_seconds()
+    assert set(seconds) == set(zoo.names())  # every backbone ships with its measured time
+    for name, s in seconds.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        assert row.rstrip(" |").endswith(_minutes(s)), (name, row, _minutes(s))
+    zoo_block = _block("bash", "swiftlite zoo build")
+    build_line = next(line for line in zoo_block.splitlines() if line.startswith("swiftlite zoo build vit-tiny"))
+    assert f"({_minutes(seconds['vit-tiny'])})" in build_line
+    count = {3: "three", 4: "four", 5: "five"}[len(seconds)]
+    assert f"without a name builds all {count} (about {_minutes(sum(seconds.values()))})" in text
+
+
+def test_tutorial_01_size_claims_agree_and_hold():
+    """README (twice), tutorials/README.md and the tutorial itself state one size for the SSF tuner,
+    within 5 lines of its cell's count of code lines (blank and comment-only lines not counted)."""
+    root = README.parent
+    tutorial = (root / "tutorials/01_build_your_own_tuner.py").read_text()
+    claims = (re.findall(r"~(\d+) lines", README.read_text()) + re.findall(r"~(\d+) lines", (
+        root / "tutorials/README.md").read_text()) + re.findall(r"about (\d+) lines", tutorial))
+    assert len(claims) == 5 and len(set(claims)) == 1, claims
+    cell = re.split(r"# ## 1\. The tuner, in about \d+ lines\n\n# %%\n", tutorial)[1].split("# %%")[0]
+    code_lines = [line for line in cell.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert abs(len(code_lines) - int(claims[0])) <= 5, (len(code_lines), claims[0])
+
+
+def test_zoo_example_prompt_is_one_unet_tiny_follows():
+    """The README's unet-tiny prompt names no position (the model ignores positions), and the shipped
+    full build draws its shape and colour in at least 7 of 8 seeded samples, as the zoo's judge sees them."""
+    import torch
+
+    from swiftlite import zoo
+    from swiftlite.data.shapes import COLOURS, POSITIONS, SHAPES
+    from swiftlite.zoo.unet import load_judge
+
+    prompt = re.search(r'pipe\(\["([^"]+)"\]', _block("python", "pipe([")).group(1)
+    assert not any(word in prompt.split() for p in POSITIONS for word in p.split())
+    shape, colour = next(s for s in SHAPES if s in prompt), next(c for c in COLOURS if c in prompt)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pipe = zoo.load("unet-tiny", quick=False, progress=False)  # the shipped build, as the README loads it
+        images = pipe([prompt] * 8, guidance_scale=1.5, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    shapes, colours = load_judge(zoo.path("unet-tiny", quick=False)).predict(images)
+    assert sum(s == shape and c == colour for s, c in zip(shapes, colours)) >= 7, (shapes, colours)

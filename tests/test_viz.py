@@ -332,3 +332,19 @@ def test_diagram_layout_is_data_and_the_drawing_follows_it():
     assert [r["text"] for r in fig.diagram_rows] == [r["text"] for r in layout.rows]
     assert fig.diagram_rows == viz.tuner_diagram(model).diagram_rows
     plt.close("all")
+
+
+def test_a_closed_box_counts_every_folded_block_below_it():
+    """A collapsed module's parameter count includes all the identical blocks folded into one line
+    (the vision tower of llava-tiny was shown with one of its stacked layers only)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from swiftlite.viz.layout import diagram_layout
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
+                                         num_hidden_layers=3, num_attention_heads=4))
+    layout = diagram_layout(model, config=LoRAConfig(target_modules=["lm_head"]))
+    backbone = next(r for r in layout.rows if r["paths"] == ["model"])
+    assert not backbone["opened"]
+    expected = sum(p.numel() for p in model.model.parameters())
+    assert f"{expected:,} params" in backbone["text"]

@@ -151,6 +151,8 @@ def test_shipped_dir_is_used_only_when_hash_matches(tmp_path, monkeypatch):
 
 
 def test_cli_list(capsys):
-    assert zoo.cli_main(["list"]) == 0
+    from swiftlite.cli import main
+
+    assert main(["zoo", "list"]) == 0
     out = capsys.readouterr().out
     assert "vit-tiny" in out and "unet-tiny" in out

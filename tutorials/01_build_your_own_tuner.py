@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 01 · Build your own tuner
 #
-# **Claim:** a new tuner takes about 40 lines on top of swiftlite's core, and the conformance kit
+# **Claim:** a new tuner takes about 45 lines on top of swiftlite's core, and the conformance kit
 # checks every promise of the API on it. The example, SSF, then learns a small task nearly as well as
 # LoRA with under a quarter of LoRA's trainable weights.
 #
@@ -84,7 +84,7 @@ started = time.perf_counter()
 print(f"swiftlite {swiftlite.__version__}, torch {torch.__version__}, {'quick' if QUICK else 'full'} mode")
 
 # %% [markdown]
-# ## 1. The tuner, in about 40 lines
+# ## 1. The tuner, in about 45 lines
 
 # %%
 @dataclass

@@ -20,6 +20,7 @@ import inspect
 import json
 import os
 import re
+import warnings
 from typing import Any
 
 import torch
@@ -40,15 +41,19 @@ def save(swift_model: Any, save_directory: str, adapter_name: str | list[str] | 
     directory in one `io.StagedWrite`, so a conversion error never touches it."""
     if save_directory is None or not isinstance(save_directory, (str, os.PathLike)):
         raise TypeError(f"save_directory: expected a path, got {type(save_directory).__name__}")
+    if not os.fspath(save_directory).strip():
+        raise ValueError(f"save_directory={os.fspath(save_directory)!r}: empty; give the folder to write, "
+                         f"e.g. save_pretrained('out/lora')")
     names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name or swift_model.adapters)
     for name in names:
         swift_model._check_known(name)
     if os.path.isfile(save_directory):
         raise ValueError(f"save_directory={save_directory!r} is a file; give a directory")
     files: list[tuple[str, dict[str, Any], dict[str, torch.Tensor]]] = []  # (folder, config, weights)
+    save_base = not swift_model._has_tuner_weights()  # then state_dict() is the base model's, saved once below
     for name in names:
         config = swift_model.adapters[name]
-        weights = swift_model.state_dict(adapter_name=name)
+        weights = {} if save_base else swift_model.state_dict(adapter_name=name)
         folder = name
         if peft_format:
             tuner = get_tuner(config.swift_type)
@@ -63,7 +68,6 @@ def save(swift_model: Any, save_directory: str, adapter_name: str | list[str] | 
             weights = get_tuner(config.swift_type).to_saved_state(swift_model.base_model, config, weights, name)
         files.append((folder, config_dict, weights))
     extra = {k: p.detach() for k, p in swift_model._extra_state_params().items()}
-    save_base = bool(swift_model.adapters) and not any(swift_model._adapter_table().values())
     replaces = {io.EXTRA_STATES_DIR}
     if DEFAULT_ADAPTER in names:  # the other place "default" may sit becomes stale
         replaces |= {io.CONFIG_NAME, io.WEIGHTS_NAME, io.PICKLE_WEIGHTS_NAME, DEFAULT_ADAPTER}
@@ -257,7 +261,11 @@ def read_adapters(directory: str) -> dict[str, tuple[dict[str, Any], str]]:
         found[DEFAULT_ADAPTER] = (_read_config(directory), directory)
     for entry in sorted(os.listdir(directory)):
         sub = os.path.join(directory, entry)
-        if entry == io.EXTRA_STATES_DIR or entry.startswith(".") or not os.path.isfile(os.path.join(sub, io.CONFIG_NAME)):
+        if entry == io.EXTRA_STATES_DIR or not os.path.isfile(os.path.join(sub, io.CONFIG_NAME)):
+            continue
+        if entry.startswith("."):  # a hidden folder: reported, not loaded
+            warnings.warn(f"{directory}: skipping the hidden folder {entry}/ (it holds an {io.CONFIG_NAME}; to load "
+                          f"it, rename it to a valid adapter name)", stacklevel=3)
             continue
         if entry in found:
             raise ValueError(f"{directory}: adapter {entry!r} is saved twice, at the top and in {entry}/; "
@@ -290,7 +298,14 @@ def _adapter_mapping(adapter_name: Any, found: dict[str, Any], directory: str) -
     for new, saved in mapping.items():
         if saved not in found:
             raise ValueError(f"adapter_name: {saved!r} is not in {directory}; found {sorted(found)}")
-        check_adapter_name(new)
+        try:
+            check_adapter_name(new)
+        except ValueError as err:
+            if new != saved:
+                raise
+            raise ValueError(f"{directory}: the sub-folder {saved}/ holds an adapter, but its name cannot be an "
+                             f"adapter name ({err}); load it under another name with "
+                             f"adapter_name={{{saved!r}: 'new_name'}}, or rename the folder") from None
     return mapping
 
 

@@ -43,6 +43,9 @@ def _module_attribute_names() -> frozenset[str]:
     return frozenset(dir(nn.ModuleDict())) | frozenset(dir(nn.ParameterDict())) | frozenset(dir(TunerLayer()))
 
 
+MAX_ADAPTER_NAME_BYTES = 255  # NAME_MAX of ext4, APFS, NTFS (in UTF-16 units) and most file systems
+
+
 def check_adapter_name(adapter_name: Any) -> None:
     """One clear error for a name that cannot be an adapter name."""
     example = "e.g. adapter_name='default' or 'style_a'"
@@ -56,6 +59,10 @@ def check_adapter_name(adapter_name: Any) -> None:
         raise ValueError(f"adapter_name={adapter_name!r}: use letters, digits, '_' or '-', starting with a letter or "
                          f"'_' (no dots or path separators: the name is a module key and a folder name), "
                          f"e.g. {fixed!r}")
+    if len(adapter_name.encode()) > MAX_ADAPTER_NAME_BYTES:  # save_pretrained writes dir/<adapter_name>/
+        raise ValueError(f"adapter_name: {len(adapter_name.encode())} bytes long, but it is also a folder name, "
+                         f"which file systems cap at {MAX_ADAPTER_NAME_BYTES} bytes; use a shorter name, e.g. "
+                         f"{adapter_name[:32]!r}")
     if adapter_name in RESERVED_ADAPTER_NAMES:
         raise ValueError(f"adapter_name={adapter_name!r} is reserved (checkpoints keep base weights in "
                          f"{adapter_name}/); pick another name, e.g. {adapter_name + '_adapter'!r}")

@@ -171,6 +171,10 @@ class SwiftModel(nn.Module):
         """The base model's own weights by canonical name (tuner parameters left out)."""
         return base_state(self.base_model, self._adapter_table(), params_only)
 
+    def _has_tuner_weights(self) -> bool:
+        """ms-swift's `has_additional_modules`: whether any adapter owns weights (NEFTune owns none)."""
+        return not self.adapters or bool(self._offloaded) or any(self._adapter_table().values())
+
     def _extra_state_params(self) -> dict[str, nn.Parameter]:
         return extra_state_params(self._base_state(), self.extra_state_keys) if self.extra_state_keys else {}
 
@@ -186,7 +190,11 @@ class SwiftModel(nn.Module):
         """Tuner weights only (ms-swift semantics): one adapter, or all adapters plus extra states.
 
         Keys are canonical names inside the base model, e.g. `layers.0.q_proj.lora_A.default.weight`.
-        An adapter offloaded to "meta" is read back from its temporary file."""
+        An adapter offloaded to "meta" is read back from its temporary file. When no adapter has
+        weights (NEFTune alone: the model is fully fine-tuned), it is the base model's whole state dict,
+        as in ms-swift."""
+        if not self._has_tuner_weights():
+            return {k: t.detach() for k, t in self._base_state(params_only=False).items()}
         names = [adapter_name] if adapter_name else list(self.adapters)
         table = self._adapter_table()
         out: dict[str, torch.Tensor] = {}
@@ -210,6 +218,8 @@ class SwiftModel(nn.Module):
         params = {k: e.param for name in names for k, e in table[name].items()}
         if adapter_name is None:
             params.update(self._extra_state_params())
+        if not self._has_tuner_weights():  # the base model's whole state dict, as `state_dict` returns it
+            params = self._base_state(params_only=False)
         check_state_dict(params, state_dict, strict)
         with torch.no_grad():
             for key, value in state_dict.items():

@@ -19,11 +19,12 @@ from ..core.layer import TunerLayer
 
 def offload_adapter(swift_model: Any, adapter_name: str, offload: str) -> None:
     """Move an (already deactivated) adapter's weights to `offload` ("cpu" or "meta")."""
-    if offload == "meta" and adapter_name not in swift_model._offloaded:
+    weights = {k: p.detach() for k, p in swift_model.adapter_parameters(adapter_name).items()}
+    if offload == "meta" and weights and adapter_name not in swift_model._offloaded:  # NEFTune has none to keep
         fd, path = tempfile.mkstemp(prefix="swiftlite-offload-", suffix=".safetensors")
         os.close(fd)
         try:
-            io.save_safetensors_atomic(swift_model.state_dict(adapter_name=adapter_name), path)
+            io.save_safetensors_atomic(weights, path)
         except BaseException:
             os.remove(path)
             raise

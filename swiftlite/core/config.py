@@ -256,7 +256,9 @@ class SwiftConfig:
         if unknown:
             import warnings
 
-            warnings.warn(f"{target_cls.__name__}: ignoring unknown fields {unknown}", stacklevel=2)
+            shown = ", ".join(unknown[:2]) + (", ..." if len(unknown) > 2 else "")  # one short line, not 25 names
+            warnings.warn(f"{target_cls.__name__}: ignoring {len(unknown)} unset field(s) swiftlite does not "
+                          f"implement ({shown})", stacklevel=2)
         return target_cls(**{k: v for k, v in data.items() if k in names})
 
     def save_pretrained(self, save_directory: str) -> None:

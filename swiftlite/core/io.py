@@ -101,8 +101,13 @@ class StagedWrite:
         os.rename(self.directory, old)  # the old checkpoint stays whole under another name ...
         try:
             os.rename(self.root, self.directory)  # ... until the new one is in place
-        except BaseException:
-            os.rename(old, self.directory)
+        except BaseException as err:
+            try:
+                os.rename(old, self.directory)
+            except OSError as rollback:
+                raise OSError(f"{self.directory}: the save failed ({err}) and putting the previous checkpoint back "
+                              f"failed too ({rollback}); the previous checkpoint is intact at {old}: move it back "
+                              f"with `mv {old} {self.directory}`") from err
             raise
         _fsync_dir(parent)
         shutil.rmtree(old, ignore_errors=True)

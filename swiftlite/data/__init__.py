@@ -2,6 +2,8 @@
 
 - :mod:`.shapes`: the shapes world (images with labels, captions, masks, edges, depth; styles
   and plain/stylized pairs).
+- :mod:`.scenes`: 32-px scenes of one or two shapes-world objects with styles, named sizes, positions
+  and backgrounds (what ``sd-tiny`` is trained on).
 - :mod:`.tasks`: a tiny VTAB-like suite of downstream classification tasks (shapes + digits).
 - :mod:`.text`: the Python standard library as a text corpus and a byte-level BPE tokenizer.
 - :mod:`.instructions`: instruction / response pairs with computed answers.
@@ -12,6 +14,7 @@
 from .instructions import INSTRUCTION_TASKS, instruction_pairs
 from .shapes import (BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, STYLES, render, sample_content,
                      shapes_dataset, style_pairs, to_pixel_values, to_uint8_images, world_prompts)
+from .scenes import SCENE_STYLES, scenes_dataset
 from .tasks import TASK_GROUPS, TASKS, downstream_task, vtab_suite
 from .text import stdlib_tokenizer, text_corpus, train_tokenizer
 from .tools import TOOLS, parse_react, render_react, run_tool, tool_dialogs
@@ -19,7 +22,7 @@ from .vqa import QTYPES, vqa_dataset
 
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "POSITIONS", "BACKGROUNDS", "STYLES", "render", "sample_content",
-    "shapes_dataset", "style_pairs", "to_pixel_values", "to_uint8_images", "world_prompts",
+    "shapes_dataset", "style_pairs", "to_pixel_values", "to_uint8_images", "world_prompts", "scenes_dataset", "SCENE_STYLES",
     "TASKS", "TASK_GROUPS", "downstream_task", "vtab_suite",
     "text_corpus", "train_tokenizer", "stdlib_tokenizer",
     "INSTRUCTION_TASKS", "instruction_pairs",

@@ -12,6 +12,8 @@
   and a sample-grid figure.
 * :mod:`swiftlite.diffusion.metrics` — style-classifier accuracy, prompt adherence by the zoo's
   judge, mask IoU against a condition mask, edge agreement.
+* :mod:`swiftlite.diffusion.widen` — ``conv_in`` widened to 8 (InstructPix2Pix editing) or 9 (inpainting)
+  input channels with zero-initialised new weights, and diffusers' editing / inpainting pipelines around it.
 * :mod:`swiftlite.diffusion.memory` — where training memory goes: SC-Tuner against LoRA on the same
   U-Net, with the bytes saved for backward per U-Net part (SCEdit's memory claim).
 
@@ -28,7 +30,9 @@ _EXPORTS = {
     "UP_RESNETS": "training",
     # sampling
     "sample": "sampling", "make_scheduler": "sampling", "sample_grid": "sampling", "unet_output": "sampling",
-    "repeat_condition": "sampling",
+    "repeat_condition": "sampling", "prompt_embeddings": "sampling",
+    # channel-expanded U-Nets
+    "widen_conv_in": "widen", "instruct_pix2pix_pipeline": "widen", "inpaint_pipeline": "widen",
     # metrics
     "StyleClassifier": "metrics", "style_classifier": "metrics", "style_accuracy": "metrics",
     "prompt_adherence": "metrics", "object_mask": "metrics", "mask_iou": "metrics", "mask_edges": "metrics",
@@ -39,4 +43,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("training", "sampling", "metrics", "memory", "controlnet"))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("training", "sampling", "metrics", "memory", "controlnet", "widen"))

@@ -28,6 +28,10 @@ lists element-wise; other values are passed as they are), so the control acts on
 in ControlNet. ``condition_context(condition)`` must return a context manager: on enter it hands
 the condition to the model (e.g. stores it where the tuner's forward reads it), on exit it clears
 it. The same contract is used by :class:`swiftlite.diffusion.training.TextToImageLoss`.
+
+Latent pipelines (diffusers' ``StableDiffusionPipeline``, ``zoo.load("sd-tiny")``): the loop above runs on
+latents of the U-Net's ``sample_size`` and ``out_channels``, and the result is decoded,
+x̂ = D(ẑ₀ / s) with the pipeline's VAE (s = ``vae.config.scaling_factor``).
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from torch import nn
 
 from ..data.shapes import to_uint8_images
 
-__all__ = ["make_scheduler", "sample", "sample_grid", "unet_output", "repeat_condition"]
+__all__ = ["make_scheduler", "sample", "sample_grid", "unet_output", "repeat_condition", "prompt_embeddings"]
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}
 
@@ -90,6 +94,18 @@ def repeat_condition(condition: Any, times: int) -> Any:
     return condition
 
 
+def prompt_embeddings(pipe: Any, prompts: Sequence[str]) -> torch.Tensor:
+    """(B, L, D) last hidden state of ``pipe``'s text encoder for ``prompts`` padded to the tokenizer's
+    ``model_max_length`` (what diffusers' ``StableDiffusionPipeline.encode_prompt`` computes without
+    ``clip_skip``); a pipeline with its own one-argument ``encode_prompt`` (``unet-tiny``) uses that."""
+    if getattr(pipe, "vae", None) is None:
+        return pipe.encode_prompt(list(prompts))
+    device = next(pipe.text_encoder.parameters()).device
+    ids = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")["input_ids"].to(device)
+    return pipe.text_encoder(ids)[0]
+
+
 @torch.no_grad()
 def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = None, scheduler: Any = "ddim",
            num_inference_steps: int = 25, guidance_scale: float = 1.5, seed: int = 0, negative_prompt: str = "",
@@ -98,7 +114,8 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
            output_type: str = "np", progress: bool = False) -> np.ndarray | torch.Tensor:
     """One image per prompt from ``pipe``'s text encoder, tokenizer and training scheduler.
 
-    ``pipe``: a :class:`swiftlite.zoo.pipeline.TinyDiffusionPipeline` (``zoo.load("unet-tiny")``);
+    ``pipe``: a :class:`swiftlite.zoo.pipeline.TinyDiffusionPipeline` (``zoo.load("unet-tiny")``) or a
+    diffusers ``StableDiffusionPipeline`` (``zoo.load("sd-tiny")``, sampled in latent space and decoded);
     ``unet`` replaces ``pipe.unet`` (e.g. the ``SwiftModel`` being tuned). ``scheduler``: see
     :func:`make_scheduler` (``"ddim"``, ``"ddpm"``, a class, or a ready scheduler instance).
     ``negative_prompt`` is the unconditional branch's text (the empty prompt by default).
@@ -117,17 +134,19 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
                          "the condition to your model (see swiftlite.diffusion.sampling's docstring)")
     unet = pipe.unet if unet is None else unet
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    b, size = len(prompts), pipe.image_size
+    vae = getattr(pipe, "vae", None)
+    b, size = len(prompts), pipe.image_size if vae is None else pipe.unet.config.sample_size
     device = next(unet.parameters()).device
     sched = make_scheduler(pipe.scheduler, scheduler) if isinstance(scheduler, (str, type)) else scheduler
     sched.set_timesteps(num_inference_steps)
     use_cfg = guidance_scale != 1.0
-    ctx = pipe.encode_prompt(prompts)  # (B, L, D)
+    ctx = prompt_embeddings(pipe, prompts)  # (B, L, D)
     if use_cfg:
-        ctx = torch.cat([pipe.encode_prompt([negative_prompt] * b), ctx])  # (2B, L, D): [∅; c]
+        ctx = torch.cat([prompt_embeddings(pipe, [negative_prompt] * b), ctx])  # (2B, L, D): [∅; c]
     ctx = ctx.to(device)
     generator = torch.Generator().manual_seed(seed)
-    channels = getattr(getattr(unet, "config", None), "out_channels", 3)
+    channels = (getattr(getattr(unet, "config", None), "out_channels", None)  # the U-Net's, else its pipeline's
+                or getattr(getattr(pipe.unet, "config", None), "out_channels", 3))
     x = torch.randn(b, channels, size, size, generator=generator) * sched.init_noise_sigma  # x_T (B, C, H, W)
     x = x.to(device)
     if condition is None:
@@ -158,6 +177,9 @@ def sample(pipe: Any, prompts: Sequence[str] | str, *, unet: nn.Module | None = 
                 x = sched.step(pred, t, x, generator=generator).prev_sample
     finally:
         unet.train(was_training)
+    if vae is not None:
+        # x̂ = D(ẑ₀ / s)
+        x = vae.decode(x.to(next(vae.parameters()).device) / vae.config.scaling_factor).sample
     x = x.clamp(-1, 1)
     return x if output_type == "pt" else to_uint8_images(x)
 

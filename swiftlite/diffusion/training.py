@@ -26,6 +26,12 @@ columns; the loss turns them into float maps (B, 1, H, W) in [0, 1] and hands th
 caller's ``condition_context(condition)`` context manager, entered around the U-Net call (the
 same mechanism as :func:`swiftlite.diffusion.sampling.sample`). One column gives one tensor,
 several give a ``{column: tensor}`` dict.
+
+Latent diffusion (``sd-tiny``, any ``StableDiffusionPipeline``): with ``vae=`` the images are encoded
+first, x₀ = s · μ(image), the posterior mean (s = ``vae.config.scaling_factor``; SD's own scripts draw
+z ~ q(z | image), whose σ is tiny in SD's VAE; sd-tiny's VAE is trained on μ), and everything above runs on
+x₀ in latent space; a batch with a ``latents`` column (pre-encoded, already scaled) skips the VAE.
+:meth:`TextToImageLoss.for_pipeline` reads scheduler, text encoder and VAE from a pipeline.
 """
 from __future__ import annotations
 
@@ -110,7 +116,7 @@ class TextToImageLoss:
     def __init__(self, scheduler: Any, *, text_encoder: nn.Module | None = None, p_uncond: float = 0.0,
                  empty_ids: torch.Tensor | Sequence[int] | None = None,
                  condition_context: Callable[[Any], ContextManager] | None = None,
-                 condition_columns: Sequence[str] = ()) -> None:
+                 condition_columns: Sequence[str] = (), vae: nn.Module | None = None) -> None:
         if scheduler.config.prediction_type not in PREDICTION_TYPES:
             diffusion_target(scheduler, torch.zeros(1), torch.zeros(1), torch.zeros(1, dtype=torch.long))  # raises
         if not 0.0 <= p_uncond < 1.0:
@@ -124,6 +130,27 @@ class TextToImageLoss:
         self.scheduler, self.text_encoder, self.p_uncond = scheduler, text_encoder, p_uncond
         self.empty_ids = None if empty_ids is None else torch.as_tensor(empty_ids)
         self.condition_context, self.condition_columns = condition_context, list(condition_columns)
+        self.vae = vae
+
+    @classmethod
+    def for_pipeline(cls, pipe: Any, **kwargs: Any) -> "TextToImageLoss":
+        """The loss for fine-tuning ``pipe``'s U-Net: its scheduler, its (frozen) text encoder, and its VAE
+        when it has one (a ``StableDiffusionPipeline``); ``kwargs`` as in the constructor."""
+        kwargs.setdefault("text_encoder", pipe.text_encoder)
+        kwargs.setdefault("vae", getattr(pipe, "vae", None))
+        return cls(pipe.scheduler, **kwargs)
+
+    def clean_sample(self, batch: Any) -> torch.Tensor:
+        """x₀: the batch's ``latents``, else its images in [-1, 1], encoded by the VAE when there is one."""
+        if "latents" in batch:
+            return torch.as_tensor(batch["latents"]).float()  # pre-encoded, already scaled
+        x = to_pixel_values(batch["image"])  # (B, 3, H, W) in [-1, 1]
+        if self.vae is None:
+            return x
+        with torch.no_grad():
+            z = self.vae.encode(x.to(next(self.vae.parameters()).device)).latent_dist.mean  # μ(x)
+        # x₀ = s · z
+        return z * self.vae.config.scaling_factor
 
     def encode(self, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings (B, L, D): the model's own text encoder (trained) or the frozen one given."""
@@ -141,7 +168,7 @@ class TextToImageLoss:
 
     def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:
         unet = model["unet"] if isinstance(model, nn.ModuleDict) else model
-        x0 = to_pixel_values(batch["image"])  # (B, 3, H, W) in [-1, 1]
+        x0 = self.clean_sample(batch)  # (B, C, H, W): pixels in [-1, 1] or scaled latents
         ids = batch["input_ids"].clone()  # (B, L)
         if self.p_uncond > 0:  # classifier-free guidance: also learn p(x | ∅)
             drop = torch.rand(ids.shape[0]) < self.p_uncond

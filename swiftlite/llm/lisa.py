@@ -66,14 +66,14 @@ class LISAConfig:
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder blocks of a 🤗 causal LM (``model.model.layers`` for LLaMA/Qwen/Mistral)."""
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "layers"):
+    for path in ("model.layers", "model.model.layers", "transformer.h", "gpt_neox.layers", "layers"):
         module = model
         for attr in path.split("."):
             module = getattr(module, attr, None)
         if isinstance(module, nn.ModuleList) and len(module) > 0:
             return module
     raise ValueError(f"LISA: found no decoder layers in {type(model).__name__} (looked for model.layers, "
-                     "transformer.h, gpt_neox.layers, layers); pass a transformers causal LM.")
+                     "model.model.layers, transformer.h, gpt_neox.layers, layers); pass a transformers causal LM.")
 
 
 class LISA:
@@ -97,7 +97,12 @@ class LISA:
             raise ValueError(f"LISAConfig.lisa_activated_layers: {gamma} > the model's {L} decoder layers; "
                              f"choose 1..{L}.")
         self.model = model
-        layer_params = {id(p) for p in self.layers.parameters()}
+        # each layer's own weights: a block listed inside an earlier one (LLaMA-Pro's new blocks, which
+        # `model.layers` lists after the block that holds them) owns its weights, not its holder
+        owner = {id(p): index for index, layer in enumerate(self.layers) for p in layer.parameters()}
+        self.layer_params = [[p for p in layer.parameters() if owner[id(p)] == index]
+                             for index, layer in enumerate(self.layers)]
+        layer_params = set(owner)
         self.always = [p for p in model.parameters() if id(p) not in layer_params]  # embeddings, norms, head
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.active: list[int] = []
@@ -114,12 +119,12 @@ class LISA:
 
     def switch(self, step: int, optimizer: torch.optim.Optimizer | None) -> list[int]:
         """Draw a new active set S (γ layers, uniform without replacement) and freeze the rest."""
-        L, gamma = len(self.layers), self.config.lisa_activated_layers
+        L, gamma = len(self.layer_params), self.config.lisa_activated_layers
         self.active = sorted(torch.randperm(L, generator=self.generator)[:gamma].tolist())  # S_p
         inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate wraps the optimizer
-        for index, layer in enumerate(self.layers):
+        for index, params in enumerate(self.layer_params):
             train_it = index in self.active
-            for p in layer.parameters():
+            for p in params:
                 p.requires_grad_(train_it)
                 if not train_it:
                     p.grad = None  # None, not 0: the optimizer then skips p (no decay, no momentum)

@@ -127,9 +127,7 @@ class AdapterLayer(TunerLayer):
         if self.method_name is None:
             self.method_name = config.method_name
             if config.method_name != "forward":
-                if not callable(getattr(self.base_layer, config.method_name, None)):
-                    raise ValueError(f"AdapterConfig.method_name: {type(self.base_layer).__name__} has no method "
-                                     f"{config.method_name!r}; use 'forward' or one of its methods")
+                _check_method(self.base_layer, config.method_name, type(self.base_layer).__name__)
                 # The base calls `self.<method>()` from inside its own forward, which a wrapper cannot see:
                 # route that attribute through this layer (undone in `unwrap`).
                 self._original_method = getattr(self.base_layer, config.method_name)
@@ -181,6 +179,17 @@ class _MethodHook:
         return self.layer._hooked(*args, **kwargs)
 
 
+def _check_method(module: nn.Module, method_name: str, where: str) -> None:
+    """`method_name` must name a method of `module`: not a missing attribute, and not a submodule."""
+    if isinstance(getattr(module, method_name, None), nn.Module):
+        raise ValueError(f"AdapterConfig.method_name={method_name!r}: in {where} that is a submodule, not a "
+                         f"method; to adapt its output, add it to target_modules (e.g. '{method_name}') and keep "
+                         f"method_name='forward'")
+    if not callable(getattr(module, method_name, None)):
+        raise ValueError(f"AdapterConfig.method_name: {where} has no method {method_name!r}; use 'forward' or "
+                         f"one of its methods")
+
+
 @register_tuner
 class AdapterTuner(Tuner):
     """Wraps each matched module; the adapter runs on its output (or on the output of `method_name`)."""
@@ -194,9 +203,8 @@ class AdapterTuner(Tuner):
         for name in names:
             module = model.get_submodule(name)
             base = innermost_base_layer(module)
-            if config.method_name != "forward" and not callable(getattr(base, config.method_name, None)):
-                raise ValueError(f"AdapterConfig.method_name: {name!r} ({type(base).__name__}) has no method "
-                                 f"{config.method_name!r}; use 'forward' or one of its methods")
+            if config.method_name != "forward":
+                _check_method(base, config.method_name, f"{name!r} ({type(base).__name__})")
             found = feature_width(module, "out") if config.hidden_pos in (None, 0) else None
             if found is not None and found[0] != config.dim:
                 width, leaf = found

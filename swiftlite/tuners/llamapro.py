@@ -12,12 +12,15 @@ the model grows in depth and learns new knowledge while the original blocks stay
 This needs pre-norm residual blocks (LLaMA, Qwen2, GPT-2, ViT with the right `zero_modules`);
 a post-norm block (BERT: `LayerNorm(h + W_o·…)`) is not the identity with W_o = 0.
 
-How it is attached here: the last block of each group is wrapped in a `LLaMAProLayer` that runs the
-original block and then the active adapters' new blocks. Switching the adapter off skips them
-(= the base model); deleting it removes them. The KV cache gets one slot per new block after the
-original ones (`layer_idx` = L, L+1, ...) and `config.num_hidden_layers` (and `layer_types`, if
-the model has it) grows accordingly, so `generate()` with a cache works; both are restored when
-the adapter is deleted.
+How it is attached here: the last block of each group is wrapped in a `LLaMAProLayer` that owns the
+adapter's new blocks (so adapters stay independent), and the block list itself (`model.model.layers`)
+becomes an `ExpandedBlocks` list: iterating, indexing and `len()` see every block, each wrapped block
+followed by its active adapters' new blocks, as in ms-swift's lengthened list (len ==
+`config.num_hidden_layers`), and the model's own loop runs them. Switching the adapter off hides its
+blocks (= the base model); deleting the last one gives the plain `nn.ModuleList` back. Every block's
+`layer_idx` (its KV-cache slot) is its position in the list, and `config.num_hidden_layers` (and
+`layer_types`, in list order, if the model has it) follow the list, so `generate()` with a cache
+works; all are restored when the adapter is deactivated or deleted.
 
 Not mergeable: the new blocks are extra depth, not a change of existing weights; there is nothing
 to fold them into (the expanded model simply keeps them; ms-swift does not merge LLaMA-Pro either).
@@ -45,7 +48,7 @@ import torch.nn as nn
 
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import ModuleNames, PositiveInt
-from ..core.modules import apply_to_hidden, hidden_of, innermost_base_layer
+from ..core.modules import innermost_base_layer
 from ..core.layer import canonical_name
 from ..core.targeting import module_list_at, replace_module
 
@@ -107,46 +110,94 @@ class LLaMAProLayer(TunerLayer):
         if self._expansion is not None:
             self._expansion.sync()  # give the cache slots back
 
+    def set_adapter_active(self, adapter_name: str, active: bool) -> None:
+        super().set_adapter_active(adapter_name, active)
+        if self._expansion is not None:
+            self._expansion.sync()  # the lengthened list changed: renumber the blocks, resize the config
+
     def new_blocks(self) -> list[nn.Module]:
         return [b for blocks in self.llamapro_block.values() for b in blocks]
 
+    def active_new_blocks(self) -> list[nn.Module]:
+        """The new blocks that run after this one: those of this thread's active adapters."""
+        return [b for name in self.active_adapters for b in self.llamapro_block[name]]
+
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        out = self.base_layer(hidden_states, *args, **kwargs)
-        for name in self.active_adapters:
-            for block in self.llamapro_block[name]:
-                # h'' = h' + W_down·MLP'(...) with W_down trained from 0 (older blocks return (h, ...))
-                out = apply_to_hidden(out, 0, lambda h: hidden_of(block(h, *args, **kwargs), 0))
+        # the original block; its new blocks follow it in the ExpandedBlocks list, run by the model's own loop:
+        # h'' = h' + W_down·MLP'(norm(h')), each a full block whose W_o, W_down start at 0
+        return self.base_layer(hidden_states, *args, **kwargs)
+
+
+class ExpandedBlocks(nn.ModuleList):
+    """A block list as ms-swift's expanded model holds it: each block, then its active new blocks.
+
+    The registered modules (`state_dict`, `named_modules`, `.to()`) stay the original blocks (the new
+    ones are registered inside their `LLaMAProLayer`); iterating, indexing and `len()` — what a model's
+    forward loop uses — see the lengthened list."""
+
+    def _blocks(self) -> list[nn.Module]:
+        out = []
+        for module in self._modules.values():
+            out.append(module)
+            if isinstance(module, LLaMAProLayer):
+                out.extend(module.active_new_blocks())
         return out
+
+    def __iter__(self):
+        return iter(self._blocks())
+
+    def __len__(self) -> int:
+        return len(self._blocks())
+
+    def __getitem__(self, idx: int | slice) -> Any:
+        blocks = self._blocks()
+        return nn.ModuleList(blocks[idx]) if isinstance(idx, slice) else blocks[idx]
+
+
+def _originals(stack: nn.ModuleList) -> list[nn.Module]:
+    """The registered blocks of a stack, without the new blocks `ExpandedBlocks` lists."""
+    return list(stack._modules.values())  # a ModuleList's own registry (what its iteration reads)
 
 
 class _Expansion:
-    """Shared bookkeeping of one expanded stack: KV-cache slots of the new blocks, config sizes."""
+    """Shared bookkeeping of one expanded stack: its list class, every block's KV-cache slot, config sizes."""
 
     def __init__(self, stack: nn.ModuleList, hf_config: Any) -> None:
         self.stack, self.hf_config = stack, hf_config
-        self.num_original = len(stack)
+        self.num_original = len(_originals(stack))
+        self.list_class = type(stack)
+        self.expanded_class = ExpandedBlocks if self.list_class is nn.ModuleList else type(
+            f"Expanded{self.list_class.__name__}", (ExpandedBlocks, self.list_class), {})  # a model's own list class
         self.layer_types = list(getattr(hf_config, "layer_types", None) or []) or None
+        self.num_hidden_layers = getattr(hf_config, "num_hidden_layers", self.num_original)
 
     def sync(self) -> None:
-        """Number the new blocks' `layer_idx` L, L+1, ... in stack order and size the config to match."""
-        extra_types: list[str] = []
-        slot = self.num_original
-        for i, module in enumerate(self.stack):
-            if not isinstance(module, LLaMAProLayer):
-                continue
-            for block in module.new_blocks():
+        """Number every block by its position in the lengthened list (`layer_idx`, its KV-cache slot, as
+        ms-swift numbers them) and size the config to match: `num_hidden_layers` == len(list), and
+        `layer_types` in list order (a new block takes its source block's type). Called whenever an
+        adapter is added, (de)activated or deleted; the numbering follows the calling thread's active
+        adapters (LLaMA-Pro adapters active in one thread and not in another are not supported)."""
+        originals = _originals(self.stack)
+        types: list[str] = []
+        position = 0
+        for i, module in enumerate(originals):
+            new = module.active_new_blocks() if isinstance(module, LLaMAProLayer) else []
+            original = module.base_layer if isinstance(module, LLaMAProLayer) else module
+            for block in [original] + new:
                 for m in block.modules():
                     if hasattr(m, "layer_idx"):
-                        m.layer_idx = slot
-                slot += 1
+                        m.layer_idx = position
+                position += 1
                 if self.layer_types:
-                    extra_types.append(self.layer_types[i])
+                    types.append(self.layer_types[i])
         if self.hf_config is not None and hasattr(self.hf_config, "num_hidden_layers"):
-            # LlamaModel runs `layers[:num_hidden_layers]` (unaffected: the stack keeps its length) and
-            # DynamicCache(config) makes num_hidden_layers cache slots (now one more per new block).
-            self.hf_config.num_hidden_layers = slot
+            # LlamaModel runs `layers[:num_hidden_layers]`, and DynamicCache(config) makes that many slots
+            self.hf_config.num_hidden_layers = self.num_hidden_layers + position - self.num_original
             if self.layer_types:
-                self.hf_config.layer_types = self.layer_types + extra_types
+                self.hf_config.layer_types = types  # Qwen2 reads layer_types[i] for the i-th block of the list
+        # the lengthened list while there are new blocks; the model's own list class once none is left
+        has_new = any(isinstance(m, LLaMAProLayer) and m.new_blocks() for m in originals)
+        self.stack.__class__ = self.expanded_class if has_new else self.list_class
 
 
 def _find_stack(model: nn.Module, config: LLaMAProConfig) -> tuple[str, nn.ModuleList]:
@@ -174,17 +225,18 @@ class LLaMAProTuner(Tuner):
     def match(cls, model: nn.Module, config: LLaMAProConfig) -> list[str]:
         """The last block of each group: indices (g+1)·L/N − 1."""
         path, stack = _find_stack(model, config)
-        if len(stack) % config.groups != 0:
-            raise ValueError(f"LLaMAProConfig.num_groups={config.groups}: the model has {len(stack)} blocks, which "
-                             f"do not split into {config.groups} equal groups; pick a divisor of {len(stack)}")
-        stride = len(stack) // config.groups
-        return [f"{path}.{i}" for i in range(stride - 1, len(stack), stride)]
+        n = len(_originals(stack))
+        if n % config.groups != 0:
+            raise ValueError(f"LLaMAProConfig.num_groups={config.groups}: the model has {n} blocks, which "
+                             f"do not split into {config.groups} equal groups; pick a divisor of {n}")
+        stride = n // config.groups
+        return [f"{path}.{i}" for i in range(stride - 1, n, stride)]
 
     @classmethod
     def inject(cls, model: nn.Module, config: LLaMAProConfig, adapter_name: str) -> None:
         _, stack = _find_stack(model, config)
         names = cls.match(model, config)
-        existing = [m for m in stack if isinstance(m, LLaMAProLayer) and m._expansion is not None]
+        existing = [m for m in _originals(stack) if isinstance(m, LLaMAProLayer) and m._expansion is not None]
         expansion = existing[0]._expansion if existing else _Expansion(stack, getattr(model, "config", None))
         copies = config.num_new_blocks // config.groups
         for name in names:
@@ -203,7 +255,7 @@ class LLaMAProTuner(Tuner):
     def _saved_index(cls, model: nn.Module, config: LLaMAProConfig) -> tuple[str, dict[tuple[int, int], int]]:
         """(canonical path of the block list, {(block i it follows, copy c): index in the lengthened list})."""
         path, stack = _find_stack(model, config)
-        stride, copies = len(stack) // config.groups, config.num_new_blocks // config.groups
+        stride, copies = len(_originals(stack)) // config.groups, config.num_new_blocks // config.groups
         index = {}
         for g in range(config.groups):
             i = (g + 1) * stride - 1  # last block of group g

@@ -145,13 +145,14 @@ def _numel(shape) -> int:
 
 
 def _subtree_params(node) -> tuple[int, int]:
-    """(parameters, trainable parameters) below and at `node` (one copy of a folded block)."""
-    total = trainable = 0
-    for n in node.walk():
-        for p in n.params:
-            if p.tied_to is None:
-                total += _numel(p.shape)
-                trainable += _numel(p.shape) if p.trainable else 0
+    """(parameters, trainable parameters) below and at `node` (one copy of `node` itself; a folded child
+    below it counts `child.copies` times, since it stands for that many sibling blocks)."""
+    own = [p for p in node.params if p.tied_to is None]
+    total = sum(_numel(p.shape) for p in own)
+    trainable = sum(_numel(p.shape) for p in own if p.trainable)
+    for child in node.children:
+        child_total, child_trainable = _subtree_params(child)
+        total, trainable = total + child_total * child.copies, trainable + child_trainable * child.copies
     return total, trainable
 
 

@@ -4,6 +4,7 @@
     vit = zoo.load("vit-tiny")                      # transformers ViTForImageClassification
     lm, tokenizer = zoo.load("llama-tiny")          # LlamaForCausalLM + PreTrainedTokenizerFast
     pipe = zoo.load("unet-tiny")                    # TinyDiffusionPipeline(unet, scheduler, text_encoder, tokenizer)
+    sd = zoo.load("sd-tiny")                        # diffusers StableDiffusionPipeline (VAE, CLIP, SD-1.5-layout U-Net)
     zoo.path("vit-tiny")                            # directory; ViTForImageClassification.from_pretrained(it)
 
 ``zoo.path`` returns the build shipped with the package when its recipe hash matches, else the
@@ -13,7 +14,7 @@ recipes are used instead (what tests and quick notebook runs use). Command line:
 """
 
 from ..settings import quick_mode
-from .hub import SHIPPED, build, cache_path, cli_main, figures, get_recipe, load, path, read_stamp, recipes
+from .hub import SHIPPED, build, cache_path, figures, get_recipe, load, path, read_stamp, recipes
 from .recipe import Recipe, register
 
 
@@ -23,4 +24,4 @@ def names() -> list[str]:
 
 
 __all__ = ["path", "load", "build", "figures", "names", "recipes", "get_recipe", "register", "Recipe",
-           "cli_main", "quick_mode", "read_stamp", "cache_path", "SHIPPED"]
+           "quick_mode", "read_stamp", "cache_path", "SHIPPED"]

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ..settings import cache_dir, quick_mode
-from . import llama, llava, unet, vit  # noqa: F401  (each registers its built-in recipe)
+from . import llama, llava, sd, unet, vit  # noqa: F401  (each registers its built-in recipe)
 from .recipe import Recipe, registered
 
 STAMP = "zoo_stamp.json"
@@ -107,7 +107,8 @@ def build(name: str, quick: bool = False, *, out_dir: str | os.PathLike | None =
     # one thread: bit-for-bit reproducible builds, and far faster than 2+ threads on a shared CPU
     torch.set_num_threads(1)
     try:
-        figures = recipe.build(tmp, params, progress)
+        part_dirs = {part: path(part, quick=quick, progress=progress) for part in recipe.parts}
+        figures = recipe.build(tmp, params, progress, part_dirs)
         seconds = time.perf_counter() - start
         import diffusers
         import transformers
@@ -142,45 +143,42 @@ def load(name: str, *, quick: bool | None = None, progress: bool = True):
     return get_recipe(name).load(path(name, quick=quick, progress=progress))
 
 
-def cli_main(argv: list[str] | None = None) -> int:
-    """``swiftlite zoo {build,list,path}``; returns the process exit code."""
-    import argparse
+def shipped_build_seconds() -> dict[str, float]:
+    """Measured full-build time of each shipped backbone, from its stamp (read without importing the recipes)."""
+    stamps = (read_stamp(d) for d in sorted(SHIPPED.iterdir()) if d.is_dir()) if SHIPPED.is_dir() else ()
+    return {s["name"]: float(s["build_seconds"]) for s in stamps if s and "build_seconds" in s}
 
-    parser = argparse.ArgumentParser(prog="swiftlite zoo", description="tiny pretrained backbones")
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="rebuild from scratch and print the quality figures")
-    b.add_argument("name", nargs="?", help="backbone name (default: all)")
-    b.add_argument("--quick", action="store_true", help="the seconds-long quick recipe used by tests")
-    b.add_argument("--ship", action="store_true",
-                   help="write into swiftlite/zoo/shipped/<name> (full builds shipped with the package)")
-    b.add_argument("--out", help="write into this directory instead of the cache")
-    sub.add_parser("list", help="names, descriptions and whether each is shipped / cached")
-    p = sub.add_parser("path", help="print the directory (building if needed)")
-    p.add_argument("name")
-    p.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
 
-    if args.command == "list":
-        for name, recipe in sorted(recipes().items()):
-            shipped = _valid(SHIPPED / name, recipe.hash(False))
-            cached = _valid(cache_path(name, False), recipe.hash(False))
-            print(f"{name:12s} shipped={'yes' if shipped else 'no':3s} cached={'yes' if cached else 'no':3s} "
-                  f"{recipe.description}")
-        return 0
-    if args.command == "path":
-        print(path(args.name, quick=args.quick or None))
-        return 0
-    names = [args.name] if args.name else sorted(recipes())
-    if args.ship and args.quick:
-        parser.error("--ship is for full builds; drop --quick")
-    for name in names:
-        get_recipe(name)
-        out = SHIPPED / name if args.ship else (Path(args.out) / name if args.out and len(names) > 1
-                                                  else args.out)
-        directory = build(name, quick=args.quick, out_dir=out)
-        stamp = read_stamp(directory) or {}
-        print(f"{name}: built in {stamp.get('build_seconds')} s -> {directory}")
-        for key, value in stamp.get("figures", {}).items():
-            target = stamp.get("targets", {}).get(key, "")
-            print(f"  {key:28s} {value:.4g}  {target}" if isinstance(value, float) else f"  {key:28s} {value}")
-    return 0
+def stamp_lines(stamp: dict, where: str) -> list[str]:
+    """A build's stamp as the lines `swiftlite zoo build` / `zoo list` print: a header, then one per figure.
+
+    A quick build says so beside its figures: they come from the seconds-long recipe the tests use and
+    are not the quality of the full build."""
+    quick = "  [quick]" if stamp.get("quick") else ""
+    note = " (quick build: the seconds-long test recipe, not the full model's quality)" if quick else ""
+    lines = [f"{stamp.get('name')}: built in {stamp.get('build_seconds')} s -> {where}{note}"]
+    for key, value in stamp.get("figures", {}).items():
+        target = stamp.get("targets", {}).get(key, "")
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        lines.append(f"  {key:28s} {shown:10s} {target}{quick}".rstrip())
+    return lines
+
+
+def list_lines() -> list[str]:
+    """What `swiftlite zoo list` prints: each backbone, then every build present (shipped, cached full,
+    cached quick) with its headline figures."""
+    lines = []
+    for name, recipe in sorted(recipes().items()):
+        lines.append(f"{name:12s} {recipe.description}")
+        found = [("shipped", SHIPPED / name, False), ("cached", cache_path(name, False), False),
+                 ("cached", cache_path(name, True), True)]
+        present = [(where, d, q) for where, d, q in found if _valid(d, recipe.hash(q))]
+        for where, directory, quick in present:
+            stamp = read_stamp(directory) or {}
+            headline = [k for k in stamp.get("targets", {}) if k in stamp.get("figures", {})]
+            shown = ", ".join(f"{k} {stamp['figures'][k]:.4g}" for k in headline)
+            lines.append(f"  {'quick' if quick else 'full':5s} {where:7s} {shown}  "
+                         f"(built in {stamp.get('build_seconds')} s) {directory}")
+        if not present:
+            lines.append("  not built: `swiftlite zoo build " + name + "` (or --quick)")
+    return lines

@@ -63,7 +63,7 @@ def perplexities(model, train_blocks, test_blocks, vocab_size: int) -> dict[str,
             "heldout_tokens": float(n)}
 
 
-def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
+def build(out_dir: Path, p: dict[str, Any], progress: bool, part_dirs: dict[str, Path]) -> dict[str, float]:
     import datasets
     import numpy as np
     import torch

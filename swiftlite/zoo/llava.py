@@ -86,7 +86,7 @@ def _majority(records) -> dict[str, float]:
     return {q: c.most_common(1)[0][1] / sum(c.values()) for q, c in by_type.items()}
 
 
-def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
+def build(out_dir: Path, p: dict[str, Any], progress: bool, part_dirs: dict[str, Path]) -> dict[str, float]:
     import numpy as np
     from safetensors.torch import save_file
 
@@ -94,11 +94,9 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
     from ..data.vqa import vqa_dataset
     from ..llm.image_sft import ImageSFTCollator, build_image_sft_dataset, evaluate_image_loss, vqa_accuracy
     from ..llm.multimodal import freeze_parts, multimodal_param_groups
-    from .hub import path  # function-local: hub imports this module to register the recipe
 
-    quick = p["quick_parts"]  # the quick build uses the quick vit-tiny and llama-tiny
-    model, processor = assemble(path("vit-tiny", quick=quick, progress=progress),
-                                path("llama-tiny", quick=quick, progress=progress), p["vision_feature_layer"], p["seed"])
+    # part_dirs: the hub's builds of vit-tiny and llama-tiny (the quick ones for the quick build)
+    model, processor = assemble(part_dirs["vit-tiny"], part_dirs["llama-tiny"], p["vision_feature_layer"], p["seed"])
     size = model.config.vision_config.image_size
     collate = ImageSFTCollator(processor.image_processor, pad_token_id=processor.tokenizer.pad_token_id)
     scenes = vqa_dataset(p["n_captions"], image_size=size, seed=p["seed"] + 1, max_objects=p["max_objects"])
@@ -170,4 +168,5 @@ RECIPE = register(Recipe(
     description="LlavaForConditionalGeneration (vit-tiny + projector + llama-tiny) trained in LLaVA's two stages "
                 "on shapes-world captions and visual questions",
     targets={"vqa_accuracy_all": "well above the majority baselines (full build)"},
+    parts=("vit-tiny", "llama-tiny"),
 ))

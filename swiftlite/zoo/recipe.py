@@ -24,9 +24,12 @@ class Recipe:
     description: str
     full: dict[str, Any]
     quick: dict[str, Any]
-    build: Callable[[Path, dict[str, Any], bool], dict[str, float]]  # writes out_dir, returns figures
+    # build(out_dir, params, progress, part_dirs) writes out_dir and returns figures; part_dirs maps each
+    # name in `parts` to that backbone's folder (the hub builds it first if needed)
+    build: Callable[[Path, dict[str, Any], bool, dict[str, Path]], dict[str, float]]
     load: Callable[[Path], Any]
     targets: dict[str, str] = field(default_factory=dict)  # figure -> claim, e.g. {"accuracy": ">= 0.9"}
+    parts: tuple[str, ...] = ()  # backbones this one is built from (llava-tiny: vit-tiny, llama-tiny)
 
     def params(self, quick: bool) -> dict[str, Any]:
         return dict(self.quick if quick else self.full)

@@ -106,7 +106,7 @@ def prompt_match(pipe, judge, shapes, colours, *, samples_per_prompt: int, steps
             "colour_match": float(colour_ok.mean()), "n_samples": float(len(prompts))}
 
 
-def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
+def build(out_dir: Path, p: dict[str, Any], progress: bool, part_dirs: dict[str, Path]) -> dict[str, float]:
     # torch, diffusers and the training loop load here, when a build runs: `swiftlite zoo list` stays light
     import torch
 

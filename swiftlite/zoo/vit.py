@@ -52,7 +52,7 @@ def accuracy(model, images, labels, batch_size: int = 256) -> float:
     return correct / len(labels)
 
 
-def build(out_dir: Path, p: dict[str, Any], progress: bool) -> dict[str, float]:
+def build(out_dir: Path, p: dict[str, Any], progress: bool, part_dirs: dict[str, Path]) -> dict[str, float]:
     import numpy as np
     import torch
     from transformers import ViTForImageClassification, ViTImageProcessor
