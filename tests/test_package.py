@@ -92,3 +92,25 @@ def test_import_swiftlite_is_light():
 def test_config_name_is_defined_once():
     defined = [p for p in INIT.parent.rglob("*.py") if "CONFIG_NAME = " in p.read_text()]
     assert [p.relative_to(INIT.parent).as_posix() for p in defined] == ["core/io.py"]
+
+
+def _local_swiftlite_imports_without_a_reason() -> list[str]:
+    """Imports of swiftlite modules inside functions with no comment saying why (on the line, or in
+    the few lines just above it: one comment may cover a block of imports)."""
+    found = []
+    for path in sorted(Path(swiftlite.__file__).parent.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("swiftlite")):
+                    at = node.lineno - 1
+                    window = lines[max(0, at - 8):at + 1]
+                    if not any("#" in line for line in window):
+                        found.append(f"{path.name}:{node.lineno}: {lines[at].strip()}")
+    return found
+
+
+def test_swiftlite_imports_sit_at_module_tops_unless_a_comment_says_why():
+    assert _local_swiftlite_imports_without_a_reason() == []

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .shapes import (BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, Content, _background, _check_size,
+from .shapes import (_features, BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, Content, _background, _check_size,
                      _check_subset, render, sample_content)
 
 SCENE_STYLES: tuple[str, ...] = ("plain", "outline", "stripes", "dots")
@@ -86,8 +86,6 @@ def scenes_dataset(n: int = 1000, *, image_size: int = 32, seed: int = 0, shapes
     center stays alone (no cell is two cells away from it).
     """
     import datasets
-
-    from .shapes import _features
 
     _check_size(image_size)
     for name, given, allowed in (("styles", styles, SCENE_STYLES), ("shapes", shapes, SHAPES),

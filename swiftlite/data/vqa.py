@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, Content, _check_size, render
+from .shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, Content, _check_size, render
 
 QTYPES: tuple[str, ...] = ("colour", "shape", "count", "position")
 NUMBERS = ("zero", "one", "two", "three", "four")
@@ -57,8 +57,6 @@ def vqa_dataset(n: int = 1000, *, image_size: int = 32, seed: int = 0, max_objec
     (a string from ``qtypes``, drawn uniformly), ``n_objects``.
     """
     import datasets  # heavy import, kept local
-
-    from .shapes import SIZES
 
     _check_size(image_size)
     if not 1 <= max_objects <= 4:

@@ -23,6 +23,11 @@ from typing import Any, Callable
 
 import torch
 
+from .. import bench
+from ..api import Swift
+from ..tuners import LoRAConfig, SCETuningConfig
+from ..tuners.scetuning import unet_skip_widths
+
 __all__ = ["ATTENTION", "ATTENTION_AND_CONV", "regions", "saved_bytes_by_region", "lora_rank_for", "sd_layout_unet",
            "compare_memory", "memory_report", "memory_figure"]
 
@@ -83,16 +88,11 @@ def saved_bytes_by_region(model: torch.nn.Module, unet: torch.nn.Module, loss_fn
 
 
 def _n_trainable(model: torch.nn.Module) -> int:
-    from ..bench import count_parameters
-
-    return count_parameters(model)[0]
+    return bench.count_parameters(model)[0]
 
 
 def lora_rank_for(unet: torch.nn.Module, target: str, budget: int, ranks: range = range(1, 33)) -> int:
     """The LoRA rank (on `target` of a copy of `unet`) whose trainable count is closest to `budget`."""
-    from ..api import Swift
-    from ..tuners import LoRAConfig
-
     counts = {r: _n_trainable(Swift.prepare_model(copy.deepcopy(unet), LoRAConfig(r=r, lora_alpha=r,
                                                                                   target_modules=target)))
               for r in ranks}
@@ -124,11 +124,6 @@ def compare_memory(unet: torch.nn.Module, batch_fn: Callable[[], Any], loss_fn: 
     (peak memory against LoRA on attention + conv), "sc_over_lora_attention", "block_out_channels",
     "layers_per_block", "image_size", "batch_size"}."""
     from tqdm.auto import tqdm
-
-    from .. import bench
-    from ..api import Swift
-    from ..tuners import LoRAConfig, SCETuningConfig
-    from ..tuners.scetuning import unet_skip_widths
 
     sc_config = SCETuningConfig(dims=list(unet_skip_widths(unet).values()), target_modules=r"up_blocks\.\d+\.resnets\.\d+")
     models = {SC_NAME: Swift.prepare_model(copy.deepcopy(unet), sc_config)}

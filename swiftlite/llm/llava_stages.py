@@ -16,6 +16,14 @@ from typing import Any
 
 import torch
 
+from .. import zoo
+from ..api import Swift
+from ..train import train
+from ..tuners import LoRAConfig
+from ..zoo import llava
+from .image_sft import ImageSFTCollator
+from .multimodal import freeze_parts, multimodal_target_regex, prepare_lora_llm
+
 __all__ = ["STAGE2_METHODS", "stage1_model", "tune_stage2"]
 
 STAGE2_METHODS = ("lora", "lora_llm", "full")
@@ -24,9 +32,6 @@ STAGE2_METHODS = ("lora", "lora_llm", "full")
 def stage1_model(quick: bool | None = None):
     """``(model, processor)`` after stage 1: vit-tiny + the stage-1 projector + llama-tiny as pretrained."""
     from safetensors.torch import load_file
-
-    from .. import zoo
-    from ..zoo import llava
 
     quick = zoo.quick_mode(quick)
     directory = zoo.path("llava-tiny", quick=quick, progress=False)
@@ -44,18 +49,11 @@ def tune_stage2(method: str, train_set, processor, *, steps: int, seed: int, bat
     """Stage 2 with ``method`` (see :data:`STAGE2_METHODS`) on ``train_set`` (from
     :func:`swiftlite.llm.image_sft.build_image_sft_dataset`) from a fresh stage-1 model.
     Returns ``{"model", "history", "trainable"}`` (trainable = number of trained weights)."""
-    from ..train import train
-    from .image_sft import ImageSFTCollator
-    from .multimodal import freeze_parts, multimodal_target_regex, prepare_lora_llm
-
     if method not in STAGE2_METHODS:
         raise ValueError(f"tune_stage2(method={method!r}): expected one of {STAGE2_METHODS}")
     torch.manual_seed(seed)  # LoRA's A init
     model, _ = stage1_model(quick)
     if method == "lora":
-        from swiftlite import Swift
-        from swiftlite.tuners import LoRAConfig
-
         model = Swift.prepare_model(model, LoRAConfig(r=8, lora_alpha=32, target_modules=multimodal_target_regex(model)))
     elif method == "lora_llm":
         model = prepare_lora_llm(model, r=8, lora_alpha=32, lora_dropout=0.0)

@@ -47,6 +47,11 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from ..api import Swift, SwiftModel
+from ..core.io import StagedWrite
+from ..train import trainable_param_groups
+from ..tuners import LoRAConfig
+
 __all__ = ["MultiModelKeys", "MODEL_ARCHS", "register_model_arch", "get_model_arch", "part_of",
            "freeze_parts", "multimodal_target_regex", "prepare_lora_llm", "save_lora_llm", "load_lora_llm",
            "multimodal_param_groups", "VIT_WEIGHTS_NAME"]
@@ -85,8 +90,6 @@ QWEN2_VL = register_model_arch("qwen2_vl", MultiModelKeys(
 
 def _unwrap(model: nn.Module) -> nn.Module:
     """The transformers model inside a SwiftModel (or the model itself)."""
-    from swiftlite import SwiftModel
-
     return model.base_model if isinstance(model, SwiftModel) else model
 
 
@@ -238,9 +241,6 @@ def prepare_lora_llm(model: nn.Module, *, r: int = 8, lora_alpha: float = 32, lo
                      adapter_name: str = "default", **lora_kwargs: Any):
     """ms-swift's ``lora_llm`` tuner: LoRA (``all-linear`` of the LLM; ms-swift's ``lora_rank=8,
     lora_alpha=32``) plus full training of the vision tower and the aligner. Returns a SwiftModel."""
-    from swiftlite import Swift
-    from swiftlite.tuners import LoRAConfig
-
     config = LoRAConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                         target_modules=multimodal_target_regex(model), **lora_kwargs)
     swift_model = Swift.prepare_model(model, {adapter_name: config})
@@ -251,8 +251,6 @@ def prepare_lora_llm(model: nn.Module, *, r: int = 8, lora_alpha: float = 32, lo
 def save_lora_llm(model: nn.Module, save_directory: str | os.PathLike) -> None:
     """Save the LoRA adapter(s) (``SwiftModel.save_pretrained``) and, beside them, the trainable
     vision-tower and aligner weights as ``vit.safetensors`` (names as in the base model)."""
-    from swiftlite.core.io import StagedWrite
-
     base = _unwrap(model)
     owner = part_of(base)
     full = {n: p.detach().cpu().contiguous() for n, p in base.named_parameters()
@@ -271,8 +269,6 @@ def load_lora_llm(model: nn.Module, model_id: str | os.PathLike, *, inference_mo
     vision-tower and aligner weights from ``vit.safetensors`` (trainable again unless
     ``inference_mode``). Every key of the file must name a parameter of the model."""
     from safetensors.torch import load_file
-
-    from swiftlite import Swift
 
     path = os.path.join(str(model_id), VIT_WEIGHTS_NAME)
     if not os.path.exists(path):
@@ -311,8 +307,6 @@ def multimodal_param_groups(model: nn.Module, *, lr: float, weight_decay: float 
     ``learning_rate``), the rest keep theirs; within a group the parts come in ms-swift's order
     (vit, aligner, llm). Pass the result to ``train(..., param_groups=groups)``.
     """
-    from swiftlite.train import trainable_param_groups
-
     for name, value in (("lr", lr), ("vit_lr", vit_lr), ("aligner_lr", aligner_lr)):
         if value is not None and not value > 0:
             raise ValueError(f"multimodal_param_groups({name}={value}): expected a positive learning rate or None.")

@@ -31,7 +31,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..api import Swift
+from ..tuners import LoRAConfig
 from ..tuners.lora.quantized import backend_of, bnb4_keep_layout
+from .sft import compare_tuners
 
 _BITS = {"bnb": (4, 8), "hqq": (1, 2, 3, 4, 8), "torchao": (4, 8)}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -227,9 +230,6 @@ def _probe_cases() -> dict[str, Any]:
 def backend_support(seed: int = 0) -> list[dict[str, Any]]:
     """Try each library's quantized linear layer here: quantize, forward, backward through a LoRA on top.
     One row per case: `works`, the forward's max error against the float layer, or the exception raised."""
-    from .. import Swift
-    from ..tuners import LoRAConfig
-
     rows = []
     for name, make in _probe_cases().items():
         torch.manual_seed(seed)
@@ -267,8 +267,6 @@ def lora_on(model: nn.Module, args: QuantizeArguments | None, lora_config: Any) 
     """`model`, quantized with `args` (None: left in float32), then wrapped with LoRA `lora_config`."""
     import warnings
 
-    from .. import Swift
-
     if args is not None:
         with warnings.catch_warnings():  # transformers' notes on loading; the benchmark reports the numbers
             warnings.simplefilter("ignore")
@@ -299,8 +297,6 @@ def compare_quantized(model_factory, variants: dict[str, QuantizeArguments | Non
     import functools
 
     import numpy as np
-
-    from .sft import compare_tuners
 
     configs = {name: functools.partial(lora_on, args=args, lora_config=lora_config) for name, args in variants.items()}
     runs: dict[str, list[dict]] = {name: [] for name in variants}

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .. import bench
+from ..api import Swift
 from ..train import train
 from .agent import generate
 from .lisa import LISA, LISAConfig
@@ -289,9 +290,6 @@ def _prepare(model: nn.Module, config) -> nn.Module:
         return model
     if callable(config) and not isinstance(config, Mapping) and not hasattr(config, "swift_type"):
         return config(model)
-    # the façade and every tuner load when a tuner is applied, so `import swiftlite.llm` stays light
-    from swiftlite.api.model import Swift
-
     return Swift.prepare_model(model, config)
 
 

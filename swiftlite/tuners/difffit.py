@@ -36,7 +36,7 @@ from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Target
 from ..core.layer import check_finite
 from ..core.modules import innermost_base_layer, is_transformers_conv1d, with_transformers_conv1d
-from ..core.targeting import match_modules
+from ..core.targeting import match_modules, replace_module
 from .bitfit import _is_rms_norm
 
 _NORMS = (nn.LayerNorm, nn.GroupNorm)
@@ -168,8 +168,6 @@ class DiffFitTuner(Tuner):
 
     @classmethod
     def inject(cls, model: nn.Module, config: DiffFitConfig, adapter_name: str) -> None:
-        from ..core.targeting import replace_module
-
         scaled = set(match_modules(model, config.scale_modules, types=_layer_types(), field_name="scale_modules",
                                    config_name=type(config).__name__))
         for name in cls.match(model, config):

@@ -31,7 +31,7 @@ import torch.nn as nn
 from ..core import SwiftConfig, Tuner, TunerLayer, register_tuner
 from ..core.config import Index, PositiveInt, Target
 from ..core.modules import apply_to_hidden, hidden_of
-from ..core.targeting import match_modules
+from ..core.targeting import match_modules, replace_module
 from ..core.tuner import feature_width, said_by
 
 Channels = dict[str, list[int]]
@@ -134,8 +134,6 @@ class SCTTuner(Tuner):
 
     @classmethod
     def inject(cls, model: nn.Module, config: SCTConfig, adapter_name: str) -> None:
-        from ..core.targeting import replace_module
-
         for name in cls.match(model, config):
             channels = config.salient_channels
             channels = channels[name] if isinstance(channels, dict) else channels

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..data.shapes import to_pixel_values
+from ..tuners.sct import SCTConfig, select_salient_channels
 from . import harness
 
 __all__ = ["sct_config", "run_relatives", "bytes_on_disk", "cost_accuracy_scatter"]
@@ -23,8 +25,6 @@ __all__ = ["sct_config", "run_relatives", "bytes_on_disk", "cost_accuracy_scatte
 
 def _pixel_batches(task: str, seed: int, shots: int | None, image_size: int, batch_size: int = 64):
     """The task's training split as {pixel_values, labels} batches (what select_salient_channels reads)."""
-    from ..data.shapes import to_pixel_values
-
     data = harness.load_task(task, shots, seed, image_size)["train"].with_format("numpy")[:]
     for i in range(0, len(data["label"]), batch_size):
         yield {"pixel_values": to_pixel_values(data["image"][i:i + batch_size]),
@@ -35,8 +35,6 @@ def sct_config(task: str, seed: int = 0, *, backbone: str = "vit-tiny", shots: i
                target_modules: str = r"vit\.layers\.\d+", return_scores: bool = False, **fields: Any):
     """An ``SCTConfig`` whose salient channels are chosen on ``task``'s few-shot training split (the
     frozen pretrained backbone, one pass). With ``return_scores`` also the per-channel scores."""
-    from ..tuners.sct import SCTConfig, select_salient_channels
-
     model = harness.load_backbone(backbone)
     batches = _pixel_batches(task, seed, shots, harness.backbone_image_size(backbone))
     channels, scores = select_salient_channels(model, batches, target_modules, top_k, return_scores=True)

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.shapes import COLOURS, SHAPES, to_pixel_values
+from .. import train as training
+from ..data.scenes import scenes_dataset
+from ..data.shapes import COLOURS, POSITIONS, SHAPES, shapes_dataset, to_pixel_values
 
 
 def image_features(width: int) -> nn.Sequential:
@@ -47,8 +49,6 @@ class ShapeColourJudge(nn.Module):
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> tuple[list[str], list[str]]:
         """uint8 images (B, H, W, 3) -> (shape names, colour names)."""
-        from ..data.shapes import to_pixel_values
-
         self.eval()
         s, c = self(to_pixel_values(images))
         return [self.shapes[i] for i in s.argmax(-1)], [self.colours[i] for i in c.argmax(-1)]
@@ -85,9 +85,6 @@ def train_judge(image_size: int, *, n_train: int, steps: int, seed: int = 0, pro
                 backgrounds: Sequence[str] = ("black",), sizes: Sequence[str] = ("medium", "large"),
                 ) -> tuple[ShapeColourJudge, dict[str, float]]:
     """Train a judge on plain rendered images; returns it and its held-out accuracies."""
-    from .. import train as training
-    from ..data.shapes import shapes_dataset, to_pixel_values
-
     torch.manual_seed(seed)
     judge = ShapeColourJudge()
     common = dict(image_size=image_size, maps=False, backgrounds=backgrounds, sizes=sizes)
@@ -147,10 +144,6 @@ def train_scene_judge(p: dict, *, progress: bool = False) -> tuple[SceneJudge, d
     """A :class:`SceneJudge` trained on one-object scenes of recipe ``p`` (``shapes``, ``colours``,
     ``sizes``, ``styles``, ``backgrounds``, ``image_size``, ``n_judge``, ``judge_steps``, ``judge_width``,
     ``seed``); returns it and its held-out accuracy per factor on 500 real renders."""
-    from .. import train as training
-    from ..data.scenes import scenes_dataset
-    from ..data.shapes import POSITIONS
-
     factors = ("shape", "colour", "position", "style", "size")
     world = dict(image_size=p["image_size"], shapes=p["shapes"], colours=p["colours"], sizes=p["sizes"],
                  styles=p["styles"], backgrounds=p["backgrounds"], positions=tuple(POSITIONS), p_second=0.0, maps=False)

@@ -46,6 +46,7 @@ def assemble(vit_dir: Path, llama_dir: Path, vision_feature_layer: int = -2, see
     """A ``LlavaForConditionalGeneration`` holding the ViT of ``vit_dir`` and the Llama of
     ``llama_dir`` (embeddings resized for the new ``<image>`` token), a fresh projector, and its
     ``LlavaProcessor``."""
+    # torch, transformers and swiftlite.llm load here, when a build runs: `swiftlite zoo list` stays light
     import torch
     from transformers import (AutoImageProcessor, AutoTokenizer, LlamaForCausalLM, LlavaConfig,
                               LlavaForConditionalGeneration, ViTForImageClassification)
@@ -87,6 +88,7 @@ def _majority(records) -> dict[str, float]:
 
 
 def build(out_dir: Path, p: dict[str, Any], progress: bool, part_dirs: dict[str, Path]) -> dict[str, float]:
+    # torch and the training loop load here, when a build runs: `swiftlite zoo list` stays light
     import numpy as np
     from safetensors.torch import save_file
 
@@ -143,7 +145,7 @@ def build(out_dir: Path, p: dict[str, Any], progress: bool, part_dirs: dict[str,
 
 def vqa_figure(stamp: dict):
     """Bar chart of the stamped VQA accuracy per question type beside the majority-answer baseline."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib and viz load only when the figure is drawn
 
     from ..data.vqa import QTYPES
     from ..viz import grouped_bars

@@ -146,6 +146,7 @@ def assemble(vae, text_encoder, tokenizer, unet, scheduler):
 
 def train_vae(vae, p: dict[str, Any], progress: bool) -> list[float]:
     """Stage 1: L = ‖D(z) − x‖₁ + β KL(q(z|x) ‖ N(0, I)) on scenes; returns the loss history."""
+    # torch and the training loop load here, when a build runs: `swiftlite zoo list` stays light
     import torch
 
     from .. import train as training
@@ -240,6 +241,7 @@ def sample_prompts(pipe, prompts: list[str], *, steps: int, guidance_scale: floa
 
 
 def build(out_dir: Path, p: dict[str, Any], progress: bool, part_dirs: dict[str, Path]) -> dict[str, float]:
+    # torch, diffusers and the training loop load here, when a build runs: `swiftlite zoo list` stays light
     import numpy as np
     import torch
 
@@ -372,7 +374,7 @@ def load(directory: Path):
 
 def load_judge(directory: Path):
     """The :class:`~swiftlite.zoo.judge.SceneJudge` saved with ``sd-tiny`` (to score a tuned model's samples)."""
-    from .judge import SceneJudge
+    from .judge import SceneJudge  # the judge loads torch: kept out of `import swiftlite.zoo`
 
     return SceneJudge.from_pretrained(Path(directory) / "judge")
 
