@@ -87,3 +87,21 @@ def test_zoo_example_prompt_is_one_unet_tiny_follows():
         torch.set_num_threads(threads)
     shapes, colours = load_judge(zoo.path("unet-tiny", quick=False)).predict(images)
     assert sum(s == shape and c == colour for s, c in zip(shapes, colours)) >= 7, (shapes, colours)
+
+
+def test_layout_names_every_module_of_the_package():
+    """README's Layout section and the package tree agree: every subpackage and every module file of
+    swiftlite/ is named there (by its path, its file name, or its stem in a package's list)."""
+    text = README.read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    package = Path(__file__).resolve().parents[1] / "swiftlite"
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent).as_posix()
+        if path.name == "__init__.py":
+            if path.parent != package and f"{path.parent.name}/" not in layout:
+                missing.append(rel)
+        elif not re.search(rf"(?<![\w/]){re.escape(path.name)}\b|\b{re.escape(path.stem)}\b", layout):
+            missing.append(rel)
+    assert missing == [], f"README's Layout does not name: {missing}"
