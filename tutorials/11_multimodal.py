@@ -41,7 +41,6 @@
 # and trained on shapes-world scenes (`swiftlite.data.vqa_dataset`).
 
 # %%
-import os
 import re
 import time
 
@@ -58,8 +57,9 @@ from swiftlite.data.vqa import QTYPES, vqa_dataset
 from swiftlite.llm import multimodal as mm
 from swiftlite.llm.image_sft import answer, build_image_sft_dataset, encode_image_example, vqa_accuracy
 from swiftlite.llm.llava_stages import STAGE2_METHODS, stage1_model, tune_stage2
+from swiftlite.settings import quick_mode
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 1 seed, 3 steps, 12 questions
+QUICK = quick_mode()  # CI smoke run: 1 seed, 3 steps, 12 questions
 SEEDS = [0] if QUICK else [0, 1, 2]
 STEPS, N_TRAIN, N_EVAL = (3, 48, 12) if QUICK else (120, 4000, 240)
 torch.set_num_threads(1)  # on a shared CPU one thread is several times cheaper than two fighting

@@ -38,7 +38,6 @@
 # backend, torchao, hqq): the base is the zoo's `llama-tiny` (a `transformers.LlamaForCausalLM`).
 
 # %%
-import os
 import tempfile
 import time
 import warnings
@@ -60,8 +59,9 @@ from swiftlite.llm import SFTCollator, build_sft_dataset
 from swiftlite.llm import nf4
 from swiftlite.llm.quantized import QuantizeArguments, compare_quantized, quantize_model, weight_bytes
 from swiftlite.llm.sft import exact_match
+from swiftlite.settings import quick_mode
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 1 seed, 3 steps
+QUICK = quick_mode()  # CI smoke run: 1 seed, 3 steps
 SEEDS = [0] if QUICK else [0, 1, 2]
 STEPS, N_TRAIN, N_EVAL, N_EM = (3, 48, 16, 4) if QUICK else (120, 2000, 200, 50)
 torch.set_num_threads(1)  # on a shared 2-core CPU one thread is several times cheaper than two fighting

@@ -47,7 +47,6 @@
 #   does to a diffusion U-Net next to LoRA and full fine-tuning.
 
 # %%
-import os
 import time
 
 import diffusers
@@ -66,8 +65,9 @@ from swiftlite.diffusion import TextToImageLoss, score_samples, style_classifier
 from swiftlite.train import train
 from swiftlite.tuners.binary_adapter import binarize, checkpoint_bytes
 from swiftlite.zoo.unet import load_judge
+from swiftlite.settings import quick_mode
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: 1 task, 1 seed, a few steps
+QUICK = quick_mode()  # CI smoke run: 1 task, 1 seed, a few steps
 TASKS = ["colour", "digits", "style", "shape-in-style", "size"][: 1 if QUICK else 5]
 SEEDS = [0] if QUICK else [0, 1, 2]
 STEPS = 3 if QUICK else 60  # optimizer steps per VTAB run (batch 32)

@@ -56,8 +56,9 @@ import swiftlite
 import swiftlite.zoo as zoo
 from swiftlite import LoRAConfig, Swift, viz
 from swiftlite.kernels import bgmv, dispatch, fused_lora, mixed_batch, use_triton
+from swiftlite.settings import quick_mode
 
-QUICK = os.environ.get("SWIFTLITE_QUICK") == "1"  # CI smoke run: fewer timing rounds and shapes
+QUICK = quick_mode()  # CI smoke run: fewer timing rounds and shapes
 ROUNDS = 3 if QUICK else 15  # timing rounds (median)
 torch.set_num_threads(1)
 torch.manual_seed(0)
