@@ -44,6 +44,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,9 @@ __all__ = ["CourseError", "Page", "tutorials", "run_tutorials", "render", "build
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 CELL_TIMEOUT_S = 1800
+# A quick-mode cell takes seconds. Past this the client is taken to be stuck (jupyter's client now and then
+# misses a kernel's reply and would wait for it forever), and the notebook runs once more from the top.
+QUICK_CELL_TIMEOUT_S = 180
 
 
 @dataclass
@@ -117,12 +121,22 @@ async def _execute(notebook: Path, out: Path, quick: bool, figures: Path, timeou
     """`execute` as a coroutine: several notebooks run side by side in one event loop (`jobs`)."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError
 
-    nb = nbformat.read(notebook, as_version=4)
-    started = time.perf_counter()
-    await NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=keep_going,
-                         resources={"metadata": {"path": str(notebook.parent)}}
-                         ).async_execute(env=_kernel_env(quick, figures, threads))
+    if quick:
+        timeout = min(timeout, QUICK_CELL_TIMEOUT_S)
+    for attempt in (1, 2):
+        nb = nbformat.read(notebook, as_version=4)
+        started = time.perf_counter()
+        try:
+            await NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=keep_going,
+                                 resources={"metadata": {"path": str(notebook.parent)}}
+                                 ).async_execute(env=_kernel_env(quick, figures, threads))
+            break
+        except CellTimeoutError:
+            if attempt == 2:
+                raise
+            warnings.warn(f"{notebook.name}: a cell ran past {timeout} s; running the notebook once more")
     seconds = time.perf_counter() - started
     errors = [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
               for o in c.get("outputs", []) if o.get("output_type") == "error"]

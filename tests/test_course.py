@@ -229,3 +229,24 @@ def test_a_rendered_site_has_no_dead_links(tmp_path):
     html = (site / "00_one.html").read_text(encoding="utf-8")
     assert 'href="01_two.html"' in html and f'href="{url}/swiftlite/tuners/lora.py"' in html
     assert f'href="{url}/tutorials/README.md"' in html and f'href="{url}/swiftlite/testing/kit.py"' in html
+
+
+def test_a_stuck_cell_reruns_the_notebook_once_then_fails(tmp_path):
+    """A cell past its timeout (the client's stand-in for a missed kernel reply) reruns the notebook
+    once: a second, normal run is taken; a second timeout raises."""
+    import nbformat
+    from nbclient.exceptions import CellTimeoutError
+
+    marker = tmp_path / "first-run-done"
+    code = (f"import os, time\nif not os.path.exists({str(marker)!r}):\n"
+            f"    open({str(marker)!r}, 'w').close()\n    time.sleep(30)\nprint('ran')")
+    notebook = tmp_path / "flaky.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), notebook)
+    with pytest.warns(UserWarning, match="once more"):
+        seconds, errors = course.execute(notebook, tmp_path / "out.ipynb", True, tmp_path, timeout=3)
+    assert errors == [] and "ran" in (tmp_path / "out.ipynb").read_text()
+
+    stuck = tmp_path / "stuck.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time; time.sleep(30)")]), stuck)
+    with pytest.warns(UserWarning, match="once more"), pytest.raises(CellTimeoutError):
+        course.execute(stuck, tmp_path / "out2.ipynb", True, tmp_path, timeout=3)
