@@ -15,12 +15,7 @@ from swiftlite.testing.models import llava, qwen2_vl
 from swiftlite.tuners import LoRAConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _linears_under(model, prefixes, exclude=()):
