@@ -122,7 +122,8 @@ def main() -> None:
                     "all_match", "n_samples"):
             print(f"| {key} | {f[key]:.3f} | {q['recomputed'][key]:.3f} |")
         for key in sorted(f):
-            if key.startswith(("judge_", "vae_recon", "prompt_match_guidance", "chance", "n_vae", "n_param")):
+            if key.startswith(("judge_", "vae_recon", "prompt_match_guidance", "chance", "n_vae", "n_param", "text_",
+                                   "n_text")):
                 print(f"| {key} | {f[key]:.4g} | |")
     if args.figure:
         print("wrote", sample_figure())

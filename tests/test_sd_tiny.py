@@ -116,6 +116,34 @@ def test_sd_tiny_stamped_figures_are_recomputed_from_the_saved_weights(pipe, sd_
     assert f["n_samples"] == len(prompts) and set(judge.labels) == {"shape", "colour", "position", "style", "size"}
 
 
+def test_text_stage_heads_learn_and_the_encoder_stays_frozen_while_the_unet_trains(pipe, sd_dir):
+    """Stage 3 rerun alone (deterministic, one thread) gives the quick build's text encoder exactly: the
+    U-Net stage did not move it. Its heads name every factor well above chance on held-out captions."""
+    from swiftlite.zoo import sd
+
+    p = zoo.read_stamp(sd_dir)["params"]
+    tokenizer = sd.clip_tokenizer(p["max_length"])
+    captions = sd.caption_dataset(p, 64, 7, tokenizer)
+    two = [r for r in captions if r["end_2"] > 0]
+    assert two and len(two) < 64  # some captions name a second object, some do not
+    for row in captions:  # each object's token index points at the last word of its phrase
+        words = tokenizer.convert_ids_to_tokens(row["input_ids"])
+        position = sd.factor_values(p)["position"][row["position_1"]]
+        assert words[row["end_1"]] == position.split()[-1] + "</w>"
+    _, text_encoder, _, _ = sd.make_models(p, tokenizer)
+    before = {k: v.clone() for k, v in text_encoder.state_dict().items()}
+    _, history, accuracy = sd.pretrain_text_encoder(text_encoder, tokenizer, p)
+    assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5])
+    values = sd.factor_values(p)
+    for factor in ("shape", "colour", "position", "style"):
+        assert accuracy[f"token_{factor}"] > 2.0 / len(values[factor]), (factor, accuracy)
+    shipped = pipe.text_encoder.state_dict()
+    trained = text_encoder.state_dict()
+    assert any(not torch.equal(before[k], trained[k]) for k in before)  # the stage moved it ...
+    for k, v in trained.items():  # ... and the shipped (float16) encoder is exactly the stage's output
+        assert torch.equal(shipped[k], v.half().float()), k
+
+
 # ---------------------------------------------------------------------------------------------- widening
 @pytest.mark.parametrize("channels", [8, 9])
 def test_widened_conv_in_leaves_the_output_unchanged_at_init(pipe, channels):
