@@ -51,7 +51,8 @@ read position and took the layout from the starting noise. The position is visib
 t ≈ 800 down, so the denoising loss rewards reading it from the text in few steps, and a jointly trained
 encoder never gets a strong signal to tell the position phrases apart. An encoder first taught to name every
 factor hands the U-Net text in which position is as distinct as colour: in a 500-step pilot the position of
-same-noise samples rose from 11 % to 53–64 %. The measured figures of this recipe are in its stamp.
+same-noise samples rose from 11 % to 53–64 %. Built into this recipe, the full build's CFG samples get
+position 100 % and shape 74 % (shape ∧ colour ∧ position 73 % of 192, stamped).
 
 Quality figures (stamped, each with its sample count): a :class:`~swiftlite.zoo.judge.SceneJudge`
 trained on real renders names shape, colour, position (3×3 grid), style and size of each CFG sample of
