@@ -287,8 +287,9 @@ def caption_loss(model, batch):
 
 
 def pretrain_text_encoder(text_encoder, tokenizer, p: dict[str, Any], progress: bool = False):
-    """Stage 2: train ``text_encoder`` (with :func:`caption_heads`) to name every factor of scene captions;
+    """Stage 3: train ``text_encoder`` (with :func:`caption_heads`) to name every factor of scene captions;
     returns (heads, loss history, {head: accuracy on ``n_text_eval`` held-out captions})."""
+    # torch and the training loop load here, when a build runs: `swiftlite zoo list` stays light
     import torch
 
     from .. import train as training
