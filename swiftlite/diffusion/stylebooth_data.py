@@ -194,11 +194,12 @@ class LoopRound:
 
 
 def style_destyle_loop(pipe: Any, judge: Any, generators: Any, *, rounds: int, n_per_style: int, editor_steps: int,
-                       iou_min: float = 0.6, strength: float = 0.6, steps: int = 20, seed: int = 0,
+                       iou_min: float = 0.6, strength: float = 0.6, steps: int = 20, s_txt: float = 3.0, seed: int = 0,
                        progress: bool = True, log: Callable[[str], None] = print) -> list[LoopRound]:
     """``rounds`` rounds of pairs (module docstring). Round 1 stylizes with the generators; each later round
     stylizes with an editor trained ``editor_steps`` on every pair kept so far. De-styling always uses the
-    plain generator. Each round draws new renders (``n_per_style`` per style and direction)."""
+    plain generator. Each round draws new renders (``n_per_style`` per style and direction); the editor samples
+    with text scale ``s_txt``."""
     out: list[LoopRound] = []
     editor = None
     for r in range(rounds):
@@ -210,7 +211,7 @@ def style_destyle_loop(pipe: Any, judge: Any, generators: Any, *, rounds: int, n
                 made = generator_img2img(pipe, generators, style, fresh["plain"], fresh["caption_styled"],
                                          strength=strength, steps=steps, seed=base)
             else:
-                made = stylebooth_edit(editor, fresh["plain"], style, steps=steps, seed=base)
+                made = stylebooth_edit(editor, fresh["plain"], style, s_txt=s_txt, steps=steps, seed=base)
             src.append(fresh["plain"])
             tgt.append(made)
             sty += [style] * n_per_style
@@ -227,15 +228,17 @@ def style_destyle_loop(pipe: Any, judge: Any, generators: Any, *, rounds: int, n
         out.append(rnd)
         log(f"round {r + 1}: kept {int(rnd.keep.sum())} of {len(rnd.keep)} pairs "
             f"(stylize {rnd.kept_share('stylize'):.0%}, de-style {rnd.kept_share('de-style'):.0%})")
-        if r + 1 < rounds:
-            kept = pooled(out, filtered=True)
+        kept = pooled(out, filtered=True)
+        if r + 1 < rounds and len(kept[0]) == 0:
+            log(f"round {r + 1}: no pair kept yet, so round {r + 2} stylizes with the generators again")
+        elif r + 1 < rounds:
             editor, _ = train_stylebooth(pipe, *kept, steps=editor_steps, seed=seed, progress=progress)
     return out
 
 
 def pooled(rounds: Sequence[LoopRound], *, filtered: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(sources, targets, styles) of every round, only the kept pairs when ``filtered``."""
-    src, tgt, sty = [], [], []
+    src, tgt, sty = [np.zeros((0, 32, 32, 3), np.uint8)], [np.zeros((0, 32, 32, 3), np.uint8)], []
     for rnd in rounds:
         rows = rnd.keep if filtered else np.ones(len(rnd.styles), bool)
         src.append(rnd.sources[rows])
