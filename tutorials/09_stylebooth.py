@@ -82,12 +82,12 @@ print(f"swiftlite {swiftlite.__version__}, torch {torch.__version__}, diffusers 
 # ## 1. The equations
 #
 # The source image $x_\text{src}$ is encoded once, $E(x_\text{src}) \in \mathbb{R}^{4\times 8\times 8}$, and
-# concatenated to the noisy target latent $z_t \in \mathbb{R}^{4\times 8\times 8}$ along channels:
+# concatenated to the noisy latent of the edited image, $z_t \in \mathbb{R}^{4\times 8\times 8}$ along channels:
 # $u_t = [z_t ; E(x_\text{src})] \in \mathbb{R}^{8\times 8\times 8}$. Only `conv_in` changes:
 # $W' = [W \,|\, 0]$, so at init the editor predicts what sd-tiny predicts. The instruction's tokens
 # $c = \tau(\text{instruction})$ enter every cross-attention layer; for an exemplar instruction the row
 # of the `<image>` token is replaced by $W_e\,\varphi(x_\text{ex})$, $\varphi$ the frozen VAE encoder's
-# feature statistics, $W_e$ a trainable matrix. Training regresses sd-tiny's target ($v$):
+# feature statistics, $W_e$ a trainable matrix. Training regresses what sd-tiny predicts ($v$):
 #
 # $$ L = \lVert v_\theta(u_t, t, c) - v \rVert^2, $$
 #
@@ -225,9 +225,9 @@ print(f"dropout: {int((ours[1].abs().sum((1, 2, 3)) == 0).sum())} of 300 sources
 # No paired data exists, so the pairs are made. **Generators**: one LoRA adapter per style on a copy of
 # sd-tiny's U-Net (plain, outline, stripes, dots), each tuned on renders of its style, run as
 # SDEdit through diffusers' `StableDiffusionImg2ImgPipeline`. **Round 1** stylizes real plain renders
-# with the style's generator, and de-stylizes real styled renders with the plain generator (the target
-# of such a pair is a real image). **Filter** (our reading): keep a pair when the object's bounding box
-# and colour survived (content) and the judge names the wanted style on the target and *plain* on the
+# with the style's generator, and de-stylizes real styled renders with the plain generator (the edited
+# side of such a pair is a real image). **Filter** (our reading): keep a pair when the object's bounding box
+# and colour survived (content) and the judge names the wanted style on the edited side and *plain* on the
 # source. **Round 2** stylizes with an editor trained on round 1's kept pairs.
 
 # %%
@@ -287,7 +287,7 @@ for arm, (sources, targets, styles) in pairs.items():
 # Held-out plain renders are edited into each style by a word instruction. **Style accuracy**: the
 # judge names the wanted style. **Content kept**: the object's box overlaps the source's (IoU ≥ 0.6)
 # and the judge names the same colour. **Success**: both. Each seed draws new sources and new noise.
-# Predict: the filtered editor keeps content at least as often, since its training targets did.
+# Predict: the filtered editor keeps content at least as often, since its training pairs did.
 # The text scale is `S_TXT` = 3 rather than the paper's 7.5: a small editor trained for minutes
 # over-steers at 7.5 (move the slider in section 9 to see it).
 
@@ -342,7 +342,7 @@ editor = editors["with filter"]
 
 def exemplar_scores(seed):
     test = render_pairs(N_EVAL, seed=60_000 + seed)
-    exemplars = render_pairs(N_EVAL, seed=70_000 + seed)  # other objects; their styles are the targets
+    exemplars = render_pairs(N_EVAL, seed=70_000 + seed)  # other objects; their styles are the ones asked for
     edits = stylebooth_edit(editor, test["plain"], exemplars=exemplars["styled"], s_img=S_IMG, s_txt=S_TXT,
                             steps=SAMPLING_STEPS, seed=seed)
     return edit_scores(test["plain"], edits, list(exemplars["style"]), judge), test, exemplars, edits
@@ -489,7 +489,7 @@ check_answer(my_share_both_dropped, reference, abs_tol=0.002)
 
 # %% [markdown]
 # 3. **Why does the filter look at the source too?** A de-style pair's source is *generated*. Count the
-#    round-1 de-style pairs whose target reached its style but whose source the judge does not call
+#    round-1 de-style pairs whose edited side reached its style but whose source the judge does not call
 #    plain (those the filter drops for that reason alone). Use `rounds[0].verdict`, `rounds[0].direction`
 #    and `judge.predict(...)`.
 
