@@ -30,10 +30,9 @@
 # instructions each reach their style?
 #
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 under
-# `nice -n 10` while about ten other jobs shared the two cores: quick mode (`SWIFTLITE_QUICK=1`)
-# 2.3 min wall, 0.3 min of its own CPU time. Full mode (300-step editors, 48 renders per style and
-# direction, 3 seeds) has not been timed end to end on an unshared machine yet; section 10 prints the
-# wall and CPU time of every run.
+# `nice -n 10` while about ten other jobs shared the two cores: full mode 11.3 min wall (6.5 min of
+# the notebook process's own CPU time); quick mode (`SWIFTLITE_QUICK=1`) 2.3 min wall, 0.3 min of CPU.
+# Section 10 prints the wall and CPU time of every run. The committed figures come from that full run.
 #
 # **You will learn**
 # * how an editing U-Net reads a source image (8-channel `conv_in`, new weights zero) and how
@@ -438,8 +437,11 @@ print(f"filter: content kept {summary['with filter']['content_kept'][0]:.2f} vs 
 print(f"pairs: {len(pairs['with filter'][0])} kept of {len(pairs['without filter'][0])} generated "
       f"({len(pairs['with filter'][0]) / len(pairs['without filter'][0]):.0%})")
 print(f"round 2 vs round 1 kept share: {rounds[-1].kept_share():.0%} vs {rounds[0].kept_share():.0%}")
-print(f"exemplar-based style accuracy {ex_summary['style_accuracy'][0]:.2f} vs text-based "
-      f"{summary['with filter']['style_accuracy'][0]:.2f} (chance {1 / len(STYLEBOOTH_STYLES):.2f})")
+chance = 1 / len(STYLEBOOTH_STYLES)
+ex_acc, ex_std = ex_summary["style_accuracy"]
+print(f"exemplar-based style accuracy {ex_acc:.2f} ± {ex_std:.2f} vs text-based "
+      f"{summary['with filter']['style_accuracy'][0]:.2f} (chance {chance:.2f}): the exemplar path is "
+      f"{'above chance' if ex_acc - ex_std > chance else 'NOT above chance — our reading of it did not learn here'}")
 print(f"composition: judge says striped for {named[WEIGHTS[-1]]['stripes']:.0%} at w=1 and "
       f"{named[WEIGHTS[0]]['stripes']:.0%} at w=0")
 wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
