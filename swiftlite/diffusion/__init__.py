@@ -14,6 +14,8 @@
   judge, mask IoU against a condition mask, edge agreement.
 * :mod:`swiftlite.diffusion.widen` — ``conv_in`` widened to 8 (InstructPix2Pix editing) or 9 (inpainting)
   input channels with zero-initialised new weights, and diffusers' editing / inpainting pipelines around it.
+* :mod:`swiftlite.diffusion.stylebooth` / :mod:`~swiftlite.diffusion.stylebooth_data` — StyleBooth's 8-channel
+  editor (condition dropout, two-scale guidance with rescale, exemplar token) and its style/de-style data loop.
 * :mod:`swiftlite.diffusion.memory` — where training memory goes: SC-Tuner against LoRA on the same
   U-Net, with the bytes saved for backward per U-Net part (SCEdit's memory claim).
 
@@ -33,6 +35,10 @@ _EXPORTS = {
     "repeat_condition": "sampling", "prompt_embeddings": "sampling",
     # channel-expanded U-Nets
     "widen_conv_in": "widen", "instruct_pix2pix_pipeline": "widen", "inpaint_pipeline": "widen",
+    # StyleBooth: the editor and its data loop
+    "StyleBooth": "stylebooth", "StyleBoothConfig": "stylebooth", "StyleBoothLoss": "stylebooth",
+    "stylebooth_edit": "stylebooth", "dual_guidance": "stylebooth", "condition_dropout": "stylebooth",
+    "style_destyle_loop": "stylebooth_data", "usability_filter": "stylebooth_data", "train_stylebooth": "stylebooth_data",
     # metrics
     "StyleClassifier": "metrics", "style_classifier": "metrics", "style_accuracy": "metrics",
     "prompt_adherence": "metrics", "object_mask": "metrics", "mask_iou": "metrics", "mask_edges": "metrics",
@@ -43,4 +49,5 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("training", "sampling", "metrics", "memory", "controlnet", "widen"))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("training", "sampling", "metrics", "memory", "controlnet", "widen", "stylebooth",
+                                                           "stylebooth_data"))
