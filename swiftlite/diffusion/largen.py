@@ -59,6 +59,7 @@ from .training import TextToImageLoss, diffusion_target
 from .widen import INPAINT_CHANNELS, widen_conv_in
 
 STAGES: tuple[str, ...] = ("locate", "assign", "refine")
+PSNR_CAP = 100.0  # dB, for images identical outside the mask
 
 __all__ = ["STAGES", "LargenState", "AssignProcessor", "RefineProcessor", "ReferenceRecorder", "SubjectEncoder",
            "LarGen", "LargenLoss", "encode_quadruplets", "latent_mask", "inpaint", "largen_scores",
@@ -496,7 +497,7 @@ def inpaint(pipe: Any, model: LarGen, quads: Any, *, with_subject: bool, with_te
 def largen_scores(images: np.ndarray, quads: Any, judge: Any, *, mask: np.ndarray | None = None) -> dict[str, float]:
     """``identity``: share of images where the judge names the subject's shape, colour and style;
     ``shape`` / ``colour`` / ``style``: each alone; ``background_psnr`` (dB): PSNR outside the mask
-    against the original scene (higher = better kept)."""
+    against the original scene (higher = better kept; identical images: ``PSNR_CAP``)."""
     rows = quads[:]
     got = judge.predict(np.asarray(images, dtype=np.uint8))
     match = {f: np.array([g == w for g, w in zip(got[f], rows[f])]) for f in ("shape", "colour", "style")}
@@ -506,4 +507,4 @@ def largen_scores(images: np.ndarray, quads: Any, judge: Any, *, mask: np.ndarra
     mse = (diff * outside).sum() / max(outside.sum() * 3, 1)
     return {"identity": float(np.mean(match["shape"] & match["colour"] & match["style"])),
             **{f: float(m.mean()) for f, m in match.items()},
-            "background_psnr": float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))}
+            "background_psnr": PSNR_CAP if mse == 0 else float(min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / mse)))}
