@@ -63,7 +63,8 @@ PSNR_CAP = 100.0  # dB, for images identical outside the mask
 
 __all__ = ["STAGES", "LargenState", "AssignProcessor", "RefineProcessor", "ReferenceRecorder", "SubjectEncoder",
            "LarGen", "LargenLoss", "encode_quadruplets", "latent_mask", "inpaint", "largen_scores",
-           "decoupled_attention", "decoder_self_attention_names", "cross_attention_names"]
+           "decoupled_attention", "decoder_self_attention_names", "cross_attention_names", "ARMS",
+           "train_largen", "evaluate_largen", "subject_condition", "PSNR_CAP"]
 
 
 @dataclass
@@ -508,3 +509,37 @@ def largen_scores(images: np.ndarray, quads: Any, judge: Any, *, mask: np.ndarra
     return {"identity": float(np.mean(match["shape"] & match["colour"] & match["style"])),
             **{f: float(m.mean()) for f, m in match.items()},
             "background_psnr": PSNR_CAP if mse == 0 else float(min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / mse)))}
+
+
+ARMS: dict[str, tuple[str, ...]] = {"Locate": ("locate",), "+Assign": ("locate", "assign"),
+                                    "+Refine": ("locate", "assign", "refine")}
+
+
+def train_largen(pipe: Any, quads: Any, stages: Sequence[str], *, steps: int, seed: int = 0, lr: float = 5e-4,
+                 batch_size: int = 32, p_uncond: float = 0.1, image_scale: float = 1.0, progress: bool = True) -> LarGen:
+    """A :class:`LarGen` with ``stages`` over ``pipe.unet``, trained ``steps`` steps on the three tasks of
+    ``quads`` with :class:`LargenLoss` and :func:`swiftlite.train.train` (AdamW, cosine, seeded)."""
+    from ..train import train  # swiftlite.train imports the whole trainer stack: loaded when a run starts
+
+    empty = pipe.tokenizer("", padding="max_length", max_length=pipe.tokenizer.model_max_length)["input_ids"]
+    loss = LargenLoss.for_pipeline(pipe, p_uncond=p_uncond, empty_ids=empty)
+    torch.manual_seed(seed)  # the subject encoder's init
+    model = LarGen(pipe.unet, stages, image_scale=image_scale)
+    model.history = train(model, quads, loss, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                          warmup_steps=max(1, steps // 10), progress=progress)
+    return model.eval()
+
+
+def evaluate_largen(pipe: Any, model: LarGen, quads: Any, judge: Any, *, seed: int = 0,
+                    **sampling: Any) -> dict[str, float]:
+    """The ablation's three numbers for one model: ``identity`` (subject-only task: the judge names the
+    subject's shape, colour and style), ``text`` (text-only task: the judge names the caption's shape, colour
+    and style), ``background_psnr`` (dB outside the mask, text+subject task)."""
+    subject = largen_scores(inpaint(pipe, model, quads, with_subject=True, with_text=False, seed=seed, **sampling),
+                            quads, judge)
+    text = largen_scores(inpaint(pipe, model, quads, with_subject=False, with_text=True, seed=seed, **sampling),
+                         quads, judge)
+    both = largen_scores(inpaint(pipe, model, quads, with_subject=True, with_text=True, seed=seed, **sampling),
+                         quads, judge)
+    return {"identity": subject["identity"], "text": text["identity"], "both_identity": both["identity"],
+            "background_psnr": both["background_psnr"]}
