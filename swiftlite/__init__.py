@@ -17,6 +17,7 @@ _EXPORTS = {  # module -> the public names it gives `swiftlite`
     "swiftlite.core.config": ("SwiftConfig", "register_tuner", "get_tuner"),  # the kit a tuner builds on
     "swiftlite.core.tuner": ("Tuner",),
     "swiftlite.core.layer": ("TunerLayer", "check_finite"),
+    "swiftlite.exercises": ("check_answer",),  # tutorial exercises check the learner's value
     "swiftlite.tuners": (  # every tuner and its config (importing swiftlite.tuners registers them all)
         "AdapterConfig", "AdapterTuner", "BitFitConfig", "BitFitTuner", "IA3Config", "IA3Tuner", "LLaMAProConfig",
         "LLaMAProTuner", "LongLoRAConfig", "LongLoRATuner", "LoRAConfig", "LoRATuner", "NEFTuneConfig",
@@ -28,8 +29,8 @@ _EXPORTS = {  # module -> the public names it gives `swiftlite`
         "BinaryAdapterConfig", "BinaryAdapterTuner", "HydraConfig", "HydraTuner", "ShiraConfig", "ShiraTuner",
     ),
     "swiftlite": (  # the subpackages and modules themselves
-        "api", "bench", "cli", "core", "course", "data", "diffusion", "kernels", "llm", "settings", "testing", "train",
-        "tuners", "vision", "viz", "zoo",
+        "api", "bench", "cli", "core", "course", "data", "diffusion", "exercises", "kernels", "llm", "settings",
+        "testing", "train", "tuners", "vision", "viz", "zoo",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -10,6 +10,7 @@
 * :mod:`swiftlite.viz.widgets` — an adapter switcher, a one-knob widget, a ReAct agent chat.
 * :mod:`swiftlite.viz.layout` — where tuners attach as pure data: sites and the schematic's boxes.
 * :mod:`swiftlite.viz.diagram` — `tuner_diagram`: that layout drawn with matplotlib.
+* :mod:`swiftlite.viz.flow` — `FlowDiagram`: a method's data flow (boxes, ⊕ nodes, detached arrows).
 
 Names load lazily from the table below: `import swiftlite.viz` imports neither matplotlib,
 ipywidgets nor torch.
@@ -31,8 +32,10 @@ _EXPORTS = {
     # layout (data) and diagram (drawing)
     "attachment_sites": "layout", "Site": "layout", "diagram_layout": "layout", "DiagramLayout": "layout",
     "tuner_diagram": "diagram", "draw_diagram": "diagram",
+    # data flow
+    "FlowDiagram": "flow",
 }
-_SUBMODULES = ("curves", "charts", "figures", "widgets", "layout", "diagram")
+_SUBMODULES = ("curves", "charts", "figures", "widgets", "layout", "diagram", "flow")
 
 __all__ = sorted(_EXPORTS)
 
