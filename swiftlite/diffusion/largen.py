@@ -403,7 +403,7 @@ class LarGen(nn.Module):
 def latent_mask(mask: Any, latent_size: int) -> torch.Tensor:
     """(B, H, W) {0, 1} pixel mask -> (B, 1, h, w) float mask at the latent size (nearest, as diffusers'
     inpainting pipeline resizes it)."""
-    m = torch.as_tensor(np.asarray(mask)).float()[:, None]  # (B, 1, H, W)
+    m = torch.as_tensor(np.array(mask)).float()[:, None]  # (B, 1, H, W)
     return F.interpolate(m, size=(latent_size, latent_size), mode="nearest")
 
 
@@ -515,16 +515,31 @@ ARMS: dict[str, tuple[str, ...]] = {"Locate": ("locate",), "+Assign": ("locate",
                                     "+Refine": ("locate", "assign", "refine")}
 
 
-def train_largen(pipe: Any, quads: Any, stages: Sequence[str], *, steps: int, seed: int = 0, lr: float = 5e-4,
-                 batch_size: int = 32, p_uncond: float = 0.1, image_scale: float = 1.0, progress: bool = True) -> LarGen:
+def train_largen(pipe: Any, quads: Any, stages: Sequence[str], *, steps: int, seed: int = 0, lr: float = 1e-3,
+                 batch_size: int = 32, p_uncond: float = 0.1, image_scale: float = 1.0, start: LarGen | None = None,
+                 progress: bool = True) -> LarGen:
     """A :class:`LarGen` with ``stages`` over ``pipe.unet``, trained ``steps`` steps on the three tasks of
-    ``quads`` with :class:`LargenLoss` and :func:`swiftlite.train.train` (AdamW, cosine, seeded)."""
+    ``quads`` with :class:`LargenLoss` and :func:`swiftlite.train.train` (AdamW, cosine, seeded).
+
+    ``start``: a trained model whose 9-channel U-Net weights this one starts from (coarse to fine: a
+    Locate model, then Assign and Refine switched on); the new stages' weights start fresh."""
     from ..train import train  # swiftlite.train imports the whole trainer stack: loaded when a run starts
 
     empty = pipe.tokenizer("", padding="max_length", max_length=pipe.tokenizer.model_max_length)["input_ids"]
     loss = LargenLoss.for_pipeline(pipe, p_uncond=p_uncond, empty_ids=empty)
     torch.manual_seed(seed)  # the subject encoder's init
     model = LarGen(pipe.unet, stages, image_scale=image_scale)
+    if start is not None:
+        weights = {k: v for k, v in start.unet.state_dict().items() if ".processor." not in k}  # the U-Net's own
+        missing, unexpected = model.unet.load_state_dict(weights, strict=False)
+        if unexpected or any(".processor." not in k for k in missing):
+            raise ValueError(f"train_largen(start=...): its U-Net does not match ({unexpected or missing})")
+        with torch.no_grad():  # IP-Adapter's init, from the started U-Net's own text projections
+            for name in cross_attention_names(model.unet):
+                attn = _module(model.unet, name)
+                if isinstance(attn.processor, AssignProcessor):
+                    attn.processor.to_k_ip.weight.copy_(attn.to_k.weight)
+                    attn.processor.to_v_ip.weight.copy_(attn.to_v.weight)
     model.history = train(model, quads, loss, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           warmup_steps=max(1, steps // 10), progress=progress)
     return model.eval()
