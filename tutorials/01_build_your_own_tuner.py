@@ -168,11 +168,11 @@ class SSFTuner(Tuner):
 
 # %% [markdown]
 # Both versions on a real 🤗 `ViTForImageClassification` (the conformance kit's small ViT): the
-# tuner is attached to its attention `query`/`value` and MLP `dense` layers, $\gamma$ and $\beta$
+# tuner is attached to its attention `q_proj`/`v_proj` and MLP `fc1`/`fc2` layers, $\gamma$ and $\beta$
 # get random values, the from-scratch modules get the same ones, and the logits must agree.
 
 # %%
-VIT_TARGETS = ["query", "value", "intermediate.dense", "output.dense"]  # names or dotted suffixes
+VIT_TARGETS = ["q_proj", "v_proj", "fc1", "fc2"]  # names or dotted suffixes
 package_vit = Swift.prepare_model(models.vit()[0], SSFConfig(target_modules=VIT_TARGETS))
 scratch_vit, vit_inputs = models.vit()  # the same seeded weights
 for name, module in list(scratch_vit.named_modules()):

@@ -417,8 +417,9 @@ before = {"eval_loss": rows[0]["eval_loss_init"], "exact_match": 100 * exact_mat
 axes[0].axvline(before["eval_loss"], color="crimson", linestyle=":", label=f"before fine-tuning ({before['eval_loss']:.2f})")
 axes[1].axvline(before["exact_match"], color="crimson", linestyle=":", label=f"before fine-tuning ({before['exact_match']:.0f} %)")
 axes[0].set_xlim(0, 1.15 * max(before["eval_loss"], axes[0].get_xlim()[1]))
-axes[0].set_title(f"held-out loss after {STEPS} steps ({len(SEEDS)} seeds)")
-axes[1].set_title(f"held-out exact match after {STEPS} steps ({len(SEEDS)} seeds)")
+n_seeds = f"{len(SEEDS)} seed{'s' if len(SEEDS) > 1 else ''}"
+axes[0].set_title(f"held-out loss after {STEPS} steps ({n_seeds})")
+axes[1].set_title(f"held-out exact match after {STEPS} steps ({n_seeds})")
 for ax in axes:
     ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
 fig.tight_layout()
