@@ -34,6 +34,7 @@
 # (2026-11-29): if it is slow for you, `torch.set_num_threads(1)` usually helps.
 #
 # **You will learn**
+# * to write LoRA from scratch in plain PyTorch and check it against the package on the real model;
 # * to check a `target_modules` pattern with `show` before attaching anything, then attach LoRA
 #   with `Swift.prepare_model`;
 # * to train, save, reload and merge an adapter, and to read a loss next to an accuracy (and an
@@ -399,9 +400,9 @@ print("the two adapters differ; disable_adapter() still gives the base model")
 swiftlite.show(model)
 
 # %% [markdown]
-# Read the grid by rows: each adapter is good on the direction it was trained on and no better
-# than the base on the other one; the base is near chance on both. Swapping the active adapter
-# swaps the skill, and training `down` did not touch `default` (asserted in the cell above).
+# Read the grid by rows: each adapter is better on the direction it was trained on than on the
+# other one (asserted in the heatmap's cell). Swapping the active adapter swaps the skill, and
+# training `down` did not touch `default` (asserted in the cell above).
 
 # %% [markdown]
 # ## 7. Switch interactively

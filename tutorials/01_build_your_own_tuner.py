@@ -27,10 +27,11 @@
 # committed figures come from that build.
 #
 # **You will learn**
+# * to write SSF from scratch in plain PyTorch and check it against the tuner on a real ViT;
 # * the three pieces of a tuner (config, layer, registered tuner) and which core machinery they
 #   reuse;
 # * to test a tuner against its equation and to run the conformance kit, reading its report;
-# * to compare a new tuner with LoRA on a small task.
+# * to compare a new tuner with LoRA on a small task, over three seeds.
 #
 # A swiftlite tuner is three small pieces:
 #

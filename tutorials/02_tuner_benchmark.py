@@ -41,10 +41,13 @@
 # run. The committed figures come from that build.
 #
 # **You will learn**
+# * what each tuner changes in the forward pass, and the Adapter written from scratch and checked
+#   against the package;
 # * how to run every registered tuner on one model with `compare_tuners`, and what each one costs
 #   in trainable weights, memory and step time;
 # * why the paper's memory savings shrink at toy scale (activations, not weights, dominate);
-# * how to read a short-budget loss comparison (and why a per-method learning rate matters).
+# * how to read a short-budget quality comparison over seeds (and why a per-method learning rate
+#   matters).
 #
 # Here we run the same experiment at toy scale — with every LLM tuner swiftlite registers (the
 # vision tuners Res-Tuning, Res-Attn, U-Tuning and SCEdit have their own tutorials), plus LISA:

@@ -31,6 +31,7 @@
 # committed figures come from that build.
 #
 # **You will learn**
+# * to write the loss-scaled SFT loss from scratch and check it against the package's `sft_loss`;
 # * how a ReAct tool-use dialog becomes SFT data, and how SWIFT's loss scale re-weights its tokens
 #   (and masks the tool outputs the model cannot know);
 # * how to score an agent: Act.EM per step, hallucinated tools and malformed arguments, and the
