@@ -402,7 +402,8 @@ print(f"this run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK e
 # loss-scale maps (exercise 2 builds one). What the run does not show: whether the loss scale helps
 # at the paper's scale — the abstract's numbers measure fine-tuning as a whole, not the loss scale
 # alone.
-#
+
+# %% [markdown]
 # ## Exercises
 #
 # Write your prediction in the cell with `...`, then run the cell under it (collapsed in
