@@ -26,12 +26,11 @@
 # holds two such adapters that can be switched, saved, reloaded and merged without changing each
 # other.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
-# **25 s** in the full course build (`swiftlite course build --jobs 2`: two tutorials at a time, one
-# per core), of which the 300-step training takes 6 s; quick mode (`SWIFTLITE_QUICK=1`, the zoo's
-# quick builds cached) 10 s. Section 8 prints this run's times. The committed figures come from that
-# build. With torch's default threads on a busy shared CPU the full mode took 6 to 33 min
-# (2026-11-29): if it is slow for you, `torch.set_num_threads(1)` usually helps.
+# **Running time** measured 2026-12-04 with one torch thread on the project's 2-core CPU while
+# other jobs shared it (load average 4–9): full mode **122 s** (`jupyter nbconvert --execute`, the
+# 300-step training 26.5 s of it); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached)
+# 26 s in the notebook test. Section 8 prints this run's times. The committed figures come from
+# that full run. On an idle machine expect less (the 2026-11-30 course build: 25 s).
 #
 # **You will learn**
 # * to write LoRA from scratch in plain PyTorch and check it against the package on the real model;

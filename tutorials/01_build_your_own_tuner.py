@@ -21,11 +21,11 @@
 # LoRA (within 15 points of its accuracy, averaged over three seeds) with under a quarter of LoRA's
 # trainable weights.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
-# (150 steps each for SSF and LoRA, the γ slider, the exercises) **11 s** in the full course build
-# (`swiftlite course build --jobs 2`: two tutorials at a time, one per core); quick mode
-# (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 8 s. Section 6 prints this run's time. The
-# committed figures come from that build.
+# **Running time** measured 2026-12-04 with one torch thread on the project's 2-core CPU while
+# other jobs shared it (load average 4–9): full mode (3 seeds × 150 steps each for SSF and LoRA, the
+# γ slider, the exercises) **55 s** (`jupyter nbconvert --execute`; the notebook's own clock: 31 s);
+# quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 17 s in the notebook test.
+# Section 6 prints this run's time. The committed figures come from that full run.
 #
 # **You will learn**
 # * to write SSF from scratch in plain PyTorch and check it against the tuner on a real ViT;
