@@ -24,11 +24,12 @@
 # lower (the abstract's ranges over several 7B-class models; the abstract does not say whether these
 # are points or relative changes, and we could not check them against the paper's table here).
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
-# (2 conditions × 3 seeds × 80 LoRA steps, 7 agent evaluations) **2 min 17 s** in the full course
-# build (`swiftlite course build --jobs 2`: two tutorials at a time, one per core); quick mode
-# (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 8 s. Section 9 prints this run's time. The
-# committed figures come from that build.
+# **Running time** measured 2026-12-04 with one torch thread on the project's 2-core CPU while
+# other jobs shared it (load average about 3.5): full mode (2 conditions × 3 seeds × 80 LoRA steps,
+# 7 agent evaluations) **5 min 33 s** (`jupyter nbconvert --execute`; the notebook's own clock:
+# 316 s; 2 min 17 s in the 2026-11-30 course build); quick mode (`SWIFTLITE_QUICK=1`, the zoo's
+# quick builds cached) 37 s in the notebook test. Section 9 prints this run's time. The committed
+# figures come from that full run.
 #
 # **You will learn**
 # * to write the loss-scaled SFT loss from scratch and check it against the package's `sft_loss`;
