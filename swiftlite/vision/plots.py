@@ -253,7 +253,7 @@ def res_tuning_flow(model: Any, adapter_length: int, num_tokens: int, layer: int
     fd.box("att", f"Attn(Q, K, V): {name}.attention\n(frozen, {heads} heads)", at=(3.6, -3.0), kind="frozen")
     fd.box("pre", f"Attn(Q, K_pre, V_pre)\n{num_tokens} prefixes per head", at=(3.6, -5.0), kind="tuner")
     fd.node("sum2", "+", at=(6.6, -4.0))
-    fd.box("y2", "prefix tuning's\noutput", at=(8.2, -4.0))
+    fd.box("y2", "prefix tuning's output\n(Res-Prefix: drop λ)", at=(8.6, -4.0))
     fd.arrow("x2", "att").arrow("x2", "pre").arrow("att", "sum2", "× (1 − λ)").arrow("pre", "sum2", "× λ")
     fd.arrow("sum2", "y2")
     return fd
