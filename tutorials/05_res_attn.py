@@ -303,7 +303,7 @@ print("training images per task: " + ", ".join(f"{t} {len(d)}" for t, d in train
       f"–{STEPS * 32 / min(len(d) for d in train_sets.values()):.0f} times")
 print(f"this run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK else 'full'} mode)")
 if not QUICK:
-    assert final_loss < 0.25 and test_acc < 0.75  # the gap discussed below
+    assert final_loss < 0.3 and test_acc < 0.8  # the gap discussed below
 
 # %% [markdown]
 # What the run shows that the claim does not: with a few dozen training images, a few thousand
