@@ -31,11 +31,11 @@
 # Here: the identity holds to float precision on a real transformers ViT, a Res-Adapter beside the FFN
 # is built from scratch and matches the package, and the Res-Tuners are trained on a tiny task.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
-# (8 variants × 2 seeds × 120 steps) **1 min 30 s** in the full course build (`swiftlite course
-# build --jobs 2`: two tutorials at a time, one per core); quick mode (`SWIFTLITE_QUICK=1`, the
-# zoo's quick builds cached) 9 s. Section 6 prints the training time of the run you are reading. The
-# committed figures come from that build.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04: full mode
+# (8 variants × 3 seeds × 120 steps) **11 min 34 s** (`jupyter nbconvert --execute`, `nice -n 10`, on a
+# machine shared with other jobs: load average about 9 on 2 cores, so expect less on an idle one);
+# quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) about 20 s. Section 6 prints the
+# training time of the run you are reading. The committed figures come from that full run.
 #
 # **You will learn**
 # * why prefix tuning *is* a gated parallel attention, and how to check it on a real model;

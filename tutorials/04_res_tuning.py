@@ -29,11 +29,12 @@
 # (the full 50 000-image training set, 0.55 % of the weights trained). Section 8 puts each beside the
 # matching measurement of ours, and says where the settings differ.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
-# (5 tasks × 3 seeds × 12 methods, 60 steps each) **7 min 49 s** in the full course build
-# (`swiftlite course build --jobs 2`: two tutorials at a time, one per core); quick mode
-# (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 11 s. Section 10 prints this run's time. The
-# committed figures come from that build.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04: full mode
+# (5 tasks × 3 seeds × 12 methods, 60 steps each) **19 min 57 s** (`jupyter nbconvert --execute`,
+# `nice -n 10`, on a machine shared with other jobs: load average about 9 on 2 cores; the same table
+# took 7 min 49 s in an earlier course build on a quieter machine); quick mode (`SWIFTLITE_QUICK=1`,
+# the zoo's quick builds cached) about 30 s. Section 10 prints this run's time. The committed figures
+# come from that full run.
 #
 # **You will learn**
 # * the two equations — Res-Tuning's `x' = OP(x) + T(x)` and the Bypass's side network — and where
@@ -196,7 +197,7 @@ for task in TASKS:
 # ## 4. The methods
 #
 # Every method also trains the new classification head (the linear probe trains *only* the head).
-# Sizes are chosen for a 64-wide, 4-block ViT; the learning rates follow one rule (not tuned per
+# Sizes are chosen for the zoo's small ViT (its width and depth are printed in section 2); the learning rates follow one rule (not tuned per
 # method): full fine-tuning 1e-3, everything that starts from a small or zero branch 1e-2.
 # Res-Tuning and the Bypass both have two Res-Adapters (m = 32) per block, so they train the same
 # number of weights — the comparison in section 6 isolates *where* the adapters sit.
@@ -247,7 +248,7 @@ assert max(summary, key=lambda r: r["peak_memory_bytes"])["name"] == "full fine-
 # method wins, task by task.
 
 # %%
-fig, (left, right) = plt.subplots(1, 2, figsize=(16, 6), gridspec_kw={"width_ratios": [1, 1], "wspace": 0.9})
+fig, (left, right) = plt.subplots(1, 2, figsize=(17, 6.5), gridspec_kw={"width_ratios": [1, 1], "wspace": 1.45})
 vision.ranked_methods(summary, ax=left, highlight=["Res-Tuning (Res-Adapter ∥ MHA, FFN)", "Res-Tuning-Bypass"],
                       highlight_label="Res-Tuning, Res-Tuning-Bypass", reference="linear probe",
                       title=f"{len(TASKS)} tasks × {len(SEEDS)} seeds, {STEPS} steps")
@@ -259,8 +260,8 @@ plt.show()
 # ## 6. What the Bypass saves in training memory
 #
 # Res-Tuning and the Bypass train the same number of weights. Res-Tuning's branches sit *inside*
-# the backbone: the loss reaches block 1's adapter only through blocks 2–4, so autograd keeps
-# their activations. The Bypass's side network reads detached features: nothing upstream of a
+# the backbone: the loss reaches the first block's adapter only through every later block, so
+# autograd keeps their activations. The Bypass's side network reads detached features: nothing upstream of a
 # probe needs a gradient.
 #
 # A subtle point: the ablation "the same side network with probes *not* detached"

@@ -100,8 +100,9 @@ def ranked_methods(summary: Sequence[Mapping[str, Any]], ax=None, title: str | N
                         xycoords=("axes fraction", "data"), fontsize=7, va="center", family="monospace")
         ax.annotate("peak train memory · trainable", (1.02, len(rows) - 0.35), xycoords=("axes fraction", "data"),
                     fontsize=7, va="bottom", fontweight="bold")
-    if handles:
-        ax.legend(handles=handles, fontsize=7, frameon=True, framealpha=0.9, loc="lower right")
+    if handles:  # in an empty row under the lowest method, so it covers no error bar
+        ax.set_ylim(-1.6, len(rows) - 0.4)
+        ax.legend(handles=handles, fontsize=7, frameon=False, loc="lower center", ncol=len(handles))
     if title:
         ax.set_title(title)
     return ax
