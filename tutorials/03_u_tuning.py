@@ -34,7 +34,7 @@
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04: full mode
 # (8 variants × 3 seeds × 120 steps) **11 min 34 s** (`jupyter nbconvert --execute`, `nice -n 10`, on a
 # machine shared with other jobs: load average about 9 on 2 cores, so expect less on an idle one);
-# quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) about 20 s. Section 6 prints the
+# quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 10 s. Section 6 prints the
 # training time of the run you are reading. The committed figures come from that full run.
 #
 # **You will learn**

@@ -33,7 +33,7 @@
 # (5 tasks × 3 seeds × 12 methods, 60 steps each) **19 min 57 s** (`jupyter nbconvert --execute`,
 # `nice -n 10`, on a machine shared with other jobs: load average about 9 on 2 cores; the same table
 # took 7 min 49 s in an earlier course build on a quieter machine); quick mode (`SWIFTLITE_QUICK=1`,
-# the zoo's quick builds cached) about 30 s. Section 10 prints this run's time. The committed figures
+# the zoo's quick builds cached) 11 s. Section 10 prints this run's time. The committed figures
 # come from that full run.
 #
 # **You will learn**

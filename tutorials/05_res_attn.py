@@ -32,7 +32,7 @@
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04: full mode
 # (3 tasks × 3 seeds × 7 runs, 80 steps each) **3 min 16 s** (`jupyter nbconvert --execute`, `nice -n
 # 10`, on a machine shared with other jobs); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds
-# cached) about 20 s. Section 5 prints this run's time. The committed figures come from that full run.
+# cached) 10 s. Section 5 prints this run's time. The committed figures come from that full run.
 #
 # **You will learn**
 # * the Res-Attn equation with its shapes and zero-initialised output, written from scratch in PyTorch
