@@ -137,7 +137,31 @@ def test_run_suite_and_plots():
     assert ax.get_xscale() == "log"
     assert vision.task_heatmap(summary).get_xticklabels()[1].get_text() == "colour"
     assert len(vision.learning_curves(rows).lines) == 2
+    ranked = vision.ranked_methods(summary, reference="probe", chance=0.2)
+    by_acc = sorted(summary, key=lambda r: r["accuracy_mean"])
+    assert [t.get_text() for t in ranked.get_yticklabels()] == [r["name"] for r in by_acc]  # one row each, sorted
+    assert len(ranked.lines) >= 2 and len(ranked.get_legend().get_texts()) == 2  # probe and chance lines
+    assert sum("MiB" in t.get_text() for t in ranked.texts) == len(summary)  # the memory column, one per row
+    with pytest.raises(ValueError, match="reference"):
+        vision.ranked_methods(summary, reference="no such method")
     plt.close("all")
+
+
+def test_flow_builders_read_the_real_model_and_draw():
+    model = vision.load_backbone("vit-tiny", ["a", "b"])
+    d, layers = model.config.hidden_size, model.config.num_hidden_layers
+    tokens = (model.config.image_size // model.config.patch_size) ** 2 + 1
+    res = vision.res_tuning_flow(model, adapter_length=8, num_tokens=4)
+    assert f"(B, {tokens}, {d})" in res.boxes["x"].text and f"{d} → 8 → {d}" in res.boxes["t"].text
+    assert res.boxes["sum"].is_node and {a.label for a in res.arrows} >= {"OP(x)", "T(x)", "× λ"}
+    bypass = vision.bypass_flow(model, adapter_length=16)
+    assert sum(b.name.startswith("lat") for b in bypass.boxes.values()) == layers  # one lateral tuner per block
+    assert sum(a.style == "detached" for a in bypass.arrows) == layers + 1  # x_0 and every s_i are detached
+    attn = vision.res_attn_flow(model, r=4, num_heads=2)
+    assert "A_o = 0" in attn.boxes["ao"].text and f"{d} → 4" in attn.boxes["qkv"].text
+    for fd in (res, bypass, attn):
+        assert not fd.overlaps()
+        plt.close(fd.draw())
 
 
 def test_tuner_explorer_reruns_when_a_knob_turns():
