@@ -607,6 +607,7 @@ eps_scheduler = diffusers.DDPMScheduler.from_config(pipe.scheduler.config, predi
 x0, noise, t = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 3, 16, 16), torch.tensor([100, 900])
 found = {"noise": noise, "x0": x0}
 reference = next((k for k, v in found.items() if torch.equal(diffusion_target(eps_scheduler, x0, noise, t), v)), "v")
+assert torch.equal(diffusion_target(pipe.scheduler, x0, noise, t), pipe.scheduler.get_velocity(x0, noise, t))  # unet-tiny: v
 check_answer(my_target, reference)
 
 # %% [markdown]
@@ -644,6 +645,9 @@ my_smaller_at_30 = ...  # your answer: True or False
 # %% jupyter={"source_hidden": true}
 r = like_for_like["SD v1.5 layout, small width"]
 reference = bool(r[30] < r[1])
+sc_tiny = Swift.prepare_model(fresh_unet(), sc_tuner_config(unet))
+peaks = {b: bench.measure(sc_tiny, batch_of(b), loss_fn, steps=1, warmup=1)["peak_memory_bytes"] for b in (1, 30)}
+assert peaks[30] > peaks[1]  # same weights at both sizes: what grows with the batch is the activations
 print(f"SC-Tuner / LoRA: {r[1]:.2f} at batch 1, {r[30]:.2f} at batch 30 (weights are fixed; activations grow with B)")
 check_answer(my_smaller_at_30, reference)
 
