@@ -231,9 +231,9 @@ def test_unet_skips_pair_each_encoder_output_with_the_resnet_that_concatenates_i
     for s in skips:  # record what each producer outputs and what each consumer resnet receives
         module = unet.get_submodule(s["producer"])
         hooks.append(module.register_forward_hook(
-            lambda m, i, out, name=s["producer"]: produced.setdefault(name, out[0] if isinstance(out, tuple) else out)))
+            lambda m, i, out, name=s["producer"]: produced.update({name: out[0] if isinstance(out, tuple) else out})))
         hooks.append(unet.get_submodule(s["consumer"]).register_forward_pre_hook(
-            lambda m, args, name=s["consumer"]: consumed.setdefault(name, args[0])))
+            lambda m, args, name=s["consumer"]: consumed.update({name: args[0]})))
     side = unet.config.sample_size
     with torch.no_grad():
         unet(torch.randn(1, 3, side, side), torch.tensor([10]),
