@@ -31,8 +31,8 @@
 # (4 methods × 3 seeds × 250 steps, and the memory breakdown on two U-Nets) **6 min 47 s** in the
 # full course build (`swiftlite course build --jobs 2`: two tutorials at a time, one per core; 5 min
 # 47 s when it ran alone), for the version before the like-for-like memory measurement of section 6
-# was added; quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 4 min 19 s, measured
-# 2026-12-04 on a machine shared with other jobs (35 s on 2026-11-30 when it was idle). Section 7
+# was added; quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 47 s, measured
+# 2026-12-04 on the shared machine (4 min 19 s while other jobs loaded it). Section 7
 # prints this run's time.
 #
 # **You will learn**
