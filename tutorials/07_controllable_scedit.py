@@ -26,9 +26,9 @@
 # authors' README) put their size at 7.9 % of ControlNet's trainable parameters, both on SD v1.5.
 #
 # **Running time** on the project's 2-core CPU with one torch thread: full mode (3 seeds × 400 steps
-# for each of the two CSC adapters and for the ControlNet) not yet measured for this version (the
-# earlier one-seed, 1000-step version took 5 min 53 s); quick mode (`SWIFTLITE_QUICK=1`, the zoo's
-# quick builds cached) 16 s, measured 2026-12-04 on the shared machine. Section 9 prints this run's time.
+# for each of the two CSC adapters and for the ControlNet) **8 min 45 s**, measured 2026-12-04 on
+# the shared machine (another test ran beside it part of the time); quick mode (`SWIFTLITE_QUICK=1`, the zoo's
+# quick builds cached) 16 s, measured 2026-12-04 on the shared machine. Section 9 prints this run's time. The committed figures come from that full run.
 #
 # **You will learn**
 # * how a condition enters a skip connection: `skip' = skip + Σ_m α_m (c_m + T_m(skip + c_m))`, and
