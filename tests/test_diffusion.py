@@ -221,6 +221,63 @@ def test_sc_tuner_config_reads_the_skip_widths(pipe):
     assert config.dims == list(unet_skip_widths(pipe.unet).values()) and config.down_ratio == 0.25
 
 
+@pytest.mark.parametrize("layout", ["unet-tiny", "sd-layout"])
+def test_unet_skips_pair_each_encoder_output_with_the_resnet_that_concatenates_it(pipe, layout):
+    from swiftlite.diffusion import sd_layout_unet, unet_skips
+
+    unet = pipe.unet if layout == "unet-tiny" else sd_layout_unet(pipe.unet)
+    skips = unet_skips(unet)
+    produced, consumed, hooks = {}, {}, []
+    for s in skips:  # record what each producer outputs and what each consumer resnet receives
+        module = unet.get_submodule(s["producer"])
+        hooks.append(module.register_forward_hook(
+            lambda m, i, out, name=s["producer"]: produced.update({name: out[0] if isinstance(out, tuple) else out})))
+        hooks.append(unet.get_submodule(s["consumer"]).register_forward_pre_hook(
+            lambda m, args, name=s["consumer"]: consumed.update({name: args[0]})))
+    side = unet.config.sample_size
+    with torch.no_grad():
+        unet(torch.randn(1, 3, side, side), torch.tensor([10]),
+             encoder_hidden_states=torch.randn(1, 4, unet.config.cross_attention_dim))
+    for h in hooks:
+        h.remove()
+    assert len(skips) == len(consumed) == len(unet_skip_widths_of(unet))
+    for s in skips:
+        skip = consumed[s["consumer"]][:, -s["channels"]:]  # the trailing channels of cat([hidden, skip])
+        assert torch.equal(skip, produced[s["producer"]]), s
+        assert skip.shape[-1] == side // 2 ** s["level"]
+
+
+def unet_skip_widths_of(unet):
+    from swiftlite.tuners.scetuning import unet_skip_widths
+
+    return unet_skip_widths(unet)
+
+
+def test_skip_flow_draws_every_skip_from_the_model(pipe):
+    import matplotlib.pyplot as plt
+
+    from swiftlite import SCETuningConfig
+    from swiftlite.diffusion import skip_flow, unet_skips
+
+    skips = unet_skips(pipe.unet)
+    fig = skip_flow(pipe.unet, title="t")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert sum(t.startswith("SC-Tuner") for t in texts) == len(skips)
+    for s in skips:
+        assert any(t.startswith(s["producer"] + "\n" + str(s["channels"]) + " ch") for t in texts), s
+        assert s["consumer"] in texts
+    plt.close(fig)
+    config = SCETuningConfig(dims=[s["channels"] for s in reversed(skips)], target_modules=r"up_blocks\.\d+\.resnets\.\d+",
+                             condition_channels=1, condition_dims=[8, 16])
+    fig = skip_flow(pipe.unet, config)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    n_levels = max(s["level"] for s in skips) + 1
+    assert [t.split("\n")[0] for t in texts if t.startswith("level ")] == \
+        ["level 0: 1→8"] + [f"level {l}: {8 if l == 1 else 16}→16" for l in range(1, n_levels)]  # last width repeats
+    assert sum(t.startswith("CSC-Tuner") for t in texts) == len(skips)
+    plt.close(fig)
+
+
 def test_object_mask_iou_and_edges_on_real_renders():
     data = shapes_dataset(40, image_size=16, seed=1, backgrounds=["black"], sizes=["large"]).with_format("numpy")[:]
     masks = object_mask(data["image"])

@@ -29,7 +29,7 @@ _EXPORTS = {
     # training
     "text_to_image_dataset": "training", "TextToImageLoss": "training", "diffusion_target": "training",
     "PREDICTION_TYPES": "training", "as_condition": "training", "sc_tuner_config": "training",
-    "UP_RESNETS": "training",
+    "UP_RESNETS": "training", "unet_skips": "training", "skip_flow": "training",
     # sampling
     "sample": "sampling", "make_scheduler": "sampling", "sample_grid": "sampling", "unet_output": "sampling",
     "repeat_condition": "sampling", "prompt_embeddings": "sampling",

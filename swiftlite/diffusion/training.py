@@ -42,7 +42,9 @@ import torch
 from torch import nn
 
 from ..data.shapes import shapes_dataset, to_pixel_values
+from ..core.modules import innermost_base_layer
 from ..tuners.scetuning import SCETuningConfig, unet_skip_widths
+from ..tuners.scetuning_condition import level_widths
 from .sampling import unet_output
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -191,3 +193,84 @@ def sc_tuner_config(unet: nn.Module, down_ratio: float = 1.0, **fields: Any):
     if not widths:
         raise ValueError(f"sc_tuner_config: {type(unet).__name__} has no diffusers up-block resnets that read skips")
     return SCETuningConfig(dims=list(widths.values()), target_modules=UP_RESNETS, down_ratio=down_ratio, **fields)
+
+
+def unet_skips(unet: nn.Module) -> list[dict[str, Any]]:
+    """Every skip connection of a diffusers U-Net, in encoder order (highest resolution first): the module whose
+    output is pushed (``producer``), the decoder resnet that concatenates it (``consumer``), its ``channels`` and its
+    ``level`` (how often it was downsampled; its side is ``sample_size / 2**level``).
+
+    The down path pushes conv_in's output, each down block's per-layer output (its attention's when it has one,
+    else its resnet's) and each downsampler's output; the up blocks pop them last-first, one per resnet."""
+    consumers = unet_skip_widths(unet)
+    if not consumers or not hasattr(unet, "down_blocks"):
+        raise ValueError(f"unet_skips: {type(unet).__name__} is not a diffusers U-Net with down and up blocks")
+    producers, level = [("conv_in", unet.conv_in.out_channels, 0)], 0
+    for b, block in enumerate(unet.down_blocks):
+        attentions = getattr(block, "attentions", None)
+        for i, resnet in enumerate(block.resnets):
+            name = f"down_blocks.{b}.attentions.{i}" if attentions is not None else f"down_blocks.{b}.resnets.{i}"
+            producers.append((name, innermost_base_layer(resnet).out_channels, level))
+        if getattr(block, "downsamplers", None) is not None:
+            level += 1
+            producers.append((f"down_blocks.{b}.downsamplers.0", block.downsamplers[0].out_channels, level))
+    if len(producers) != len(consumers):
+        raise ValueError(f"unet_skips: the down path pushes {len(producers)} features but the up blocks read "
+                         f"{len(consumers)}; this U-Net's layout is not diffusers' UNet2DConditionModel's")
+    skips = []
+    for (producer, channels, lvl), (consumer, width) in zip(producers, reversed(list(consumers.items()))):
+        if channels != width:  # the two readings of the model must agree
+            raise ValueError(f"unet_skips: {producer} gives {channels} channels but {consumer} reads {width}")
+        skips.append({"producer": producer, "consumer": consumer, "channels": channels, "level": lvl})
+    return skips
+
+
+def skip_flow(unet: nn.Module, config: SCETuningConfig | None = None, title: str = ""):
+    """The data flow of SCEdit on a diffusers U-Net, drawn from the model: encoder features (left) → skip → tuner →
+    concatenation ‖ → decoder resnet (right), the mid block below. With a config that has ``condition_channels``
+    (the CSC-Tuner), the condition encoder's levels sit between encoder and tuners and send one hint c_j to each
+    tuner. Returns the matplotlib figure (:class:`swiftlite.viz.FlowDiagram`)."""
+    from ..viz.flow import FlowDiagram  # only when a figure is drawn: viz is not needed to train
+
+    config = config or sc_tuner_config(unet)
+    skips, side, row = unet_skips(unet), unet.config.sample_size, 1.35
+    condition = config.condition_channels is not None
+    x_tuner, x_cat, x_dec = (7.0, 9.2, 11.6) if condition else (4.0, 6.2, 8.6)
+    fd = FlowDiagram(title)
+    fd.box("in", f"noisy image x_t\n{unet.conv_in.in_channels} ch · {side}×{side}", at=(0, 1.3))
+    for k, s in enumerate(skips):
+        y, res = -row * k, side // 2 ** s["level"]
+        fd.box(f"e{k}", f"{s['producer']}\n{s['channels']} ch · {res}×{res}", at=(0, y), kind="frozen", width=3.0)
+        hidden = max(1, int(s["channels"] * config.down_ratio))
+        label = (f"CSC-Tuner\n{s['channels']}→{hidden}→{s['channels']}" if condition
+                 else f"SC-Tuner\n{s['channels']}→{hidden}→{s['channels']}")
+        fd.box(f"t{k}", label, at=(x_tuner, y), kind="tuner", width=1.9)
+        fd.node(f"c{k}", "‖", at=(x_cat, y))
+        fd.box(f"d{k}", s["consumer"], at=(x_dec, y), kind="frozen", width=3.0)
+        fd.arrow("in" if k == 0 else f"e{k - 1}", f"e{k}")
+        fd.arrow(f"e{k}", f"t{k}", label="skip $x_j$" if k == 0 else "")
+        fd.arrow(f"t{k}", f"c{k}", label="$O_j$" if k == 0 else "")
+        fd.arrow(f"c{k}", f"d{k}")
+    n = len(skips)
+    fd.box("mid", f"mid_block\n{skips[-1]['channels']} ch · {side // 2 ** skips[-1]['level']}×"
+                  f"{side // 2 ** skips[-1]['level']}", at=(x_dec / 2, -row * n), kind="frozen")
+    fd.box("out", "conv_out → prediction", at=(x_dec, 1.3), kind="frozen")
+    fd.arrow(f"e{n - 1}", "mid")
+    fd.arrow("mid", f"c{n - 1}", label="hidden")
+    for k in range(n - 1, 0, -1):
+        fd.arrow(f"d{k}", f"c{k - 1}")
+    fd.arrow("d0", "out")
+    if condition:
+        n_levels = max(s["level"] for s in skips) + 1
+        widths = level_widths(config.condition_dims, n_levels)
+        fd.box("cond", f"condition map\n{config.condition_channels} ch · {side}×{side}", at=(4.2, 1.3),
+               kind="condition")
+        for lvl in range(n_levels):
+            rows = [k for k, s in enumerate(skips) if s["level"] == lvl]
+            res, d_in = side // 2 ** lvl, config.condition_channels if lvl == 0 else widths[lvl - 1]
+            fd.box(f"l{lvl}", f"level {lvl}: {d_in}→{widths[lvl]}\n3×3 convs · {res}×{res}",
+                   at=(4.2, -row * (sum(rows) / len(rows) if rows else lvl)), kind="condition", width=2.4)
+            fd.arrow("cond" if lvl == 0 else f"l{lvl - 1}", f"l{lvl}")
+            for k in rows:
+                fd.arrow(f"l{lvl}", f"t{k}", label="$Z_j$ (1×1, zero init)" if k == rows[0] else "")
+    return fd.draw()
