@@ -211,7 +211,7 @@ def test_data_flow_figure(path: Path):
     assert any(re.search(r"\bFlowDiagram\(|\b\w+_flow\(", src) for src in code), (
         f"{path.name}: no code cell draws the method's data flow (swiftlite.viz.FlowDiagram( or a package "
         f"builder named *_flow()")
-    assert any(re.search(r"\bsave_figure\([^)]*data_flow", src) for src in code), (
+    assert any(re.search(r"\bsave_figure\((?:[^()]|\([^()]*\))*data_flow", src) for src in code), (
         f"{path.name}: no save_figure(fig, 'NN_..._data_flow') call (the data-flow figure's file name must "
         f"contain 'data_flow')")
 
