@@ -87,10 +87,8 @@ def _texts(fig) -> list[tuple[str, object]]:
         legend = ax.get_legend()
         if legend is not None and legend.get_visible():
             out.append((f"{where} legend", legend))
-    for text in fig.texts:
-        add("figure text", text)
-    if getattr(fig, "_suptitle", None) is not None:
-        add("suptitle", fig._suptitle)
+    for text in fig.texts:  # holds the suptitle and supx/ylabels too
+        add("suptitle" if text is getattr(fig, "_suptitle", None) else "figure text", text)
     for legend in fig.legends:
         if legend.get_visible():
             out.append(("figure legend", legend))
