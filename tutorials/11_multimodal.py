@@ -26,7 +26,8 @@
 #
 # **Running time** on the project's shared CPU with one torch thread, measured 2026-12-04 (other
 # jobs running): full mode (3 stage-2 methods × 3 seeds × 120 steps, 11 VQA evaluations) **11 min 20 s**
-# as a plain script under `nice` (not yet in a full course build); quick mode (`SWIFTLITE_QUICK=1`,
+# as a plain script under `nice` (not yet in a full course build; the last run, at load ~10, reached
+# section 6's figure after 19 min); quick mode (`SWIFTLITE_QUICK=1`,
 # the zoo's quick builds cached) **31 s** in `tests/test_notebooks.py`. Section 8 prints this run's
 # time. The committed figures come from that full-mode run.
 #

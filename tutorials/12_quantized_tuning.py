@@ -25,7 +25,8 @@
 #
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 on a shared
 # machine (other jobs running, load average 3–8): full mode (3 bases × 3 seeds × 120 LoRA steps, exact
-# match on 50 prompts) 7 min 41 s; quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 35 s.
+# match on 50 prompts) 7 min 41 s, and 6 min 55 s in the last run (2026-12-04, as a plain script beside
+# another full run); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 35 s.
 # Section 9 prints this run's time. The committed figure comes from that full run.
 #
 # **You will learn**

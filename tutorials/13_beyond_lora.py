@@ -33,7 +33,8 @@
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 as a plain
 # script: full mode (10 methods × 5 tasks × 3 seeds × 60 steps, then 3 methods × 3 seeds × 200
 # diffusion steps) **12 min 24 s** with other jobs on the machine (load average ~2), 16 min 28 s at load
-# ~3 (the run the committed figures come from) and 28 min 11 s at load ~7; step times on a shared
+# ~3, 28 min 11 s at load ~7, and 16 min 27 s in the last run (beside another full run, the run the
+# committed figures come from); step times on a shared
 # machine move with the load, so read section 6's speed ratio as noisy. Quick mode
 # (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached): 18 s in the test suite. Section 7 prints this
 # run's time.

@@ -28,7 +28,7 @@
 # mixed batches against looping over adapters in eager PyTorch on the CPU (no GPU timing exists yet).
 #
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 while other
-# jobs shared the machine: full mode 44 s and 62 s in two runs (`jupyter nbconvert --execute`, kernel
+# jobs shared the machine: full mode 28 s as a plain script in the last run, 44 s and 62 s in two earlier runs (`jupyter nbconvert --execute`, kernel
 # start included; 26 s and 40 s inside the notebook); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick `llama-tiny` cached) 35 s in
 # `tests/test_notebooks.py`. The last section prints this run's time.
 #
