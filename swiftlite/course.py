@@ -28,11 +28,14 @@ page in the site: with `--repo-url URL` (or `SWIFTLITE_REPO_URL`), e.g.
 `https://github.com/OWNER/swiftlite/blob/main`, they point at URL/<path in the repository>; without
 one they become plain text naming the path. Links between tutorials point at their pages.
 
-The site works offline: the theme's web fonts are off. What still comes from a CDN when online:
-MathJax (equations show as TeX source offline) and the ipywidgets renderer (a static page shows a
-widget's last text output only; the widgets themselves need a running kernel: use JupyterLab).
+The site works offline: the theme's web fonts are off, and the equations are typeset by a MathJax
+copied into DIR/site/assets/mathjax/ from the installed `jupyter-server-mathjax` distribution
+(MathJax 2.7, the version nbconvert's HTML template expects); the pages load it by a relative path,
+never from a CDN. What still comes from a CDN when online: the ipywidgets renderer (a static page
+shows a widget's last text output only; the widgets themselves need a running kernel: use JupyterLab).
 
-Needs the `course` extra: `pip install -e ".[course]"` (mkdocs-material, mkdocs-jupyter).
+Needs the `course` extra: `pip install -e ".[course]"` (mkdocs-material, mkdocs-jupyter,
+jupyter-server-mathjax).
 """
 from __future__ import annotations
 
@@ -183,10 +186,37 @@ def _mkdocs_yml(pages: list[Page]) -> str:
         "nav": nav,
         "exclude_docs": ".runs/",
         "plugins": [{"search": {}}, {"mkdocs-jupyter": {"execute": False, "include_source": False,
-                                                       "ignore_h1_titles": True}}],
+                                                       "ignore_h1_titles": True,
+                                                       "custom_mathjax_url": MATHJAX_URL}}],
         "markdown_extensions": ["tables"],
     }
     return json.dumps(config, indent=2, ensure_ascii=False)  # JSON is YAML
+
+
+# MathJax, served from the site itself (pages sit at the site's top level: use_directory_urls is off).
+MATHJAX_DIR = "assets/mathjax"
+MATHJAX_URL = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+
+
+def mathjax_source() -> Path:
+    """The folder of MathJax 2.7's files shipped by the `jupyter-server-mathjax` distribution."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        raise OSError("course build needs jupyter-server-mathjax (the offline MathJax for equations): "
+                      "pip install -e \".[course]\"") from None
+    folder = Path(jupyter_server_mathjax.__file__).parent / "static"
+    if not (folder / "MathJax.js").is_file():
+        raise OSError(f"course build: no MathJax.js in {folder}; reinstall jupyter-server-mathjax")
+    return folder
+
+
+def _copy_mathjax(site: Path) -> Path:
+    """Copy MathJax into `site/assets/mathjax` (without its translations: English is built in)."""
+    target = site / MATHJAX_DIR
+    shutil.copytree(mathjax_source(), target, ignore=shutil.ignore_patterns("localization", "*.md"),
+                    dirs_exist_ok=True)
+    return target / "MathJax.js"
 
 
 class CourseError(OSError):
@@ -298,8 +328,10 @@ def _needs_mkdocs() -> None:
         import mkdocs  # noqa: F401
         import mkdocs_jupyter  # noqa: F401
         import material  # noqa: F401
+        import jupyter_server_mathjax  # noqa: F401
     except ImportError as err:
-        raise OSError(f"course build needs MkDocs Material and mkdocs-jupyter ({err.name} is missing): "
+        raise OSError(f"course build needs MkDocs Material, mkdocs-jupyter and jupyter-server-mathjax "
+                      f"({err.name} is missing): "
                       f"pip install -e \".[course]\"") from None
 
 
@@ -368,6 +400,7 @@ def render(out: str | Path, pages: list[Page], quick: bool, wall: float | None =
     index = site / "index.html"
     if not index.is_file():
         raise OSError(f"mkdocs build wrote no {index}")
+    _copy_mathjax(site)
     failed = [p for p in pages if p.errors]
     if failed:
         raise CourseError("course build: " + "; ".join(f"{p.notebook.stem} failed ({p.errors[0]})" for p in failed)

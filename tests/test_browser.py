@@ -281,7 +281,7 @@ def test_notebook_in_jupyterlab(notebook: Path, lab, browser):
 def test_course_site_in_the_browser(lab, browser, tmp_path_factory):
     """The rendered course (swiftlite course build, quick mode, every tutorial; built once, shared with
     tests/test_course.py): its index lists all tutorials in order and one tutorial page shows its
-    outputs and figures."""
+    outputs, figures and typeset equations, with every request off this machine refused (offline)."""
     from swiftlite import course
     from tests.test_course import ONE, quick_site
 
@@ -291,6 +291,16 @@ def test_course_site_in_the_browser(lab, browser, tmp_path_factory):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
+    remote: list[str] = []  # requests that would leave the machine: refused, as offline
+
+    def local_only(route):
+        if route.request.url.startswith(f"http://127.0.0.1:{port}/"):
+            route.continue_()
+        else:
+            remote.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", local_only)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -314,8 +324,18 @@ def test_course_site_in_the_browser(lab, browser, tmp_path_factory):
         loaded = page.evaluate("() => [...document.querySelectorAll('article img')]"
                                ".filter(e => e.complete && e.naturalWidth > 0).length")
         assert loaded >= 2, f"course page: {loaded} figures drawn"
+        typeset = ".MathJax, .MathJax_CHTML, .MathJax_Display, .MathJax_SVG"  # MathJax 2's output elements
+        try:
+            page.wait_for_function(f"() => document.querySelectorAll('{typeset}').length > 0", timeout=30_000)
+        except Exception:  # noqa: BLE001 - the assert below reports it
+            pass
+        equations = page.evaluate(f"() => document.querySelectorAll('{typeset}').length")
+        errors = page.evaluate("() => document.querySelectorAll('.MathJax_Error, merror').length")
+        assert equations > 0 and errors == 0, (
+            f"course page: {equations} typeset equations, {errors} MathJax errors, offline (refused: {remote[:5]})")
         page.screenshot(path=str(lab["shots"] / "course-page.png"), full_page=True)
-        print(f"course site: index and {page.url.rsplit('/', 1)[-1]} ({loaded} figures); screenshots in {lab['shots']}")
+        print(f"course site: index and {page.url.rsplit('/', 1)[-1]} ({loaded} figures, {equations} typeset "
+              f"equations offline; refused {len(remote)} remote requests); screenshots in {lab['shots']}")
     finally:
         context.close()
         server.terminate()

@@ -231,6 +231,33 @@ def test_a_rendered_site_has_no_dead_links(tmp_path):
     assert f'href="{url}/tutorials/README.md"' in html and f'href="{url}/swiftlite/testing/kit.py"' in html
 
 
+MATHJAX_CDN = re.compile(r"""(?:src|href)=["'](?:https?:)?//[^"']*(?:mathjax|katex)""", re.I)
+
+
+@pytest.mark.notebook
+def test_equations_render_from_a_local_mathjax(tmp_path):
+    """The site typesets equations without a network: each page loads MathJax from the site's own
+    assets/mathjax (copied from jupyter-server-mathjax), and no page names a CDN for maths."""
+    pytest.importorskip("mkdocs_jupyter", reason="the course extra is not installed")
+    import nbformat
+
+    folder = tmp_path / "tutorials"
+    folder.mkdir()
+    _notebook(folder / "00_one.ipynb", "00 · One", ["print(1)"])
+    nb = nbformat.read(folder / "00_one.ipynb", as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(r"The update is $h = W_0 x + \frac{\alpha}{r} B A x$."))
+    nbformat.write(nb, folder / "00_one.ipynb")
+    course.build(tmp_path / "out", quick=True, progress=False, folder=folder)
+    site = tmp_path / "out" / "site"
+    html = (site / "00_one.html").read_text(encoding="utf-8")
+    assert f'src="{course.MATHJAX_URL}"' in html, "the page does not load the site's own MathJax"
+    assert not MATHJAX_CDN.search(html), MATHJAX_CDN.search(html)[0]
+    for name in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js"):
+        assert (site / course.MATHJAX_DIR / name).is_file(), f"{name} was not copied into the site"
+    assert r"\frac{\alpha}{r}" in html  # the TeX is on the page for MathJax to typeset
+    assert dead_links(site) == []
+
+
 def test_a_stuck_cell_reruns_the_notebook_once_then_fails(tmp_path):
     """A cell past its timeout (the client's stand-in for a missed kernel reply) reruns the notebook
     once: a second, normal run is taken; a second timeout raises."""

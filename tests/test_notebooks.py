@@ -6,6 +6,11 @@ cwd `tutorials/`, `SWIFTLITE_QUICK=1`, offline, and `SWIFTLITE_FIGURES` pointing
 folder so a test run never writes into the repository; the repository root is first on the
 kernel's PYTHONPATH so the notebooks import this checkout's `swiftlite`. Each tutorial is executed
 once per session, into the quick course that tests/test_course.py renders.
+
+Figures with colliding text: `viz.save_figure` warns `FigureTextOverlap` (see swiftlite/viz/figures.py);
+the warning lands in the executed notebook's stderr. For the tutorials in `OVERLAP_CHECKED` (those
+whose quick runs were seen free of it, so a warning there is a real collision, not noise) the test fails
+on it; add a tutorial once its figures are clean.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+# quick runs checked free of FigureTextOverlap (a warning in these fails the test)
+OVERLAP_CHECKED = {"11_multimodal", "12_quantized_tuning", "13_beyond_lora", "14_triton_kernels"}
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -53,6 +60,14 @@ def test_notebook_runs_in_quick_mode(notebook: Path, tmp_path_factory: pytest.Te
 
     page, figures = quick_run(tmp_path_factory, notebook.stem)  # run once per session, shared with the course build
     assert not page.errors, f"{notebook.name} failed in quick mode: {page.errors}"
+    if notebook.stem in OVERLAP_CHECKED:
+        import nbformat
+
+        executed = nbformat.read(figures.parent / "docs" / notebook.name, as_version=4)
+        overlaps = [line for cell in executed.cells for out in cell.get("outputs", [])
+                    if out.get("name") == "stderr" for line in out.get("text", "").splitlines()
+                    if "FigureTextOverlap" in line]
+        assert not overlaps, f"{notebook.name}: a figure has colliding text: {overlaps}"
     source = "\n".join(c.source for c in _cells(notebook) if c.cell_type == "code")
     for name in re.findall(r"save_figure\([^,]+,\s*[\"']([^\"']+)[\"']", source):
         png = figures / (name if name.endswith(".png") else f"{name}.png")

@@ -348,3 +348,47 @@ def test_a_closed_box_counts_every_folded_block_below_it():
     assert not backbone["opened"]
     expected = sum(p.numel() for p in model.model.parameters())
     assert f"{expected:,} params" in backbone["text"]
+
+
+def test_save_figure_warns_on_colliding_text_and_not_on_a_clean_figure(tmp_path, monkeypatch):
+    """`text_overlaps` / `save_figure`'s FigureTextOverlap: crowded tick labels, two annotations on one
+    spot and a data label under the legend collide; a clean figure, 45° tick labels that only share
+    bounding boxes, and a heatmap's value labels do not."""
+    import warnings
+
+    monkeypatch.setenv("SWIFTLITE_FIGURES", str(tmp_path))
+    crowded, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(range(12), range(12))
+    ax.set_xticks(range(12), [f"a long label {i}" for i in range(12)])
+    assert ("axes 0 x-tick 'a long label 0'", "axes 0 x-tick 'a long label 1'") in viz.text_overlaps(crowded)
+    marks, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1], label="a curve")
+    ax.annotate("point A", (0.5, 0.5))
+    ax.annotate("point B", (0.52, 0.5))
+    ax.text(0.02, 0.93, "data label", transform=ax.transAxes)
+    ax.legend(loc="upper left")
+    assert sorted(viz.text_overlaps(marks)) == [("axes 0 text 'data label'", "axes 0 legend"),
+                                                ("axes 0 text 'point A'", "axes 0 text 'point B'")]
+    with pytest.warns(viz.FigureTextOverlap, match="'point A'.* over .*'point B'"):
+        path = viz.save_figure(marks, "colliding")
+    assert path.is_file()  # saved anyway
+
+    clean, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+    left.plot([0, 1], [0, 1], label="line")
+    left.set(title="clean", xlabel="x", ylabel="y")
+    left.legend(loc="lower right")
+    right.bar(range(8), range(8))
+    right.set_xticks(range(8), [f"label {i}" for i in range(8)], rotation=45, ha="right")
+    right.set_title("rotated ticks")
+    values = np.arange(25).reshape(5, 5) / 25
+    grid, hax = plt.subplots(figsize=(4, 4))
+    hax.imshow(values)
+    for (i, j), v in np.ndenumerate(values):
+        hax.text(j, i, f"{v:.2f}", ha="center", va="center")
+    grid.colorbar(hax.images[0])
+    for fig in (clean, grid):
+        assert viz.text_overlaps(fig) == []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", viz.FigureTextOverlap)
+            viz.save_figure(fig, "clean")
+    plt.close("all")

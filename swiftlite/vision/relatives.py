@@ -96,13 +96,10 @@ def cost_accuracy_scatter(summary: Sequence[Mapping[str, Any]], cost: Mapping[st
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4.2))
     shown = [r for r in summary if cost[r["name"]] > 0]
-    for rank, r in enumerate(sorted(shown, key=lambda r: r["accuracy_mean"])):
+    for r in shown:
         x, y, err = cost[r["name"]], 100 * r["accuracy_mean"], 100 * r["accuracy_std"]
         ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, markersize=6,
                     color="#dd8452" if r["name"] in highlight else "#4c72b0")
-        right = rank % 2 == 0
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(7 if right else -7, 0), fontsize=7,
-                    ha="left" if right else "right", va="center")
     handles = [Line2D([], [], marker="o", linestyle="", color="#dd8452", label=highlight_label),
                Line2D([], [], marker="o", linestyle="", color="#4c72b0", label="baselines")]
     for r in summary:
@@ -117,4 +114,34 @@ def cost_accuracy_scatter(summary: Sequence[Mapping[str, Any]], cost: Mapping[st
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left")
     if title:
         ax.set_title(title)
+    _place_labels(ax, [(r["name"], cost[r["name"]], 100 * r["accuracy_mean"]) for r in shown])
     return ax
+
+
+# where a point's name may go, in points from the marker: right, left, then above / below on each side
+_LABEL_SPOTS = [(7, 0, "left"), (-7, 0, "right"), (7, 8, "left"), (-7, 8, "right"), (7, -8, "left"),
+                (-7, -8, "right"), (7, 16, "left"), (-7, 16, "right"), (7, -16, "left"), (-7, -16, "right")]
+
+
+def _place_labels(ax, points) -> None:
+    """Name each point at the first spot of `_LABEL_SPOTS` whose text box clears the names placed so
+    far, the legend and the tick labels (greedy, highest points first); a name with no free spot keeps
+    the first. The axes' limits must be final: set them (or share them) before calling."""
+    ax.figure.canvas.draw()  # settles the axes' limits (autoscaling is lazy) and lays out the tick labels
+    renderer = ax.figure.canvas.get_renderer()
+    taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
+    taken += [t.get_window_extent(renderer) for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
+    for name, x, y in sorted(points, key=lambda p: -p[2]):
+        for dx, dy, ha in _LABEL_SPOTS:
+            label = ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, ha=ha,
+                                va="center")
+            box = label.get_window_extent(renderer).padded(1)
+            if not any(box.overlaps(other) for other in taken):
+                break
+            label.remove()
+        else:
+            dx, dy, ha = _LABEL_SPOTS[0]
+            label = ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, ha=ha,
+                                va="center")
+            box = label.get_window_extent(renderer)
+        taken.append(box)

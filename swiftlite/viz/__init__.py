@@ -6,7 +6,7 @@
 
 * :mod:`swiftlite.viz.curves` — loss curves (smoothed) and evaluation metrics over steps.
 * :mod:`swiftlite.viz.charts` — heatmaps, grouped bars, bars of one metric over bench rows.
-* :mod:`swiftlite.viz.figures` — the folder figures go to (`figures/`, `figures/quick/` in quick mode) and saving there.
+* :mod:`swiftlite.viz.figures` — the folder figures go to (`figures/`, `figures/quick/` in quick mode) and saving there (warning on overlapping text).
 * :mod:`swiftlite.viz.widgets` — an adapter switcher, a one-knob widget, a ReAct agent chat.
 * :mod:`swiftlite.viz.layout` — where tuners attach as pure data: sites and the schematic's boxes.
 * :mod:`swiftlite.viz.diagram` — `tuner_diagram`: that layout drawn with matplotlib.
@@ -25,7 +25,8 @@ _EXPORTS = {
     # charts
     "heatmap": "charts", "grouped_bars": "charts", "bar_compare": "charts",
     # figures
-    "figures_dir": "figures", "save_figure": "figures",
+    "figures_dir": "figures", "save_figure": "figures", "text_overlaps": "figures",
+    "FigureTextOverlap": "figures",
     # widgets
     "adapter_switch_widget": "widgets", "knob_widget": "widgets", "agent_chat_widget": "widgets",
     "BASE_MODEL_OPTION": "widgets",
