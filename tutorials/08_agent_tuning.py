@@ -487,4 +487,4 @@ check_answer(my_classes, classes)
 # [`swiftlite/llm/sft.py`](../swiftlite/llm/sft.py) (`sft_loss`, `show_loss_scale`),
 # [`swiftlite/data/tools.py`](../swiftlite/data/tools.py) (dialogs and tools).
 #
-# **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** [`11_multimodal`](11_multimodal.ipynb)
+# **Previous:** [`07_controllable_scedit`](07_controllable_scedit.ipynb) · **Next:** [`09_stylebooth`](09_stylebooth.ipynb)

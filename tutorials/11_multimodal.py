@@ -391,4 +391,4 @@ swiftlite.check_answer(my_extra_scored, reference_extra)
 # [`swiftlite/llm/llava_stages.py`](../swiftlite/llm/llava_stages.py),
 # [`swiftlite/zoo/llava.py`](../swiftlite/zoo/llava.py), [`swiftlite/data/vqa.py`](../swiftlite/data/vqa.py).
 #
-# **Previous:** [`08_agent_tuning`](08_agent_tuning.ipynb) · **Next:** [`12_quantized_tuning`](12_quantized_tuning.ipynb)
+# **Previous:** [`10_largen`](10_largen.ipynb) · **Next:** [`12_quantized_tuning`](12_quantized_tuning.ipynb)
