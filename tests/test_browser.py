@@ -152,6 +152,14 @@ _JS_STATE = """() => {
 }"""
 
 
+# What a widget's output shows a reader: its text and its images (a figure-only output has no text, and
+# a redrawn figure may come with the same printed line).
+# Images enter as a hash of their data URL (a PNG's last bytes are the same for every figure).
+_JS_SHOWN = ("el => el.innerText + [...el.querySelectorAll('img')].map(i => { let h = 0;"
+             " for (let j = 0; j < i.src.length; j++) h = (h * 31 + i.src.charCodeAt(j)) | 0;"
+             " return '|img:' + i.src.length + ':' + h; }).join('')")
+
+
 def _wait_idle(page, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
     settled, state = 0, {"status": "unknown", "pending": "?"}
@@ -240,7 +248,7 @@ def test_notebook_in_jupyterlab(notebook: Path, lab, browser):
             control = controls.nth(k)
             view = control.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
             output = view.locator(".widget-output").first
-            before = output.inner_text()
+            before = output.evaluate(_JS_SHOWN)
             tag = control.evaluate("e => e.tagName.toLowerCase()")
             if tag == "select":
                 values = control.evaluate("e => [...e.options].map(o => o.value)")
@@ -250,10 +258,13 @@ def test_notebook_in_jupyterlab(notebook: Path, lab, browser):
                 control.locator(".ui-slider-handle, .noUi-handle").first.press("ArrowRight")
             else:
                 control.click()
-            page.wait_for_function("([el, before]) => el.innerText !== before",
+            page.wait_for_function(f"([el, before]) => ({_JS_SHOWN})(el) !== before",
                                    arg=[output.element_handle(), before], timeout=120_000)
-            after = output.inner_text()
-            assert after.strip() and after != before
+            _wait_idle(page, 120)  # the whole redraw, not its first message (text and figure arrive apart)
+            page.wait_for_timeout(500)
+            after = output.evaluate(_JS_SHOWN)
+            assert after.strip() and after != before, (
+                f"{notebook.name}: widget {k} did not change what its output shows ({before[:70]!r})")
             print(f"{notebook.stem}: widget {k}: output {before.strip()[:70]!r} -> {after.strip()[:70]!r}")
         _wait_idle(page, 120)
         state = page.evaluate(_JS_STATE)
