@@ -172,6 +172,7 @@ def test_training_step_and_save_load_round_trip(pipe, tmp_path):
     data = datasets.Dataset.from_dict({"source_latents": model.source_latents(pairs["plain"]).numpy(),
                                        "target_latents": model.target_latents(pairs["styled"]).numpy(),
                                        "style": [STYLEBOOTH_STYLES.index(s) for s in pairs["style"]]}).with_format("torch")
+    model.align_exemplars(bank)  # μ, σ become real statistics: the round trip must carry them
     before = model.unet.conv_in.weight[:, 4:].detach().clone()
     w_before = model.projection.weight.detach().clone()
     train(model, data, StyleBoothLoss(model, bank), steps=3, batch_size=8, lr=1e-3, progress=False)
@@ -181,6 +182,8 @@ def test_training_step_and_save_load_round_trip(pipe, tmp_path):
     model.eval().save_pretrained(tmp_path / "editor")
     loaded = StyleBooth.from_pretrained(tmp_path / "editor")
     assert loaded.config == model.config
+    assert torch.equal(loaded.exemplar_mean, model.exemplar_mean) and torch.equal(loaded.exemplar_scale, model.exemplar_scale)
+    assert model.exemplar_scale.ne(1).any()
     kwargs = dict(steps=2, seed=0, return_latents=True)
     torch.testing.assert_close(stylebooth_edit(loaded, pairs["plain"][:2], exemplars=pairs["styled"][:2], **kwargs),
                                stylebooth_edit(model, pairs["plain"][:2], exemplars=pairs["styled"][:2], **kwargs))
@@ -190,3 +193,31 @@ def test_training_step_and_save_load_round_trip(pipe, tmp_path):
         StyleBooth(pipe.unet, model.text_encoder, model.tokenizer, model.vae, model.scheduler, model.projection)
     with pytest.raises(FileNotFoundError, match="stylebooth/config.json"):
         StyleBooth.from_pretrained(tmp_path)
+
+
+def test_align_exemplars_sends_each_style_to_its_words_row(pipe):
+    """After alignment an exemplar's token is nearer the context row of its own style word than of any
+    other style's (held-out exemplars, not the bank); before it, a random W has no reason to be."""
+    model = StyleBooth.from_text_to_image(pipe, seed=2)
+    bank = {s: model.exemplar_features(render_pairs(64, seed=20 + k, styles=(s,))["styled"])
+            for k, s in enumerate(STYLEBOOTH_STYLES)}
+    words = {s: r.mean(0) for s, r in model.word_rows().items()}
+    target = torch.stack([words[s] for s in STYLEBOOTH_STYLES])  # (3, D)
+
+    def nearest_word_accuracy() -> float:
+        hits = []
+        for k, s in enumerate(STYLEBOOTH_STYLES):
+            held_out = model.exemplar_features(render_pairs(40, seed=90 + k, styles=(s,))["styled"])
+            with torch.no_grad():
+                token = model.projection(model.standardise(held_out))  # (40, D)
+            hits.append((torch.cdist(token, target).argmin(1) == k).float())
+        return float(torch.cat(hits).mean())
+
+    before = nearest_word_accuracy()
+    cosine = model.align_exemplars(bank)
+    after = nearest_word_accuracy()
+    assert cosine > 0.9, cosine
+    assert after >= 0.8 and after > before + 0.3, (before, after)  # quick VAE: about 0.92 (full build: 0.98)
+    assert torch.allclose(model.standardise(torch.cat(list(bank.values()))).mean(0), torch.zeros(1), atol=1e-4)
+    with pytest.raises(ValueError, match="bank has no exemplars of"):
+        model.align_exemplars({"dots": bank["dots"]})

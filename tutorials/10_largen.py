@@ -287,9 +287,11 @@ for ax, k, title, ceiling in zip(axes, METRICS, ["subject identity (subject-only
     else:
         ax.set_ylabel("dB")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+# One legend under the panels, where no bar can sit.
+handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
 fig.suptitle(f"sd-tiny, {len(SEEDS)} seed(s) × {N_EVAL} scenes, mean ± std over seeds", fontsize=9)
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.07, 1, 1))
 viz.save_figure(fig, "10_ablation")
 plt.show()
 

@@ -6,7 +6,7 @@ the target and the latent of the source side by side, and an instruction "Let th
 <style>" (or of ``<image>``, an exemplar) in its cross-attention context::
 
     u_t = [z_t ; E(x_src)]                                      8 input channels (4 + 4, new ones zero at init)
-    c   = τ(instruction)  with the <image> token's row ← W · φ(x_exemplar)      (W: the trainable matrix)
+    c   = τ(instruction)  with the <image> token's row ← W · z(φ(x_exemplar)) + b   (W: the trainable matrix)
     L   = ‖v_θ(u_t, t, c) − v‖²                                  (sd-tiny predicts v; SD 1.5 would predict ε)
 
 Condition dropout in training (so that one network gives the three predictions below): the instruction is
@@ -29,9 +29,14 @@ What is public and what is our reading:
 * **our reading** (the paper describes it, no code is public): the exemplar path. The project page says text
   and exemplar are mapped "into a same hidden space through a trainable matrix"; here the exemplar encoder
   φ is sd-tiny's own frozen VAE encoder (its mid-block features, mean and standard deviation over space:
-  texture statistics), W one ``nn.Linear`` into the text encoder's output width, and its token replaces the
-  ``<image>`` placeholder's row of the context. Composition of two styles: the weighted sum
-  Σ_k w_k · W φ(x_k) in that row (a weighted sum of embeddings, as the paper's "scale weights");
+  texture statistics), standardised as z(φ) = (φ − μ) / σ with the exemplar bank's statistics, W one
+  ``nn.Linear`` into the text encoder's output width, and its token replaces the ``<image>`` placeholder's
+  row of the context. "A same hidden space" is taken literally at the start: :meth:`StyleBooth.align_exemplars`
+  sets W, b to the ridge-regression map that sends each style's exemplars to the context row of that style's
+  word (mean over the templates), so an exemplar instruction starts where the word instruction is, and
+  training tunes both. Without it a random W must learn the style from a few hundred steps and exemplar
+  editing stays near chance (``StyleBoothConfig.align_exemplars=False`` shows it). Composition of two
+  styles: the weighted sum Σ_k w_k · (W z(φ(x_k)) + b) in that row (the paper's "scale weights");
 * **our reading**: the style/de-style data loop and its usability filter (``stylebooth_data.py``).
 
 The sampler is our own loop because diffusers' ``StableDiffusionInstructPix2PixPipeline`` has no guide
@@ -89,6 +94,7 @@ class StyleBoothConfig:
     s_img: float = 1.5  # image guidance (Scepter's default)
     s_txt: float = 7.5  # text guidance (Scepter's default)
     guide_rescale: float = 0.5  # φ (Scepter's default)
+    align_exemplars: bool = True  # start W at the map exemplar → its style word's context row (our reading)
 
     def __post_init__(self) -> None:
         for name in ("p_zero", "i_zero", "p_exemplar", "guide_rescale"):
@@ -137,6 +143,9 @@ class StyleBooth(nn.Module):
         self.config = config or StyleBoothConfig()
         self.vae.requires_grad_(False)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        # z(φ) = (φ − μ) / σ; μ = 0, σ = 1 until align_exemplars sees a bank
+        self.register_buffer("exemplar_mean", torch.zeros(projection.in_features))
+        self.register_buffer("exemplar_scale", torch.ones(projection.in_features))
 
     @classmethod
     def from_text_to_image(cls, pipe: Any, config: StyleBoothConfig | None = None, seed: int = 0) -> "StyleBooth":
@@ -173,10 +182,52 @@ class StyleBooth(nn.Module):
         phi = exemplar if exemplar.dim() == 3 else exemplar[:, None]  # (B, K, F)
         w = torch.ones(phi.shape[:2]) if weights is None else torch.as_tensor(weights, dtype=phi.dtype)
         w = w.expand(phi.shape[:2]).to(phi)  # (B, K)
-        # token = Σ_k w_k · W φ_k
-        token = (w[..., None] * self.projection(phi)).sum(1)  # (B, D)
+        # token = Σ_k w_k · (W z(φ_k) + b)
+        token = (w[..., None] * self.projection(self.standardise(phi))).sum(1)  # (B, D)
         at_image = (ids == self.image_token_id)[..., None]  # (B, L, 1)
         return torch.where(at_image, token[:, None, :].to(ctx.dtype), ctx)
+
+    def standardise(self, phi: torch.Tensor) -> torch.Tensor:
+        """z(φ) = (φ − μ) / σ, with the statistics :meth:`align_exemplars` took from the exemplar bank."""
+        return (phi - self.exemplar_mean) / self.exemplar_scale
+
+    def word_rows(self) -> dict[str, torch.Tensor]:
+        """Per style, the context row τ(instruction)[i] at the style word (its last token), one per template:
+        {style: (n_templates, D)}. The ``<image>`` placeholder sits where the word starts."""
+        rows: dict[str, list[torch.Tensor]] = {s: [] for s in STYLEBOOTH_STYLES}
+        for k in range(len(TEMPLATES)):
+            image_ids = self.tokenizer(instruction(None, k))["input_ids"]
+            at = image_ids.index(self.image_token_id)
+            for s in STYLEBOOTH_STYLES:
+                text = instruction(s, k)
+                last = at + len(self.tokenizer(text)["input_ids"]) - len(image_ids)  # the word's last token
+                rows[s].append(self.text_encoder(input_ids=self.token_ids([text])).last_hidden_state[0, last])
+        return {s: torch.stack(r) for s, r in rows.items()}
+
+    @torch.no_grad()
+    def align_exemplars(self, bank: dict[str, torch.Tensor], ridge: float = 1.0) -> float:
+        """Standardise φ with ``bank``'s statistics and set W, b to the ridge regression
+
+            W, b = argmin Σ_s Σ_{x ∈ bank[s]} ‖W z(φ(x)) + b − t_s‖² + ridge · ‖W‖²,   t_s = mean of :meth:`word_rows`
+
+        so that an exemplar of style s lands on the context row of the word for s. ``bank``: {style: φ (N_s, F)}
+        for every style of :data:`STYLEBOOTH_STYLES`. Returns the mean cosine between W z + b and t_s."""
+        missing = [s for s in STYLEBOOTH_STYLES if s not in bank or len(bank[s]) == 0]
+        if missing:
+            raise ValueError(f"align_exemplars: bank has no exemplars of {missing}; give φ of real images of every "
+                             f"style in {STYLEBOOTH_STYLES} (StyleBooth.exemplar_features(images))")
+        phi = torch.cat([bank[s] for s in STYLEBOOTH_STYLES]).float()  # (N, F)
+        self.exemplar_mean.copy_(phi.mean(0))
+        self.exemplar_scale.copy_(phi.std(0) + 1e-5)
+        words = {s: r.mean(0) for s, r in self.word_rows().items()}  # t_s (D,)
+        z = self.standardise(phi)  # (N, F), mean 0
+        t = torch.cat([words[s].expand(len(bank[s]), -1) for s in STYLEBOOTH_STYLES])  # (N, D)
+        t_mean = t.mean(0)
+        # ridge: W = (ZᵀZ + λI)⁻¹ Zᵀ (T − T̄);  b = T̄  (Z has mean 0)
+        w = torch.linalg.solve(z.T @ z + ridge * torch.eye(z.shape[1]), z.T @ (t - t_mean))  # (F, D)
+        self.projection.weight.copy_(w.T)
+        self.projection.bias.copy_(t_mean)
+        return float(nn.functional.cosine_similarity(self.projection(z), t, dim=-1).mean())
 
     @torch.no_grad()
     def source_latents(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -212,7 +263,8 @@ class StyleBooth(nn.Module):
         d = Path(directory)
         self.pipeline().save_pretrained(d)
         (d / "stylebooth").mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.projection.state_dict().items()},
+        save_file({**{k: v.contiguous() for k, v in self.projection.state_dict().items()},
+                   "exemplar_mean": self.exemplar_mean, "exemplar_scale": self.exemplar_scale},
                   str(d / "stylebooth" / "projection.safetensors"))
         (d / "stylebooth" / "config.json").write_text(json.dumps(
             {**asdict(self.config), "in_features": self.projection.in_features,
@@ -231,9 +283,15 @@ class StyleBooth(nn.Module):
                                                                       requires_safety_checker=False)
         saved = json.loads((d / "stylebooth" / "config.json").read_text())
         projection = nn.Linear(saved.pop("in_features"), saved.pop("out_features"))
-        projection.load_state_dict(load_file(str(d / "stylebooth" / "projection.safetensors")))
-        return cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.vae, pipe.scheduler, projection,
-                   StyleBoothConfig(**saved)).eval()
+        tensors = load_file(str(d / "stylebooth" / "projection.safetensors"))
+        mean, scale = tensors.pop("exemplar_mean", None), tensors.pop("exemplar_scale", None)
+        projection.load_state_dict(tensors)
+        model = cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.vae, pipe.scheduler, projection,
+                    StyleBoothConfig(**saved))
+        if mean is not None:
+            model.exemplar_mean.copy_(mean)
+            model.exemplar_scale.copy_(scale)
+        return model.eval()
 
 
 def exemplar_features(vae: nn.Module, pixels: torch.Tensor) -> torch.Tensor:

@@ -167,6 +167,8 @@ def train_stylebooth(pipe: Any, sources: np.ndarray, targets: np.ndarray, styles
     model = StyleBooth.from_text_to_image(pipe, config, seed=seed)
     bank = {s: model.exemplar_features(render_pairs(n_exemplars, seed + 7_000 + k, styles=(s,))["styled"])
             for k, s in enumerate(STYLEBOOTH_STYLES)}
+    if model.config.align_exemplars:
+        model.align_exemplars(bank)  # W starts at the map exemplar → its style word's context row
     data = datasets.Dataset.from_dict({
         "source_latents": model.source_latents(sources).numpy(), "target_latents": model.target_latents(targets).numpy(),
         "style": [STYLEBOOTH_STYLES.index(s) for s in styles]}).with_format("torch")
