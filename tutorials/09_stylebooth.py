@@ -56,8 +56,8 @@ import swiftlite.zoo as zoo
 from swiftlite import check_answer, viz
 from swiftlite.settings import quick_mode
 from swiftlite.diffusion import sample_grid
-from swiftlite.diffusion.stylebooth import (STYLEBOOTH_STYLES, StyleBooth, condition_dropout, dual_guidance,
-                                            instruction, stylebooth_edit)
+from swiftlite.diffusion.stylebooth import (STYLEBOOTH_STYLES, StyleBooth, StyleBoothConfig, condition_dropout,
+                                            dual_guidance, instruction, stylebooth_edit)
 from swiftlite.diffusion.stylebooth_data import (edit_scores, pooled, render_pairs, style_destyle_loop,
                                                  style_generators, train_stylebooth)
 from swiftlite.zoo.sd import load_judge
@@ -85,8 +85,11 @@ print(f"swiftlite {swiftlite.__version__}, torch {torch.__version__}, diffusers 
 # $u_t = [z_t ; E(x_\text{src})] \in \mathbb{R}^{8\times 8\times 8}$. Only `conv_in` changes:
 # $W' = [W \,|\, 0]$, so at init the editor predicts what sd-tiny predicts. The instruction's tokens
 # $c = \tau(\text{instruction})$ enter every cross-attention layer; for an exemplar instruction the row
-# of the `<image>` token is replaced by $W_e\,\varphi(x_\text{ex})$, $\varphi$ the frozen VAE encoder's
-# feature statistics, $W_e$ a trainable matrix. Training regresses what sd-tiny predicts ($v$):
+# of the `<image>` token is replaced by $W_e\,z(\varphi(x_\text{ex})) + b_e$, $\varphi$ the frozen VAE
+# encoder's feature statistics, $z$ their standardisation, $W_e$ a trainable matrix. "One hidden space" is
+# taken literally at the start: $W_e, b_e$ begin as the ridge regression that sends each style's exemplars
+# to the context row of that style's word, $\min \sum \lVert W_e z(\varphi) + b_e - t_s \rVert^2
+# + \lVert W_e \rVert^2$. Training regresses what sd-tiny predicts ($v$):
 #
 # $$ L = \lVert v_\theta(u_t, t, c) - v \rVert^2, $$
 #
@@ -107,7 +110,9 @@ print(f"swiftlite {swiftlite.__version__}, torch {torch.__version__}, diffusers 
 # **What is our reading.** The 8-channel U-Net, the dropout, the templates and the guidance are public
 # (the paper and Scepter's code). The exemplar path and the data loop are described in the paper but
 # not published: the exemplar encoder (sd-tiny's VAE encoder, mean and standard deviation of its
-# mid-block features), the one-token injection and the filter's rules are ours.
+# mid-block features), the one-token injection, the aligned start of $W_e$ and the filter's rules are ours.
+# `StyleBoothConfig(align_exemplars=False)` starts $W_e$ at random instead; exercise 5 asks what that
+# changes.
 
 # %% [markdown]
 # ## 2. The model, and its data flow drawn from it
@@ -333,7 +338,9 @@ viz.save_figure(fig, "09_text_editing")
 #
 # Now the instruction is "let this image be in the style of `<image>`" and the style comes from an
 # exemplar: a real render of another object in the wanted style. Nothing names the style in words; the
-# `<image>` row of the context is $W_e\varphi(x_\text{ex})$.
+# `<image>` row of the context is $W_e z(\varphi(x_\text{ex})) + b_e$. Predict: since $W_e$ started on
+# the style words' rows and the text-based edits reach their style, exemplar edits should too, a little
+# less often (an exemplar's features vary, a word's row does not).
 
 # %%
 editor = editors["with filter"]
@@ -359,7 +366,7 @@ viz.save_figure(fig, "09_exemplar_editing")
 # ## 8. Compositional editing: two exemplars, one weight
 #
 # Two exemplars, one striped and one dotted, enter the `<image>` row as
-# $w\,W_e\varphi(x_\text{stripes}) + (1-w)\,W_e\varphi(x_\text{dots})$. Predict: as $w$ goes from 0 to 1
+# $w\,(W_e z(\varphi(x_\text{stripes})) + b_e) + (1-w)\,(W_e z(\varphi(x_\text{dots})) + b_e)$. Predict: as $w$ goes from 0 to 1
 # the judge should move from *dotted* to *striped*, with mixed calls in between.
 
 # %%
@@ -423,7 +430,7 @@ widgets.interact(show_edit, s_img=widgets.FloatSlider(value=S_IMG, min=0.0, max=
 # | styles | 23 artistic styles, real photographs (paper) | 3 texture styles of 32-px synthetic scenes |
 # | instructions | 16 templates, "Let this image be in the style of &lt;style&gt;" (Scepter) | our own 16 short templates |
 # | guidance | $s_\text{img}$ 1.5, $s_\text{txt}$ 7.5, rescale 0.5 (Scepter's inference defaults) | 1.5, 3.0, 0.5 |
-# | exemplar path | trainable matrix into the text space (project page) | our reading: VAE statistics → $W_e$ → one token |
+# | exemplar path | trainable matrix into the text space (project page) | our reading: VAE statistics → $W_e$ (started on the style words' rows) → one token |
 # | data loop | style / de-style tuning, editing, usability filter (paper, no code) | our reading: LoRA generators, box + colour + style filter |
 #
 # The lines below come from this run.
@@ -527,14 +534,36 @@ print(f"content kept: {kept_at[S_IMG]:.2f} at s_img={S_IMG:g}, s_txt={S_TXT:g}; 
 check_answer(my_content_falls, bool(reference))
 
 # %% [markdown]
+# 5. **What if $W_e$ starts at random?** Train a second editor on the same filtered pairs for the same
+#    steps with `StyleBoothConfig(align_exemplars=False)`. Does its exemplar-based style accuracy still
+#    beat chance by more than 0.1 (same sources, exemplars and seed as the aligned editor)? Answer `True`
+#    or `False`, run it, then say why from what each start knows about the styles.
+
+# %%
+my_random_start_works = ...  # your answer: True or False
+
+# %% jupyter={"source_hidden": true}
+random_start, _ = train_stylebooth(pipe, *pairs["with filter"], steps=EDITOR_STEPS,
+                                   config=StyleBoothConfig(align_exemplars=False), progress=not QUICK)
+probe, probe_ex = render_pairs(N_EVAL, seed=60_000), render_pairs(N_EVAL, seed=70_000)
+ex_accuracy = {}
+for name, m in (("aligned start", editor), ("random start", random_start)):
+    out = stylebooth_edit(m, probe["plain"], exemplars=probe_ex["styled"], s_img=S_IMG, s_txt=S_TXT,
+                          steps=SAMPLING_STEPS)
+    ex_accuracy[name] = edit_scores(probe["plain"], out, list(probe_ex["style"]), judge)["style_accuracy"]
+print("exemplar-based style accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in ex_accuracy.items())
+      + f" (chance {chance:.2f})")
+check_answer(my_random_start_works, bool(ex_accuracy["random start"] > chance + 0.1))
+
+# %% [markdown]
 # ## Summary
 #
 # * An editing U-Net is a text-to-image U-Net whose `conv_in` reads 8 channels; zero new weights make
 #   it start as the pretrained model, and two independent dropouts train the three predictions that
 #   $\tilde\varepsilon = \varepsilon_u + s_\text{img}(\varepsilon_\text{img}-\varepsilon_u) +
 #   s_\text{txt}(\varepsilon_\text{full}-\varepsilon_\text{img})$ combines.
-# * An exemplar enters as one row of the text context through a trainable matrix; mixing two
-#   exemplars is a weighted sum of those rows.
+# * An exemplar enters as one row of the text context through a trainable matrix, started where the
+#   style's word sits in that space; mixing two exemplars is a weighted sum of those rows.
 # * The data loop makes pairs from unpaired data, and the usability filter decides which to trust;
 #   section 10 prints what it changed here.
 #
