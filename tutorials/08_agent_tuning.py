@@ -16,13 +16,15 @@
 # %% [markdown]
 # # 08 · Agent tuning with SWIFT's loss scale
 #
-# **Claim:** (the paper's) SWIFT (Zhao et al., 2024, [arXiv:2408.05517](https://arxiv.org/abs/2408.05517))
-# fine-tunes LLMs on ToolBench-style tool-use dialogs, training with its *loss scale* (extra weight
-# on the `Action` / `Action Input` tokens of each ReAct turn). Its abstract reports, for the
-# fine-tuned agent models against the baseline models they started from, on the ToolBench
-# evaluation, an action exact match (Act.EM) 5.2–21.8 % higher and a hallucination rate 1.6–14.1 %
-# lower (the abstract's ranges over several 7B-class models; the abstract does not say whether these
-# are points or relative changes, and we could not check them against the paper's table here).
+# **Claim:** (the paper's abstract) SWIFT (Zhao et al., 2024, [arXiv:2408.05517](https://arxiv.org/abs/2408.05517))
+# fine-tunes LLMs on ToolBench-style tool-use dialogs; for agent training, ms-swift applies the *loss
+# scale* of ModelScope-Agent ([arXiv:2309.00986](https://arxiv.org/abs/2309.00986); ms-swift's
+# "Agent fine-tuning best practice" page), extra weight on the `Action` / `Action Input` tokens of
+# each ReAct turn. The abstract reports that models trained on SWIFT with customised data improve on
+# the ToolBench leaderboard "over various baseline models": Act.EM (action exact match) up by
+# 5.2–21.8 %, hallucination down by 1.6–14.1 %, average performance up by 8–17 %. The abstract does
+# not name the baselines or the model sizes, and does not say whether these are points or relative
+# changes; we could not check them against the paper's table here.
 #
 # **Running time** measured 2026-12-04 with one torch thread on the project's 2-core CPU while
 # other jobs shared it (load average about 3.5): full mode (2 conditions × 3 seeds × 80 LoRA steps,
@@ -296,17 +298,18 @@ fig.tight_layout()
 viz.save_figure(fig, "08_agent_tuning")
 
 # %% [markdown]
-# **Next to the paper, like for like.** The abstract's numbers are gains of fine-tuned models over
-# the models they started from; ours of that kind is *after − before* (each fine-tuned run minus
-# the base model, per seed). The paper's setting differs: ToolBench's thousands of real APIs,
-# 7B-class models, full training runs; ours: three deterministic tools, a 1M-parameter model, 80
-# LoRA steps. The last column, loss scale − plain SFT, isolates the loss scale; the abstract gives
-# no number of that kind to compare it with.
+# **Next to the paper, like for like.** The abstract's numbers are gains of models fine-tuned on
+# SWIFT over baseline models it does not name; the closest measurement of ours is *after − before*
+# (each fine-tuned run minus the base model, per seed). The paper's setting differs: ToolBench's
+# thousands of real APIs, LLMs far larger than ours (the abstract gives no sizes), full
+# training runs; ours: three deterministic tools, a 1M-parameter model, 80 LoRA steps. The last
+# column, loss scale − plain SFT, isolates the loss scale; the abstract gives no number of that
+# kind to compare it with.
 
 # %%
-PAPER = {"act_em": "+5.2 … +21.8 %", "hallucination_rate": "−1.6 … −14.1 %"}  # the abstract, fine-tuned − baseline
+PAPER = {"act_em": "+5.2 … +21.8 %", "hallucination_rate": "−1.6 … −14.1 %"}  # arXiv:2408.05517 abstract, over baselines
 gain = {c: {m: 100 * np.array([results[c, s][m] - base_result[m] for s in SEEDS]) for m in METRICS} for c in CONDITIONS}
-side = ("| | SWIFT abstract: fine-tuned − baseline (ToolBench, 7B-class) | ours: plain SFT − before | "
+side = ("| | SWIFT abstract: SWIFT-trained vs baselines (ToolBench; unit unstated) | ours: plain SFT − before | "
         "ours: loss scale − before | ours: loss scale − plain SFT |\n|---|---|---|---|---|\n")
 for metric in METRICS:
     d = 100 * np.array(delta[metric])
