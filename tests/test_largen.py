@@ -10,7 +10,7 @@ from swiftlite import zoo
 from swiftlite.data.inpaint import TASKS, grid_mask, inpaint_dataset
 from swiftlite.diffusion.largen import (AssignProcessor, LarGen, LargenLoss, RefineProcessor, cross_attention_names,
                                         decoder_self_attention_names, decoupled_attention, encode_quadruplets,
-                                        inpaint, largen_scores, subject_condition)
+                                        inpaint, largen_scores, subject_condition, align_subject_encoder)
 from swiftlite.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -206,3 +206,33 @@ def test_bad_inputs_name_the_field(pipe):
         LarGen(LarGen(pipe.unet).unet)
     with pytest.raises(ValueError, match="tasks"):
         inpaint_dataset(2, tasks=("painting",))
+
+
+def test_align_subject_encoder_moves_subject_tokens_onto_the_caption_context(pipe):
+    """After alignment the subject tokens are near the first N context rows of the subject's own caption,
+    nearer than to another subject's caption; the U-Net is untouched; no Assign, no alignment."""
+    quads = encode_quadruplets(pipe, inpaint_dataset(48, seed=5))
+    model = LarGen(pipe.unet, ("locate", "assign"))
+    unet_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    rows = quads.with_format("numpy")[:]
+    ids = pipe.tokenizer(list(rows["caption"]), padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        target = pipe.text_encoder(input_ids=ids).last_hidden_state[:, :model.n_tokens]  # (B, N, D)
+
+    def errors():
+        with torch.no_grad():
+            e = model.subject_encoder(subject_condition(quads[:], None)["subject"])
+        own = ((e - target) ** 2).mean((1, 2))
+        other = ((e - target.roll(1, 0)) ** 2).mean((1, 2))  # another row's caption
+        differs = np.array(rows["caption"]) != np.roll(np.array(rows["caption"]), 1)
+        return float(own.mean()), float(other[torch.as_tensor(differs)].mean())
+
+    own_before, _ = errors()
+    losses = align_subject_encoder(model, pipe, quads, steps=150, seed=0)
+    own_after, other_after = errors()
+    assert losses[-1] < 0.5 * losses[0] and own_after < 0.5 * own_before, (own_before, own_after)
+    assert own_after < other_after  # the tokens say which subject, not only "a caption"
+    assert all(torch.equal(v, unet_before[k]) for k, v in model.unet.state_dict().items() if k in unet_before)
+    with pytest.raises(ValueError, match="no subject encoder"):
+        align_subject_encoder(LarGen(pipe.unet, ("locate",)), pipe, quads, steps=1)

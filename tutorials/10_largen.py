@@ -69,7 +69,8 @@ SEEDS = [0, 1, 2] if not QUICK else [0]
 N_TRAIN = 48 if QUICK else 3000  # quadruplets (a third per task)
 N_EVAL = 6 if QUICK else 48  # held-out one-object scenes, scored on every task
 TRUNK_STEPS = 2 if QUICK else 100  # Locate alone, batch 32
-BRANCH_STEPS = 2 if QUICK else 100  # then each arm continues from the trunk
+BRANCH_STEPS = 2 if QUICK else 250  # then each arm continues from the trunk
+ALIGN_STEPS = 5 if QUICK else 1000  # subject encoder alone, onto the caption's text context (section 1)
 SAMPLING = dict(num_inference_steps=2 if QUICK else 20, guidance_scale=2.0)
 torch.set_num_threads(1)
 started = time.perf_counter()
@@ -87,6 +88,10 @@ print(f"swiftlite {swiftlite.__version__}, torch {torch.__version__}, transforme
 # * **Assign** — in every cross-attention, Q = H W_q, K_txt = c W_k, V_txt = c W_v as before, plus
 #   K_img = e W_k^ip, V_img = e W_v^ip for N subject tokens e = SubjectEncoder(x_obj) ∈ R^{N×D}:
 #   `Z = Attn(Q, K_txt, V_txt) + λ · Attn(Q, K_img, V_img)`; W^ip start as copies of W_k, W_v; λ = `image_scale`.
+#   The paper's subject tokens come from CLIP, whose image features live in the text encoder's space. Ours
+#   come from a small encoder that first learns, alone, to land there: `align_subject_encoder` fits
+#   `min ‖SubjectEncoder(x_obj) − τ(caption)[:N]‖²` (N = 8 tokens, τ the frozen text encoder), so with
+#   W^ip = W_k, W_v the image branch starts as a second prompt that describes the subject.
 # * **Refine** — a reference U-Net (a frozen copy of the base) runs on E(x_obj); r, the input of each of its
 #   decoder self-attentions, joins the keys and values of the same layer in the main U-Net:
 #   `Z = Attn(Q, [y ; r] W_k, [y ; r] W_v)`.
@@ -251,7 +256,8 @@ models = {}
 for seed in SEEDS:
     trunk = train_largen(pipe, train_quads, ARMS["Locate"], steps=TRUNK_STEPS, seed=seed)
     for arm, stages in ARMS.items():
-        arm_model = train_largen(pipe, train_quads, stages, steps=BRANCH_STEPS, seed=seed, start=trunk)
+        arm_model = train_largen(pipe, train_quads, stages, steps=BRANCH_STEPS, seed=seed, start=trunk,
+                                 align_steps=ALIGN_STEPS)
         results[arm].append(evaluate_largen(pipe, arm_model, eval_quads, judge, seed=seed, **SAMPLING))
         models.setdefault(arm, arm_model)
 METRICS = ["identity", "text", "background_psnr"]
@@ -376,8 +382,8 @@ display(Markdown(f"""
 #
 # * Our subject is a shape, a colour and a style; a classifier can name all three, so "identity" is a
 #   clean yes/no here, where the paper needs feature similarities and people.
-# * The subject encoder is trained from scratch with the U-Net; the paper's image features come from a
-#   pre-trained CLIP, and its RefineNet is its own design: ours is a frozen copy of the base U-Net run at
+# * The subject encoder is a small CNN aligned to the text encoder for a few seconds, then trained with the
+#   U-Net; the paper's image features come from a pre-trained CLIP, and its RefineNet is its own design: ours is a frozen copy of the base U-Net run at
 #   t = 0 on the clean subject latent (the public release switches Refine off, so this part is our reading).
 # * Background PSNR is bounded by the VAE: the U-Net cannot keep pixels that an 8×8 latent cannot hold.
 

@@ -31,7 +31,9 @@ tasks, and the reference keys/values concatenated in decoder self-attention (swi
 release). **Our reading** (no training code, RefineNet weights or data engine are public): the reference
 U-Net is a frozen copy of the base 4-channel U-Net run once per image at t = 0 on the clean subject latent
 with the empty prompt; the subject encoder is a small CNN plus learned queries (IP-Adapter-Plus' resampler
-in one attention layer), not CLIP; ``to_k_ip`` / ``to_v_ip`` start as copies of ``to_k`` / ``to_v``
+in one attention layer), not CLIP, and it can first be aligned with the text encoder
+(:func:`align_subject_encoder`: its N = 8 tokens regress the first rows of the subject's caption context),
+standing in for the text-aligned image space that CLIP gives the paper; ``to_k_ip`` / ``to_v_ip`` start as copies of ``to_k`` / ``to_v``
 (IP-Adapter's init); the whole U-Net, the encoder and the new projections train together on the three
 tasks with the package's denoising loss; the data engine is :mod:`swiftlite.data.inpaint`.
 
@@ -64,7 +66,7 @@ PSNR_CAP = 100.0  # dB, for images identical outside the mask
 __all__ = ["STAGES", "LargenState", "AssignProcessor", "RefineProcessor", "ReferenceRecorder", "SubjectEncoder",
            "LarGen", "LargenLoss", "encode_quadruplets", "latent_mask", "inpaint", "largen_scores",
            "decoupled_attention", "decoder_self_attention_names", "cross_attention_names", "ARMS",
-           "train_largen", "evaluate_largen", "subject_condition", "PSNR_CAP"]
+           "train_largen", "evaluate_largen", "align_subject_encoder", "subject_condition", "PSNR_CAP"]
 
 
 @dataclass
@@ -232,7 +234,7 @@ class SubjectEncoder(nn.Module):
         P = conv(x_obj) ∈ R^{(H/4·W/4) × D},   e = LN(q + MHA(q, P, P)),  q ∈ R^{N×D} learned
     """
 
-    def __init__(self, dim: int, n_tokens: int = 4, width: int = 32, heads: int = 4) -> None:
+    def __init__(self, dim: int, n_tokens: int = 8, width: int = 32, heads: int = 4) -> None:
         super().__init__()
         self.dim, self.n_tokens, self.width, self.heads = dim, n_tokens, width, heads
         self.cnn = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.SiLU(),
@@ -269,7 +271,7 @@ class LarGen(nn.Module):
     """
 
     def __init__(self, base_unet: nn.Module, stages: Sequence[str] = ("locate",), *, image_scale: float = 1.0,
-                 n_tokens: int = 4, encoder_width: int = 32) -> None:
+                 n_tokens: int = 8, encoder_width: int = 32) -> None:
         super().__init__()
         if getattr(base_unet.config, "in_channels", None) != 4:
             raise ValueError(f"LarGen: base_unet must be the 4-channel text-to-image U-Net, got in_channels="
@@ -515,14 +517,50 @@ ARMS: dict[str, tuple[str, ...]] = {"Locate": ("locate",), "+Assign": ("locate",
                                     "+Refine": ("locate", "assign", "refine")}
 
 
+def align_subject_encoder(model: LarGen, pipe: Any, quads: Any, *, steps: int, batch_size: int = 64,
+                          lr: float = 3e-3, seed: int = 0) -> list[float]:
+    """Train the subject encoder alone so that its N tokens regress the first N context rows of the
+    subject's local caption::
+
+        min ‖SubjectEncoder(x_obj) − τ(caption)[:N]‖²        (τ: pipe's frozen text encoder)
+
+    **Our reading** of what CLIP gives the paper: image features that already live in the text encoder's
+    space. With ``to_k_ip`` / ``to_v_ip`` copies of ``to_k`` / ``to_v``, Assign then starts as a second
+    prompt that describes the subject, instead of noise the U-Net must first learn to read. Returns the
+    loss per step."""
+    if "assign" not in model.stages:
+        raise ValueError(f"align_subject_encoder: the model has no subject encoder (stages {model.stages}); "
+                         f"switch Assign on first (LarGen(..., stages=('locate', 'assign')))")
+    rows = quads.with_format("numpy")[:]
+    ids = pipe.tokenizer(list(rows["caption"]), padding="max_length", truncation=True,
+                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        targets = pipe.text_encoder(input_ids=ids).last_hidden_state[:, :model.n_tokens]  # (B, N, D)
+    subjects = to_pixel_values(rows["subject"])  # (B, 3, H, W)
+    encoder = model.subject_encoder
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    encoder.train()
+    for _ in range(steps):
+        pick = torch.randint(len(subjects), (min(batch_size, len(subjects)),), generator=generator)
+        loss = F.mse_loss(encoder(subjects[pick]), targets[pick])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return losses
+
+
 def train_largen(pipe: Any, quads: Any, stages: Sequence[str], *, steps: int, seed: int = 0, lr: float = 1e-3,
                  batch_size: int = 32, p_uncond: float = 0.1, image_scale: float = 1.0, start: LarGen | None = None,
-                 progress: bool = True) -> LarGen:
+                 align_steps: int = 0, progress: bool = True) -> LarGen:
     """A :class:`LarGen` with ``stages`` over ``pipe.unet``, trained ``steps`` steps on the three tasks of
     ``quads`` with :class:`LargenLoss` and :func:`swiftlite.train.train` (AdamW, cosine, seeded).
 
     ``start``: a trained model whose 9-channel U-Net weights this one starts from (coarse to fine: a
-    Locate model, then Assign and Refine switched on); the new stages' weights start fresh."""
+    Locate model, then Assign and Refine switched on); the new stages' weights start fresh.
+    ``align_steps``: first train the subject encoder alone that many steps (:func:`align_subject_encoder`)."""
     from ..train import train  # swiftlite.train imports the whole trainer stack: loaded when a run starts
 
     empty = pipe.tokenizer("", padding="max_length", max_length=pipe.tokenizer.model_max_length)["input_ids"]
@@ -540,6 +578,8 @@ def train_largen(pipe: Any, quads: Any, stages: Sequence[str], *, steps: int, se
                 if isinstance(attn.processor, AssignProcessor):
                     attn.processor.to_k_ip.weight.copy_(attn.to_k.weight)
                     attn.processor.to_v_ip.weight.copy_(attn.to_v.weight)
+    if align_steps and "assign" in model.stages:
+        model.align_history = align_subject_encoder(model, pipe, quads, steps=align_steps, seed=seed)
     model.history = train(model, quads, loss, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           warmup_steps=max(1, steps // 10), progress=progress)
     return model.eval()
