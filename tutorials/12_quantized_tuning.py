@@ -59,12 +59,11 @@ from swiftlite.data import instruction_pairs
 from swiftlite.llm import SFTCollator, build_sft_dataset
 from swiftlite.llm import nf4
 from swiftlite.llm.quantized import QuantizeArguments, compare_quantized, quantize_model, weight_bytes
-from swiftlite.llm.sft import exact_match
 from swiftlite.settings import quick_mode
 
 QUICK = quick_mode()  # CI smoke run: 1 seed, 3 steps
 SEEDS = [0] if QUICK else [0, 1, 2]
-STEPS, N_TRAIN, N_EVAL, N_EM = (3, 48, 16, 4) if QUICK else (120, 2000, 200, 50)
+STEPS, N_TRAIN, N_EVAL = (3, 48, 16) if QUICK else (120, 2000, 200)
 torch.set_num_threads(1)  # on a shared 2-core CPU one thread is several times cheaper than two fighting
 started = time.perf_counter()
 print(f"swiftlite {swiftlite.__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
@@ -209,29 +208,25 @@ viz.save_figure(fd.draw(), "12_quantized_data_flow")
 train_ds = build_sft_dataset(instruction_pairs(N_TRAIN, seed=0), tokenizer)
 eval_pairs = instruction_pairs(N_EVAL, seed=1)  # unseen pairs
 eval_ds = build_sft_dataset(eval_pairs, tokenizer)
-em_pairs = eval_pairs.select(range(N_EM))
-max_answer = max(len(tokenizer(o)["input_ids"]) for o in em_pairs["output"]) + 2
-
-
-def accuracy(model, name):
-    return {"exact_match": exact_match(model, tokenizer, em_pairs, max_new_tokens=max_answer)}
-
+# Quality is the held-out loss: exact match of generated answers was close to 0 for every base in the
+# full run of 2026-12-04 (120 steps are too few for llama-tiny to answer these instructions word for
+# word), and a metric near zero for every arm separates nothing.
 
 BASES = {"fp32 base": None, "NF4 + double quant (QLoRA)": qlora_args,
          "LLM.int8 (bnb 8-bit)": QuantizeArguments(quant_method="bnb", quant_bits=8)}
 with warnings.catch_warnings():  # bitsandbytes' LLM.int8 notes at every call that it casts inputs to float16
     warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
     rows = compare_quantized(lambda: zoo.load("llama-tiny")[0], BASES, lora_config, train_ds, eval_ds, steps=STEPS,
-                             lr=5e-3, batch_size=16, seeds=SEEDS, eval_fn=accuracy, progress=False,
+                             lr=5e-3, batch_size=16, seeds=SEEDS, progress=False,
                              collate_fn=SFTCollator(pad_token_id=tokenizer.pad_token_id), measure_steps=3)
 fp32, q4, q8 = rows
-table = "| base | bits | weights of the block linears | train memory | step time | held-out loss before → after | exact match |\n|---|---|---|---|---|---|---|\n"
+table = "| base | bits | weights of the block linears | train memory | step time | held-out loss before → after |\n|---|---|---|---|---|---|\n"
 for r in rows:
     table += (f"| {r['name']} | {r['quant_bits']} | {r['linear_weight_bytes'] / 1024:.0f} KiB "
               f"({r['linear_weight_bytes'] / fp32['linear_weight_bytes']:.2f}×) | "
               f"{r['train_memory_bytes'] / 2**20:.1f} MiB ({r['train_memory_bytes'] / fp32['train_memory_bytes']:.2f}×) | "
               f"{r['step_time_s'] / fp32['step_time_s']:.2f}× | {r['eval_loss_init']:.3f} → {r['eval_loss']:.3f} ± "
-              f"{r['eval_loss_std']:.3f} | {r['exact_match']:.2f} ± {r['exact_match_std']:.2f} |\n")
+              f"{r['eval_loss_std']:.3f} |\n")
 display(Markdown(table))
 assert q4["linear_weight_bytes"] < q8["linear_weight_bytes"] < fp32["linear_weight_bytes"]
 assert q4["eval_loss_init"] != fp32["eval_loss_init"]  # the rounded base is a different model
@@ -322,7 +317,7 @@ display(knob)
 # |---|---|---|
 # | bits per weight, NF4 + double quant | 4.127 (§3: 4 + 8/64 + 32/(64·256)) | see the table below, from the run |
 # | memory | fine-tuning LLaMA-65B from >780 GB to <48 GB of GPU memory (§1; one 48 GB GPU, abstract) | weights of the block linears and training memory below |
-# | quality | "preserving full 16-bit finetuning task performance" (abstract): Table 3 (RoBERTa-large / T5 on GLUE and Super-NaturalInstructions), Table 4 (LLaMA 7–65B tuned on Alpaca / FLAN v2, 5-shot MMLU) | held-out loss and exact match below |
+# | quality | "preserving full 16-bit finetuning task performance" (abstract): Table 3 (RoBERTa-large / T5 on GLUE and Super-NaturalInstructions), Table 4 (LLaMA 7–65B tuned on Alpaca / FLAN v2, 5-shot MMLU) | held-out loss below |
 #
 # Our setting differs: the zoo's `llama-tiny` tuned for minutes on a CPU (bitsandbytes' CPU
 # kernels) on instruction pairs of its own toy language, against billions of parameters on GPUs and
@@ -339,8 +334,7 @@ display(Markdown(
     f"{32 * ratio_linear:.2f} |\n"
     f"| weights of the block linears, NF4 / fp32 | {ratio_linear:.2f}× |\n"
     f"| training memory, NF4 / fp32 (same LoRA) | {ratio_train:.2f}× |\n"
-    f"| held-out loss after {STEPS} steps, NF4 − fp32 | {loss_gap:+.3f} (std over seeds {q4['eval_loss_std']:.3f}) |\n"
-    f"| exact match, NF4 vs fp32 | {q4['exact_match']:.2f} vs {fp32['exact_match']:.2f} |"))
+    f"| held-out loss after {STEPS} steps, NF4 − fp32 | {loss_gap:+.3f} (std over seeds {q4['eval_loss_std']:.3f}) |"))
 assert ratio_linear < 0.3
 
 # %% [markdown]
