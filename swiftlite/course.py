@@ -195,7 +195,16 @@ def _mkdocs_yml(pages: list[Page]) -> str:
 
 # MathJax, served from the site itself (pages sit at the site's top level: use_directory_urls is off).
 MATHJAX_DIR = "assets/mathjax"
-MATHJAX_URL = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+MATHJAX_URL = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe,swiftlite-fonts"
+# jupyter-server-mathjax ships only the STIX-Web fonts, while MathJax's HTML-CSS output asks for its TeX
+# fonts first (a 404, then "[Math Processing Error]"): this config file, listed last in MATHJAX_URL,
+# points both outputs at STIX-Web, as the Jupyter server does.
+MATHJAX_FONT_CONFIG = """MathJax.Hub.Config({
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null},
+  SVG: {font: "STIX-Web"}
+});
+MathJax.Ajax.loadComplete("[MathJax]/config/swiftlite-fonts.js");
+"""
 
 
 def mathjax_source() -> Path:
@@ -216,6 +225,7 @@ def _copy_mathjax(site: Path) -> Path:
     target = site / MATHJAX_DIR
     shutil.copytree(mathjax_source(), target, ignore=shutil.ignore_patterns("localization", "*.md"),
                     dirs_exist_ok=True)
+    (target / "config" / "swiftlite-fonts.js").write_text(MATHJAX_FONT_CONFIG)
     return target / "MathJax.js"
 
 

@@ -252,8 +252,12 @@ def test_equations_render_from_a_local_mathjax(tmp_path):
     html = (site / "00_one.html").read_text(encoding="utf-8")
     assert f'src="{course.MATHJAX_URL}"' in html, "the page does not load the site's own MathJax"
     assert not MATHJAX_CDN.search(html), MATHJAX_CDN.search(html)[0]
-    for name in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js"):
+    configs = course.MATHJAX_URL.split("config=")[1].split(",")  # every config file the URL asks for
+    for name in ("MathJax.js", *(f"config/{c}.js" for c in configs)):
         assert (site / course.MATHJAX_DIR / name).is_file(), f"{name} was not copied into the site"
+    # the fonts the HTML-CSS output is told to use are the ones that were copied
+    assert "STIX-Web" in (site / course.MATHJAX_DIR / "config" / "swiftlite-fonts.js").read_text()
+    assert (site / course.MATHJAX_DIR / "jax" / "output" / "HTML-CSS" / "fonts" / "STIX-Web" / "fontdata.js").is_file()
     assert r"\frac{\alpha}{r}" in html  # the TeX is on the page for MathJax to typeset
     assert dead_links(site) == []
 
