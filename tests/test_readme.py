@@ -105,3 +105,18 @@ def test_layout_names_every_module_of_the_package():
         elif not re.search(rf"(?<![\w/]){re.escape(path.name)}\b|\b{re.escape(path.stem)}\b", layout):
             missing.append(rel)
     assert missing == [], f"README's Layout does not name: {missing}"
+
+
+def test_stylebooth_and_largen_example_runs(monkeypatch):
+    """The StyleBooth / LAR-Gen block as written, on the quick sd-tiny with its sizes and steps made small."""
+    monkeypatch.setenv("SWIFTLITE_QUICK", "1")
+    code = _block("python", "train_stylebooth")
+    small = {"render_pairs(600": "render_pairs(8", "steps=300": "steps=2", "inpaint_dataset(3000": "inpaint_dataset(8",
+             "steps=250": "steps=2", "align_steps=1000": "align_steps=2"}
+    for big, tiny in small.items():
+        assert big in code, big
+        code = code.replace(big, tiny)
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert namespace["by_word"].shape == namespace["by_exemplar"].shape == namespace["filled"].shape == (4, 32, 32, 3)
+    assert type(namespace["pipe"]).__name__ == "StableDiffusionPipeline"
