@@ -39,12 +39,10 @@
 # from about a third of full fine-tuning's (DoRA) to nearly twice it (LISA) — section 5 computes
 # these ratios.
 #
-# **Running time** measured 2026-12-04 with one torch thread on the project's 2-core CPU while
-# four other heavy jobs shared it (load average about 9; this kernel got about a quarter of a core):
-# full mode (19 configurations × 120 steps at seed 0, the benchmark's 7 rows again at seeds 1 and 2,
-# exact match on 100 prompts each) **34 min 38 s**; on an idle core expect about 10 min (the
-# 19-configuration part alone took 5 min 51 s in the 2026-11-30 course build, and each added run
-# about 17 s). Quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 36 s in the
+# **Running time** measured 2026-12-05 with one torch thread on the project's 2-core CPU, beside one
+# other full-mode notebook on the other core: full mode (19 configurations × 120 steps at seed 0, the
+# benchmark's 7 rows again at seeds 1 and 2, exact match on 100 prompts each) **10 min 25 s**; quick
+# mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 36 s in the
 # notebook test. Section 6 prints the time of this run. The committed figures come from that full run.
 #
 # **You will learn**
