@@ -51,6 +51,7 @@ def grouped_bars(names: Sequence[str], groups: Mapping[str, Sequence[float]], ax
     draws a dashed line (e.g. 1 for ratios) labelled `reference_label`. `errors` (same keys, a
     subset of the groups) draws ± error bars, e.g. the standard deviation over seeds. Returns the axes."""
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import offset_copy
 
     if any(len(v) != len(names) for v in groups.values()):
         raise ValueError(f"grouped_bars: every group needs {len(names)} values, got "
@@ -83,8 +84,10 @@ def grouped_bars(names: Sequence[str], groups: Mapping[str, Sequence[float]], ax
         ax.set_xlabel(xlabel)
     if title:
         ax.set_title(title)
-    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 if xlabel else -0.1),
-              ncol=1)  # below the axes: never over a bar, nor over a neighbouring axes' legend
+    # Below the axes, a fixed distance under the tick labels and the axis label (in points, so a short
+    # axes does not pull it up over them): never over a bar, nor over a neighbouring axes' legend.
+    below = offset_copy(ax.transAxes, fig=ax.figure, y=-(34 if xlabel else 20), units="points")
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=1)
     return ax
 
 
