@@ -27,12 +27,11 @@
 # (3D-style data, LoRA r = 64 on q/k/v/out *and* the MLPs): 19.68 M against 23.94 M trainable
 # weights, 7,556 against 8,440 MiB at batch size 1 and 43,350 against 69,554 MiB at batch size 30.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-11-30: full mode
-# (4 methods × 3 seeds × 250 steps, and the memory breakdown on two U-Nets) **6 min 47 s** in the
-# full course build (`swiftlite course build --jobs 2`: two tutorials at a time, one per core; 5 min
-# 47 s when it ran alone), for the version before the like-for-like memory measurement of section 6
-# was added; quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 47 s, measured
-# 2026-12-04 on the shared machine (4 min 19 s while other jobs loaded it). Section 7
+# **Running time** on the project's 2-core CPU with one torch thread: full mode (4 methods × 3 seeds ×
+# 250 steps, the memory breakdown on two U-Nets and the like-for-like memory table of section 6)
+# **13 min 23 s**, measured 2026-12-05 with `jupyter nbconvert --execute` beside another full-mode
+# notebook on the other core (the committed figures come from that run); quick mode
+# (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 47 s, measured 2026-12-04. Section 7
 # prints this run's time.
 #
 # **You will learn**
