@@ -26,10 +26,10 @@
 # not name the baselines or the model sizes, and does not say whether these are points or relative
 # changes; we could not check them against the paper's table here.
 #
-# **Running time** measured 2026-12-04 with one torch thread on the project's 2-core CPU while
-# other jobs shared it (load average about 3.5): full mode (2 conditions × 3 seeds × 80 LoRA steps,
-# 7 agent evaluations) **5 min 33 s** (`jupyter nbconvert --execute`; the notebook's own clock:
-# 316 s; 2 min 17 s in the 2026-11-30 course build); quick mode (`SWIFTLITE_QUICK=1`, the zoo's
+# **Running time** measured 2026-12-05 with one torch thread on the project's 2-core CPU beside one
+# other full-mode notebook on the other core: full mode (2 conditions × 3 seeds × 80 LoRA steps,
+# 7 agent evaluations) **3 min 14 s** (`jupyter nbconvert --execute`; the notebook's own clock: 185 s);
+# quick mode (`SWIFTLITE_QUICK=1`, the zoo's
 # quick builds cached) 37 s in the notebook test. Section 9 prints this run's time. The committed
 # figures come from that full run.
 #

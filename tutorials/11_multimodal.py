@@ -24,10 +24,9 @@
 # `LlavaForConditionalGeneration` and measure LLaVA's two stages
 # (Liu et al., [arXiv:2304.08485](https://arxiv.org/abs/2304.08485)) at tiny scale.
 #
-# **Running time** on the project's shared CPU with one torch thread, measured 2026-12-04 (other
-# jobs running): full mode (3 stage-2 methods × 3 seeds × 120 steps, 11 VQA evaluations) **11 min 20 s**
-# as a plain script under `nice` (not yet in a full course build; the last run, at load ~10, reached
-# section 6's figure after 19 min); quick mode (`SWIFTLITE_QUICK=1`,
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-05 beside one
+# other full-mode notebook on the other core: full mode (3 stage-2 methods × 3 seeds × 120 steps, 11 VQA
+# evaluations) **5 min 29 s** (`jupyter nbconvert --execute`); quick mode (`SWIFTLITE_QUICK=1`,
 # the zoo's quick builds cached) **31 s** in `tests/test_notebooks.py`. Section 8 prints this run's
 # time. The committed figures come from that full-mode run.
 #

@@ -23,10 +23,10 @@
 # fine-tuning (abstract and §1); double quantization cuts the constants from 0.5 to 0.127 bit per
 # parameter (§3).
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 on a shared
-# machine (other jobs running, load average 3–8): full mode (3 bases × 3 seeds × 120 LoRA steps, exact
-# match on 50 prompts) 7 min 41 s, and 6 min 55 s in the last run (2026-12-04, as a plain script beside
-# another full run); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached) 35 s.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-05 beside one
+# other full-mode notebook on the other core: full mode (3 bases × 3 seeds × 120 LoRA steps) **4 min
+# 6 s** (`jupyter nbconvert --execute`); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick builds
+# cached) 35 s.
 # Section 9 prints this run's time. The committed figure comes from that full run.
 #
 # **You will learn**
