@@ -191,6 +191,8 @@ def sample_grid(images: np.ndarray | Mapping[str, np.ndarray], *, col_titles: Se
     ``col_titles`` label the columns (e.g. the prompts); ``ncols`` wraps a flat array (default: all
     in one row, at most 8 per row).
     """
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     if isinstance(images, Mapping):
@@ -218,7 +220,8 @@ def sample_grid(images: np.ndarray | Mapping[str, np.ndarray], *, col_titles: Se
             if c == 0 and labelled:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
             if r == 0 and col_titles is not None and c < len(col_titles):
-                ax.set_title(col_titles[c], fontsize=7)
+                # wrapped to the cell's width (about 16 characters of 7-pt text per inch): no title over its neighbour's
+                ax.set_title(textwrap.fill(str(col_titles[c]), width=max(8, int(16 * cell_inches))), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
