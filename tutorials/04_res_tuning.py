@@ -33,11 +33,10 @@
 # fine-tuning) nor the batch size. Section 8 sets beside ours only the figure whose baseline we know,
 # and says where the settings differ.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04: full mode
-# (5 tasks × 3 seeds × 12 methods, 60 steps each) **19 min 57 s** (`jupyter nbconvert --execute`,
-# `nice -n 10`, on a machine shared with other jobs: load average about 9 on 2 cores; the same table
-# took 7 min 49 s in an earlier course build on a quieter machine); quick mode (`SWIFTLITE_QUICK=1`,
-# the zoo's quick builds cached) 11 s. Section 10 prints this run's time. The committed figures
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-05 beside one
+# other full-mode notebook on the other core: full mode (5 tasks × 3 seeds × 12 methods, 60 steps each)
+# **11 min 3 s** (`jupyter nbconvert --execute`); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick
+# builds cached) 11 s. Section 10 prints this run's time. The committed figures
 # come from that full run.
 #
 # **You will learn**
