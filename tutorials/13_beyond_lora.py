@@ -30,12 +30,10 @@
 # adapter's abstract) 1-bit adapters beat the other parameter-efficient methods on VTAB-1K while
 # needing the smallest storage.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 as a plain
-# script: full mode (10 methods × 5 tasks × 3 seeds × 60 steps, then 3 methods × 3 seeds × 200
-# diffusion steps) **12 min 24 s** with other jobs on the machine (load average ~2), 16 min 28 s at load
-# ~3, 28 min 11 s at load ~7, and 16 min 27 s in the last run (beside another full run, the run the
-# committed figures come from); step times on a shared
-# machine move with the load, so read section 6's speed ratio as noisy. Quick mode
+# **Running time** on the project's 2-core CPU with one torch thread: full mode (10 methods × 5 tasks ×
+# 3 seeds × 50 steps, then 3 methods × 3 seeds × 160 diffusion steps) **12 min 36 s** (`jupyter nbconvert --execute`), measured 2026-12-05
+# beside another full-mode notebook on the other core (the committed figures come from that run); step
+# times on a shared machine move with the load, so read section 6's speed ratio as noisy. Quick mode
 # (`SWIFTLITE_QUICK=1`, the zoo's quick builds cached): 18 s in the test suite. Section 7 prints this
 # run's time.
 #
@@ -71,7 +69,7 @@ from swiftlite.settings import quick_mode
 QUICK = quick_mode()  # CI smoke run: 1 task, 1 seed, a few steps
 TASKS = ["colour", "digits", "style", "shape-in-style", "size"][: 1 if QUICK else 5]
 SEEDS = [0] if QUICK else [0, 1, 2]
-STEPS = 3 if QUICK else 60  # optimizer steps per VTAB run (batch 32)
+STEPS = 3 if QUICK else 50  # optimizer steps per VTAB run (batch 32)
 SHOTS, BATCH_SIZE = 10, 32
 torch.set_num_threads(1)  # one thread: step times compare methods, not how well torch shares a CPU
 started = time.perf_counter()
@@ -335,7 +333,7 @@ print(f"1-bit adapter: {params['1-bit adapter']:,} weights -> tensors of {sizes[
 # faster than full fine-tuning's, as the paper's 2× says?
 
 # %%
-D_STEPS = 4 if QUICK else 200
+D_STEPS = 4 if QUICK else 160
 N_TRAIN = 64 if QUICK else 3000
 PER_PROMPT = 1 if QUICK else 4
 SAMPLING = dict(num_inference_steps=4 if QUICK else 20, guidance_scale=1.5)
@@ -445,7 +443,7 @@ print(f"this run took {time.perf_counter() - started:.0f} s ({'quick' if QUICK e
 # Python overhead costs about as much as the weight gradients it saves, while the paper's 2× is
 # measured on DiT-XL/2, far larger, where those gradients dominate. At this size file headers
 # matter too: the 1-bit adapter's saving shows fully only when its matrices are large. The table
-# ranks methods at this budget (60 steps, 10 shots), not in general; the line on the spread says
+# ranks methods at this budget (`STEPS` steps, 10 shots), not in general; the line on the spread says
 # whether the best relative is separated from LoRA by more than their seed-to-seed std.
 
 # %% [markdown]
