@@ -10,7 +10,8 @@ from swiftlite import zoo
 from swiftlite.data.inpaint import TASKS, grid_mask, inpaint_dataset
 from swiftlite.diffusion.largen import (AssignProcessor, LarGen, LargenLoss, RefineProcessor, cross_attention_names,
                                         decoder_self_attention_names, decoupled_attention, encode_quadruplets,
-                                        inpaint, largen_scores, subject_condition, align_subject_encoder)
+                                        inpaint, largen_scores, subject_condition, align_subject_encoder,
+                                        train_largen)
 from swiftlite.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -236,3 +237,9 @@ def test_align_subject_encoder_moves_subject_tokens_onto_the_caption_context(pip
     assert all(torch.equal(v, unet_before[k]) for k, v in model.unet.state_dict().items() if k in unet_before)
     with pytest.raises(ValueError, match="no subject encoder"):
         align_subject_encoder(LarGen(pipe.unet, ("locate",)), pipe, quads, steps=1)
+    # one aligned encoder shared by an arm: it starts from those weights (lr 0 keeps them)
+    arm = train_largen(pipe, quads, ("locate", "assign"), steps=1, lr=0.0, encoder_from=model, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(arm.subject_encoder.state_dict().values(),
+                                                 model.subject_encoder.state_dict().values()))
+    with pytest.raises(ValueError, match="both models need Assign"):
+        train_largen(pipe, quads, ("locate",), steps=1, encoder_from=model, progress=False)

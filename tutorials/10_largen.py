@@ -56,7 +56,8 @@ import swiftlite.zoo as zoo
 from swiftlite import check_answer, viz
 from swiftlite.data.inpaint import TASKS, grid_mask, inpaint_dataset
 from swiftlite.data.shapes import POSITIONS
-from swiftlite.diffusion.largen import (ARMS, AssignProcessor, LarGen, RefineProcessor, cross_attention_names,
+from swiftlite.diffusion.largen import (ARMS, AssignProcessor, LarGen, RefineProcessor, align_subject_encoder,
+                                        cross_attention_names,
                                         decoder_self_attention_names, encode_quadruplets, evaluate_largen, inpaint,
                                         largen_scores, subject_condition, train_largen)
 from swiftlite.diffusion.sampling import prompt_embeddings, sample_grid
@@ -68,9 +69,9 @@ QUICK = quick_mode()  # CI smoke run: tiny data, a few steps, one seed
 SEEDS = [0, 1, 2] if not QUICK else [0]
 N_TRAIN = 48 if QUICK else 3000  # quadruplets (a third per task)
 N_EVAL = 6 if QUICK else 36  # held-out one-object scenes, scored on every task
-TRUNK_STEPS = 2 if QUICK else 50  # Locate alone, batch 32
-BRANCH_STEPS = 2 if QUICK else 200  # then each arm continues from the trunk
-ALIGN_STEPS = 5 if QUICK else 1000  # subject encoder alone, onto the caption's text context (section 1)
+TRUNK_STEPS = 2 if QUICK else 60  # Locate alone, batch 32
+BRANCH_STEPS = 2 if QUICK else 120  # then each arm continues from the trunk
+ALIGN_STEPS = 5 if QUICK else 600  # subject encoder alone, onto the caption's text context (section 1), once per seed
 SAMPLING = dict(num_inference_steps=2 if QUICK else 15, guidance_scale=2.0)
 torch.set_num_threads(1)
 started = time.perf_counter()
@@ -255,9 +256,12 @@ results = {arm: [] for arm in ARMS}
 models = {}
 for seed in SEEDS:
     trunk = train_largen(pipe, train_quads, ARMS["Locate"], steps=TRUNK_STEPS, seed=seed)
+    torch.manual_seed(seed)
+    aligned = LarGen(pipe.unet, ARMS["+Assign"])  # one aligned subject encoder per seed, for both Assign arms
+    align_subject_encoder(aligned, pipe, train_quads, steps=ALIGN_STEPS, seed=seed)
     for arm, stages in ARMS.items():
         arm_model = train_largen(pipe, train_quads, stages, steps=BRANCH_STEPS, seed=seed, start=trunk,
-                                 align_steps=ALIGN_STEPS)
+                                 encoder_from=aligned if "assign" in stages else None)
         results[arm].append(evaluate_largen(pipe, arm_model, eval_quads, judge, seed=seed, **SAMPLING))
         models.setdefault(arm, arm_model)
 METRICS = ["identity", "text", "background_psnr"]

@@ -554,13 +554,15 @@ def align_subject_encoder(model: LarGen, pipe: Any, quads: Any, *, steps: int, b
 
 def train_largen(pipe: Any, quads: Any, stages: Sequence[str], *, steps: int, seed: int = 0, lr: float = 1e-3,
                  batch_size: int = 32, p_uncond: float = 0.1, image_scale: float = 1.0, start: LarGen | None = None,
-                 align_steps: int = 0, progress: bool = True) -> LarGen:
+                 align_steps: int = 0, encoder_from: LarGen | None = None, progress: bool = True) -> LarGen:
     """A :class:`LarGen` with ``stages`` over ``pipe.unet``, trained ``steps`` steps on the three tasks of
     ``quads`` with :class:`LargenLoss` and :func:`swiftlite.train.train` (AdamW, cosine, seeded).
 
     ``start``: a trained model whose 9-channel U-Net weights this one starts from (coarse to fine: a
     Locate model, then Assign and Refine switched on); the new stages' weights start fresh.
-    ``align_steps``: first train the subject encoder alone that many steps (:func:`align_subject_encoder`)."""
+    ``align_steps``: first train the subject encoder alone that many steps (:func:`align_subject_encoder`).
+    ``encoder_from``: a model whose subject encoder this one starts from (one aligned encoder shared by
+    several arms, so each does not repeat the alignment)."""
     from ..train import train  # swiftlite.train imports the whole trainer stack: loaded when a run starts
 
     empty = pipe.tokenizer("", padding="max_length", max_length=pipe.tokenizer.model_max_length)["input_ids"]
@@ -578,6 +580,11 @@ def train_largen(pipe: Any, quads: Any, stages: Sequence[str], *, steps: int, se
                 if isinstance(attn.processor, AssignProcessor):
                     attn.processor.to_k_ip.weight.copy_(attn.to_k.weight)
                     attn.processor.to_v_ip.weight.copy_(attn.to_v.weight)
+    if encoder_from is not None:
+        if "assign" not in model.stages or not hasattr(encoder_from, "subject_encoder"):
+            raise ValueError(f"train_largen(encoder_from=...): both models need Assign (stages {model.stages} and "
+                             f"{getattr(encoder_from, 'stages', None)})")
+        model.subject_encoder.load_state_dict(encoder_from.subject_encoder.state_dict())
     if align_steps and "assign" in model.stages:
         model.align_history = align_subject_encoder(model, pipe, quads, steps=align_steps, seed=seed)
     model.history = train(model, quads, loss, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
