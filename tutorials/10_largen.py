@@ -240,7 +240,8 @@ print({t: sum(1 for x in data["task"] if x == t) for t in TASKS}, f"train quadru
 #
 # Coarse to fine, as the paper trains: per seed, one **Locate** trunk (9 channels, all three tasks), then
 # three arms continue from it for the same number of steps — Locate alone, +Assign, +Assign+Refine — so
-# each arm has seen the same data for the same time. Three numbers per arm, on held-out one-object scenes:
+# each arm has seen the same data for the same time. Both Assign arms start from the same subject
+# encoder, aligned once per seed (section 1). Three numbers per arm, on held-out one-object scenes:
 #
 # * **identity** (subject-only task, empty text): share of samples where the scene judge (trained on real
 #   renders) names the subject's shape, colour *and* style;
