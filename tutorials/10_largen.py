@@ -27,10 +27,10 @@
 # and text semantic consistency". The abstract states no headline number; section 7 puts the claims and
 # our measurements side by side.
 #
-# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-04 as a plain
-# script under `nice -n 10` while other jobs shared the machine: full mode (3 seeds × a Locate trunk and
-# three ablation arms, then sampling) **23 min 15 s** at a load average of about 7–10 (other jobs on the machine; the training steps ran about 4× slower than alone, so this exceeds the 15 min a free machine would need); quick mode (`SWIFTLITE_QUICK=1`, the zoo's quick
-# sd-tiny cached) **32 s** as a script, 76 s in the test suite under the same load. Section 8 prints this run's time.
+# **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-05 with `jupyter
+# nbconvert --execute` while the test suite ran on the other core: full mode (3 seeds × a Locate trunk, one
+# subject-encoder alignment and three ablation arms, then sampling) **14 min 36 s**; quick mode
+# (`SWIFTLITE_QUICK=1`, the zoo's quick sd-tiny cached) 24 s in the notebook test. Section 8 prints this run's time.
 #
 # **You will learn**
 # * how Locate, Assign and Refine enter a real 🤗 diffusers U-Net through its attention-processor interface,
