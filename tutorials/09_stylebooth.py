@@ -373,26 +373,35 @@ viz.save_figure(fig, "09_exemplar_editing")
 
 # %%
 WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0]
-test = render_pairs(N_EVAL, seed=80_000)
-stripes = render_pairs(N_EVAL, seed=80_001, styles=("stripes",))["styled"]
-dots = render_pairs(N_EVAL, seed=80_002, styles=("dots",))["styled"]
-both = np.stack([stripes, dots], axis=1)  # (N, 2, H, W, 3)
-mixed, named = {}, {}
+STYLES_SEEN = ("stripes", "dots", "plain", "outline")
+mixed, per_seed, kept = {}, {w: [] for w in WEIGHTS}, {w: [] for w in WEIGHTS}
+for seed in SEEDS:  # each seed: new sources, new exemplars, new noise
+    test = render_pairs(N_EVAL, seed=80_000 + 10 * seed)
+    stripes = render_pairs(N_EVAL, seed=80_001 + 10 * seed, styles=("stripes",))["styled"]
+    dots = render_pairs(N_EVAL, seed=80_002 + 10 * seed, styles=("dots",))["styled"]
+    both = np.stack([stripes, dots], axis=1)  # (N, 2, H, W, 3)
+    for w in WEIGHTS:
+        out = stylebooth_edit(editor, test["plain"], exemplars=both, weights=[w, 1 - w], s_img=S_IMG, s_txt=S_TXT,
+                              steps=SAMPLING_STEPS, seed=seed)
+        got = np.array(judge.predict(out)["style"])
+        per_seed[w].append({s: float(np.mean(got == s)) for s in STYLES_SEEN})
+        kept[w].append(edit_scores(test["plain"], out, ["stripes"] * N_EVAL, judge)["content_kept"])
+        mixed.setdefault(w, out)  # the first seed's edits, for the strip below
+named = {w: {s: float(np.mean([r[s] for r in per_seed[w]])) for s in STYLES_SEEN} for w in WEIGHTS}
+named_std = {w: {s: float(np.std([r[s] for r in per_seed[w]])) for s in STYLES_SEEN} for w in WEIGHTS}
 for w in WEIGHTS:
-    mixed[w] = stylebooth_edit(editor, test["plain"], exemplars=both, weights=[w, 1 - w], s_img=S_IMG, s_txt=S_TXT,
-                               steps=SAMPLING_STEPS)
-    got = np.array(judge.predict(mixed[w])["style"])
-    named[w] = {s: float(np.mean(got == s)) for s in ("stripes", "dots", "plain", "outline")}
-    print(f"w = {w:.2f}: " + ", ".join(f"{s} {v:.0%}" for s, v in named[w].items()))
+    print(f"w = {w:.2f}: " + ", ".join(f"{s} {named[w][s]:.0%} ± {named_std[w][s]:.0%}" for s in STYLES_SEEN)
+          + f"; content kept {np.mean(kept[w]):.2f} ± {np.std(kept[w]):.2f}")
 if not QUICK:  # predicted above: from dotted at w = 0 to striped at w = 1
     assert named[1.0]["stripes"] > named[0.0]["stripes"] + 0.3 and named[0.0]["dots"] > named[1.0]["dots"] + 0.3
 
 # %%
 fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1, 1.4]})
 for s, marker in (("stripes", "o-"), ("dots", "s-"), ("plain", "^:"), ("outline", "v:")):
-    ax.plot(WEIGHTS, [named[w][s] for w in WEIGHTS], marker, label=f"judge says {s}")
+    ax.errorbar(WEIGHTS, [named[w][s] for w in WEIGHTS], yerr=[named_std[w][s] for w in WEIGHTS], fmt=marker,
+                capsize=3, label=f"judge says {s}")
 ax.set_xlabel("weight w on the striped exemplar (1 − w on the dotted)")
-ax.set_ylabel(f"share of {N_EVAL} edits")
+ax.set_ylabel(f"share of {N_EVAL} edits (mean ± std, {len(SEEDS)} seeds)")
 ax.set_ylim(-0.05, 1.05)
 ax.legend(fontsize=8)
 ax.set_title("mixing two exemplar embeddings")
