@@ -531,25 +531,24 @@ def align_subject_encoder(model: LarGen, pipe: Any, quads: Any, *, steps: int, b
     if "assign" not in model.stages:
         raise ValueError(f"align_subject_encoder: the model has no subject encoder (stages {model.stages}); "
                          f"switch Assign on first (LarGen(..., stages=('locate', 'assign')))")
+    import datasets
+
+    from ..train import train  # swiftlite.train imports the whole trainer stack: loaded when a run starts
+
     rows = quads.with_format("numpy")[:]
     ids = pipe.tokenizer(list(rows["caption"]), padding="max_length", truncation=True,
                          max_length=pipe.tokenizer.model_max_length, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         targets = pipe.text_encoder(input_ids=ids).last_hidden_state[:, :model.n_tokens]  # (B, N, D)
-    subjects = to_pixel_values(rows["subject"])  # (B, 3, H, W)
-    encoder = model.subject_encoder
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    encoder.train()
-    for _ in range(steps):
-        pick = torch.randint(len(subjects), (min(batch_size, len(subjects)),), generator=generator)
-        loss = F.mse_loss(encoder(subjects[pick]), targets[pick])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
-    return losses
+    pairs = datasets.Dataset.from_dict({"subject": to_pixel_values(rows["subject"]).numpy(),  # (B, 3, H, W)
+                                        "target": targets.numpy()}).with_format("torch")
+
+    def regression(encoder: nn.Module, batch: Any) -> torch.Tensor:
+        return F.mse_loss(encoder(batch["subject"]), batch["target"])
+
+    history = train(model.subject_encoder, pairs, regression, steps=steps, batch_size=min(batch_size, len(pairs)),
+                    lr=lr, seed=seed, progress=False)
+    return history.loss
 
 
 def train_largen(pipe: Any, quads: Any, stages: Sequence[str], *, steps: int, seed: int = 0, lr: float = 1e-3,
