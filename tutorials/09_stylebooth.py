@@ -30,7 +30,7 @@
 # instructions each reach their style?
 #
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-05 beside one
-# other full-mode notebook on the other core: full mode **7.4 min** wall (7.3 min of the notebook
+# other full-mode notebook on the other core: full mode **8.0 min** wall (7.9 min of the notebook
 # process's own CPU time); quick mode (`SWIFTLITE_QUICK=1`) 2.3 min wall, 0.3 min of CPU (2026-12-04).
 # Section 10 prints the wall and CPU time of every run. The committed figures come from that full run.
 #
