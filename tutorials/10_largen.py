@@ -28,8 +28,9 @@
 # our measurements side by side.
 #
 # **Running time** on the project's 2-core CPU with one torch thread, measured 2026-12-05 with `jupyter
-# nbconvert --execute` while the test suite ran on the other core: full mode (3 seeds × a Locate trunk, one
-# subject-encoder alignment and three ablation arms, then sampling) **14 min 36 s**; quick mode
+# nbconvert --execute` while another full-mode notebook ran on the other core for most of it: full mode
+# (3 seeds × a Locate trunk, one subject-encoder alignment and three ablation arms, then sampling)
+# **12 min 56 s**; quick mode
 # (`SWIFTLITE_QUICK=1`, the zoo's quick sd-tiny cached) 24 s in the notebook test. Section 8 prints this run's time.
 #
 # **You will learn**
